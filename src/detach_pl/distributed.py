@@ -1,0 +1,178 @@
+"""The one place for torch.distributed details (world size, rank, gathers, broadcast).
+
+Stage 2 of DETACH uses the **global** batch as negatives: every rank gathers the embeddings of all
+ranks, builds the full N×N similarity matrix and uses its own rows as anchors. This module offers
+the few collectives that needs. Every function is an identity / no-op when torch.distributed is not
+initialised, so the same code runs in one process, under Lightning's DDP, and in tests.
+
+All gathers require the same tensor shape on every rank (equal per-rank batch size); this is
+checked with a cheap all_gather of the shapes, and a mismatch raises ValueError on every rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+# Gathered shape descriptor: [ndim, size_0, ..., size_{ndim-1}, -1 padding].
+_MAX_CHECKED_NDIM = 8
+
+
+def is_distributed() -> bool:
+    """True when torch.distributed is available and a process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 when not distributed)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    """Rank of this process in the default group (0 when not distributed)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def local_slice(batch_size: int) -> slice:
+    """Rows of this rank inside a tensor gathered with `gather_with_grad` / `gather_no_grad`.
+
+    Args:
+        batch_size: per-rank batch size (equal on every rank).
+
+    Returns:
+        slice(rank * batch_size, (rank + 1) * batch_size); slice(0, batch_size) in one process.
+    """
+    if batch_size < 0:
+        raise ValueError(f"local_slice: batch_size must be >= 0, got {batch_size}")
+    start = rank() * batch_size
+    return slice(start, start + batch_size)
+
+
+def _check_same_shape(x: Tensor, operation: str) -> None:
+    """Raise ValueError on every rank unless `x` has the same shape on all ranks.
+
+    One small all_gather of an int64 shape descriptor; every rank sees the same gathered
+    descriptors, so every rank raises (no rank is left hanging in the next collective).
+    """
+    if x.dim() > _MAX_CHECKED_NDIM:
+        raise ValueError(
+            f"{operation}: tensors with more than {_MAX_CHECKED_NDIM} dims are not supported, "
+            f"got shape {tuple(x.shape)}"
+        )
+    descriptor = torch.full((_MAX_CHECKED_NDIM + 1,), -1, dtype=torch.int64, device=x.device)
+    descriptor[0] = x.dim()
+    if x.dim() > 0:
+        descriptor[1 : x.dim() + 1] = torch.tensor(x.shape, dtype=torch.int64, device=x.device)
+    gathered = [torch.empty_like(descriptor) for _ in range(world_size())]
+    dist.all_gather(gathered, descriptor)
+    shapes = [tuple(d[1 : int(d[0]) + 1].tolist()) for d in gathered]
+    if any(shape != shapes[0] for shape in shapes):
+        raise ValueError(
+            f"{operation}: every rank must pass a tensor of the same shape (equal per-rank batch "
+            f"size, e.g. drop_last=True); got shapes by rank {shapes}"
+        )
+
+
+def _require_batch_dim(x: Tensor, operation: str) -> None:
+    """Gathers concatenate along dim 0, so a 0-dim tensor is an error."""
+    if x.dim() == 0:
+        raise ValueError(f"{operation}: expected a tensor with a batch dim 0, got a scalar")
+
+
+def _all_gather_cat(x: Tensor) -> Tensor:
+    """Concatenate all ranks' `x` along dim 0 in rank order (no autograd)."""
+    chunks = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(chunks, x.contiguous())
+    return torch.cat(chunks, dim=0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; all_reduce(SUM) of the full gradient, sliced to this rank, backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102 - documented on the class
+        ctx.local_batch = x.shape[0]
+        return _all_gather_cat(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_gathered: Tensor) -> Tensor:  # noqa: D102
+        grad = grad_gathered.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[local_slice(ctx.local_batch)]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """All ranks' `x` concatenated along dim 0 in rank order, with gradients flowing back.
+
+    Gradient convention. Let rank r hold local rows x_r (n rows each, R ranks, X = cat_r x_r) and
+    compute its loss L_r = (1/n) Σ_{a ∈ rows of r} ℓ_a(X) (mean over its own anchors, keys from the
+    whole X). One process on the concatenated batch would compute L = (1/(R·n)) Σ_a ℓ_a(X) =
+    (1/R) Σ_r L_r. DDP averages parameter gradients: g = (1/R) Σ_r G_r · ∂x_r/∂θ, where G_r is the
+    gradient reaching x_r on rank r. For g to equal ∂L/∂θ = Σ_r (∂L/∂x_r) · ∂x_r/∂θ we need
+    G_r = R · ∂L/∂x_r = Σ_{r'} ∂L_{r'}/∂x_r. The backward therefore all_reduces (SUM) the
+    gradient of the whole gathered tensor (summing every rank's ∂L_{r'}/∂X) and returns this rank's
+    slice. No world-size factor is needed anywhere, provided each rank's loss is the MEAN over its
+    own anchors and parameter gradients are averaged (DDP's default).
+
+    Note that x_r.grad on a rank is thus R times the single-process ∂L/∂x_r (the 1/R comes with
+    DDP's averaging of parameter gradients).
+
+    Args:
+        x: (n, ...) local tensor; same shape on every rank.
+
+    Returns:
+        (R·n, ...) tensor; `x` itself when not distributed.
+
+    Raises:
+        ValueError: if the shapes differ between ranks.
+    """
+    _require_batch_dim(x, "gather_with_grad")
+    if not is_distributed():
+        return x
+    _check_same_shape(x, "gather_with_grad")
+    return _GatherWithGrad.apply(x)
+
+
+def gather_no_grad(x: Tensor) -> Tensor:
+    """All ranks' `x` concatenated along dim 0 in rank order, detached (no gradient).
+
+    Args:
+        x: (n, ...) local tensor; same shape on every rank.
+
+    Returns:
+        (R·n, ...) detached tensor; `x.detach()` when not distributed.
+
+    Raises:
+        ValueError: if the shapes differ between ranks.
+    """
+    _require_batch_dim(x, "gather_no_grad")
+    if not is_distributed():
+        return x.detach()
+    _check_same_shape(x, "gather_no_grad")
+    with torch.no_grad():
+        return _all_gather_cat(x.detach())
+
+
+def broadcast_from_rank0(x: Tensor) -> Tensor:
+    """Rank 0's value of `x` on every rank (e.g. k-means centroids computed on rank 0).
+
+    Args:
+        x: tensor of the same shape and dtype on every rank (the non-zero ranks' values are only
+            placeholders).
+
+    Returns:
+        A detached tensor holding rank 0's values (`x.detach()` when not distributed).
+
+    Raises:
+        ValueError: if the shapes differ between ranks.
+    """
+    if not is_distributed():
+        return x.detach()
+    _check_same_shape(x, "broadcast_from_rank0")
+    with torch.no_grad():
+        out = x.detach().contiguous().clone()
+        dist.broadcast(out, src=0)
+    return out

@@ -1,0 +1,30 @@
+"""DETACH losses: weighted contrastive loss and its weights (stage 2), cross-entropies (stage 1)."""
+
+from detach_pl.losses.classification import (
+    class_balanced_cross_entropy,
+    class_balanced_weights,
+    masked_cross_entropy,
+)
+from detach_pl.losses.contrastive import info_nce, weighted_info_nce
+from detach_pl.losses.weights import (
+    TemporalMode,
+    alignment_weights,
+    false_negative_weights,
+    hard_negative_weights,
+    spatial_similarity,
+    temporal_similarity,
+)
+
+__all__ = [
+    "TemporalMode",
+    "alignment_weights",
+    "class_balanced_cross_entropy",
+    "class_balanced_weights",
+    "false_negative_weights",
+    "hard_negative_weights",
+    "info_nce",
+    "masked_cross_entropy",
+    "spatial_similarity",
+    "temporal_similarity",
+    "weighted_info_nce",
+]

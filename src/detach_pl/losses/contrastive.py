@@ -1,0 +1,128 @@
+"""Stage-2 contrastive losses: the spatio-temporally weighted InfoNCE and plain symmetric InfoNCE.
+
+Pure functions. Under DDP pass the *global* (gathered) embeddings and weights and select this
+rank's rows as `anchors` (see `detach_pl.distributed.local_slice`); the mean is over the anchors,
+which is what `detach_pl.distributed.gather_with_grad` expects.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _anchor_indices(anchors: slice | None, num_pairs: int) -> range:
+    """Validate `anchors` and return the anchor indices it selects out of `num_pairs` pairs."""
+    if anchors is None:
+        return range(num_pairs)
+    if not isinstance(anchors, slice):
+        raise ValueError(f"anchors must be a slice or None, got {type(anchors).__name__}")
+    selected = range(num_pairs)[anchors]
+    if len(selected) == 0:
+        raise ValueError(f"anchors {anchors} selects no pair out of a batch of {num_pairs}")
+    return selected
+
+
+def _validate_inputs(video_emb: Tensor, sensor_emb: Tensor, temperature: float) -> None:
+    """Raise ValueError unless both embeddings are matching (N, d) matrices and τ > 0."""
+    if video_emb.dim() != 2 or sensor_emb.dim() != 2:
+        raise ValueError(
+            "video_emb and sensor_emb must be (N, d) matrices, got shapes "
+            f"{tuple(video_emb.shape)} and {tuple(sensor_emb.shape)}"
+        )
+    if video_emb.shape != sensor_emb.shape:
+        raise ValueError(
+            "video_emb and sensor_emb must have the same shape (N pairs, same d), got "
+            f"{tuple(video_emb.shape)} and {tuple(sensor_emb.shape)}"
+        )
+    if video_emb.shape[0] == 0:
+        raise ValueError("video_emb and sensor_emb hold no pair (N = 0)")
+    if not float(temperature) > 0.0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def weighted_info_nce(
+    video_emb: Tensor,
+    sensor_emb: Tensor,
+    weights: Tensor,
+    temperature: float,
+    *,
+    anchors: slice | None = None,
+) -> Tensor:
+    """Symmetric InfoNCE whose negatives are re-weighted by W (method.md, Stage 2).
+
+    S_ij = cos(u_v_i, u_s_j) / τ (the embeddings are L2-normalised here),
+
+        L_v2s = −(1/|A|) Σ_{i∈A} log( exp(S_ii) / (exp(S_ii) + Σ_{j≠i} W_ij exp(S_ij)) ),
+        L_s2v = −(1/|A|) Σ_{j∈A} log( exp(S_jj) / (exp(S_jj) + Σ_{i≠j} W_ij exp(S_ij)) ),
+        L_CL  = ½ (L_v2s + L_s2v),
+
+    with A the anchors (all N pairs by default). The s2v term anchors sensor j and uses the same
+    W_ij over the video keys i. Computed as logsumexp of S_ij + log W_ij (log 0 = −inf, the
+    diagonal taken as log 1), so it is stable for small τ and zero weights.
+
+    Args:
+        video_emb: (N, d) video embeddings u_v (need not be normalised).
+        sensor_emb: (N, d) sensor embeddings u_s; row i pairs with video row i.
+        weights: (N, N) non-negative weights W of the negatives; used detached, diagonal ignored.
+        temperature: τ > 0.
+        anchors: rows (v2s) and columns (s2v) used as anchors; under DDP, this rank's rows of the
+            gathered batch. None means all N.
+
+    Returns:
+        Scalar loss, differentiable w.r.t. both embeddings only.
+
+    Raises:
+        ValueError: on mismatched shapes, τ ≤ 0, an empty anchor selection, or weights that are
+            negative or not finite.
+    """
+    _validate_inputs(video_emb, sensor_emb, temperature)
+    num_pairs = video_emb.shape[0]
+    if weights.shape != (num_pairs, num_pairs):
+        raise ValueError(
+            f"weights must be (N, N) = ({num_pairs}, {num_pairs}) to match the embeddings, "
+            f"got {tuple(weights.shape)}"
+        )
+    weights = weights.detach()
+    if not bool(((weights >= 0) & torch.isfinite(weights)).all()):
+        raise ValueError("weights must be finite and non-negative")
+    anchor_idx = torch.tensor(
+        list(_anchor_indices(anchors, num_pairs)), dtype=torch.long, device=video_emb.device
+    )
+
+    u_v = F.normalize(video_emb, dim=1)
+    u_s = F.normalize(sensor_emb, dim=1)
+    logits = u_v @ u_s.T / temperature
+    log_weights = weights.to(logits.dtype).log()
+    log_weights.fill_diagonal_(0.0)
+    weighted_logits = logits + log_weights
+    positives = logits.diagonal()[anchor_idx]
+
+    loss_v2s = (torch.logsumexp(weighted_logits[anchor_idx, :], dim=1) - positives).mean()
+    loss_s2v = (torch.logsumexp(weighted_logits[:, anchor_idx], dim=0) - positives).mean()
+    return 0.5 * (loss_v2s + loss_s2v)
+
+
+def info_nce(
+    video_emb: Tensor,
+    sensor_emb: Tensor,
+    temperature: float,
+    *,
+    anchors: slice | None = None,
+) -> Tensor:
+    """Plain symmetric InfoNCE: `weighted_info_nce` with W ≡ 1 (the "no weighting" ablation).
+
+    Args:
+        video_emb: (N, d) video embeddings.
+        sensor_emb: (N, d) sensor embeddings; row i pairs with video row i.
+        temperature: τ > 0.
+        anchors: see `weighted_info_nce`.
+
+    Returns:
+        Scalar loss ½(CE(S, I) over rows + CE(S, I) over columns).
+    """
+    _validate_inputs(video_emb, sensor_emb, temperature)
+    num_pairs = video_emb.shape[0]
+    ones = torch.ones(num_pairs, num_pairs, dtype=video_emb.dtype, device=video_emb.device)
+    return weighted_info_nce(video_emb, sensor_emb, ones, temperature, anchors=anchors)

@@ -1,0 +1,149 @@
+"""Spatio-temporal weights of the stage-2 contrastive negatives (method.md, Stage 2).
+
+All functions run under `torch.no_grad()`: the weights W steer which negatives matter but carry no
+gradient. Inputs are (N, d) features of the N pairs of the (global) batch; outputs are (N, N).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+TemporalMode = Literal["within", "cross"]
+
+
+def _check_pair_features(a: Tensor, b: Tensor, names: str) -> None:
+    """Raise ValueError unless `a` and `b` are (N, ·) matrices with the same N."""
+    if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"{names} must be (N, d) matrices with the same N, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+
+
+def _check_square(matrix: Tensor, name: str) -> None:
+    """Raise ValueError unless `matrix` is (N, N)."""
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"{name} must be an (N, N) matrix, got {tuple(matrix.shape)}")
+
+
+def _pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """(N, M) matrix of cos(a_i, b_j)."""
+    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+
+@torch.no_grad()
+def spatial_similarity(z_v: Tensor, z_s: Tensor) -> Tensor:
+    """S^sp_ij = max(ReLU(cos(z_v_i, z_v_j)), ReLU(cos(z_s_i, z_s_j))), in [0, 1].
+
+    Args:
+        z_v: (N, d) video spatial features.
+        z_s: (N, d') sensor spatial features.
+
+    Returns:
+        (N, N) detached spatial similarity (the stronger of the two modalities).
+    """
+    _check_pair_features(z_v, z_s, "z_v and z_s")
+    return torch.maximum(_pairwise_cosine(z_v, z_v).relu(), _pairwise_cosine(z_s, z_s).relu())
+
+
+@torch.no_grad()
+def temporal_similarity(h_v: Tensor, h_s: Tensor, mode: TemporalMode = "within") -> Tensor:
+    """Temporal similarity S^tm from the (EMA) temporal features, in [0, 1].
+
+    - "within" (released code, default): S^tm_ij = ReLU(½[cos(h_v_i, h_v_j) + cos(h_s_i, h_s_j)]).
+    - "cross" (paper text): S^tm_ij = ReLU(cos(h_v_i, h_s_j)).
+
+    Args:
+        h_v: (N, d) video temporal features.
+        h_s: (N, d) sensor temporal features (same d as h_v for "cross").
+        mode: "within" or "cross".
+
+    Returns:
+        (N, N) detached temporal similarity.
+    """
+    _check_pair_features(h_v, h_s, "h_v and h_s")
+    if mode == "within":
+        return (0.5 * (_pairwise_cosine(h_v, h_v) + _pairwise_cosine(h_s, h_s))).relu()
+    if mode == "cross":
+        if h_v.shape[1] != h_s.shape[1]:
+            raise ValueError(
+                "temporal_similarity mode 'cross' needs h_v and h_s of the same dim, got "
+                f"{tuple(h_v.shape)} and {tuple(h_s.shape)}"
+            )
+        return _pairwise_cosine(h_v, h_s).relu()
+    raise ValueError(f"temporal_similarity: mode must be 'within' or 'cross', got {mode!r}")
+
+
+@torch.no_grad()
+def hard_negative_weights(s_sp: Tensor, lambda_hard: float = 3.0) -> Tensor:
+    """W^sp_ij = 1 + (λ_hard − 1)·S^sp_ij: negatives at the same place count more.
+
+    Args:
+        s_sp: (N, N) spatial similarity in [0, 1].
+        lambda_hard: λ_hard ≥ 0, the weight of a negative at the very same place.
+
+    Returns:
+        (N, N) detached weights in [min(1, λ), max(1, λ)].
+    """
+    _check_square(s_sp, "s_sp")
+    if not lambda_hard >= 0.0:
+        raise ValueError(f"lambda_hard must be >= 0 (weights stay non-negative), got {lambda_hard}")
+    return 1.0 + (lambda_hard - 1.0) * s_sp
+
+
+@torch.no_grad()
+def false_negative_weights(s_sp: Tensor, s_tm: Tensor) -> Tensor:
+    """W^tm_ij = 1 − S^sp_ij·S^tm_ij: same place and same motion ⇒ probably a false negative.
+
+    Args:
+        s_sp: (N, N) spatial similarity in [0, 1].
+        s_tm: (N, N) temporal similarity in [0, 1].
+
+    Returns:
+        (N, N) detached weights in [0, 1].
+    """
+    _check_square(s_sp, "s_sp")
+    if s_tm.shape != s_sp.shape:
+        raise ValueError(
+            f"s_tm must have the shape of s_sp {tuple(s_sp.shape)}, got {tuple(s_tm.shape)}"
+        )
+    return 1.0 - s_sp * s_tm
+
+
+@torch.no_grad()
+def alignment_weights(
+    s_sp: Tensor,
+    s_tm: Tensor | None,
+    lambda_hard: float = 3.0,
+    use_spatial: bool = True,
+    use_temporal: bool = True,
+) -> Tensor:
+    """W_ij = W^sp_ij · W^tm_ij with W_ii = 0, no gradient (method.md, Stage 2).
+
+    Switching a factor off replaces it by 1 (the "w/o W_spatial" / "w/o W_temporal" ablations);
+    both off gives plain InfoNCE weights (1 off the diagonal).
+
+    Args:
+        s_sp: (N, N) spatial similarity (also used by W^tm).
+        s_tm: (N, N) temporal similarity; may be None only when `use_temporal` is False.
+        lambda_hard: λ_hard of `hard_negative_weights`.
+        use_spatial: include W^sp.
+        use_temporal: include W^tm.
+
+    Returns:
+        (N, N) detached weights with a zero diagonal.
+    """
+    _check_square(s_sp, "s_sp")
+    weights = torch.ones_like(s_sp)
+    if use_spatial:
+        weights = weights * hard_negative_weights(s_sp, lambda_hard)
+    if use_temporal:
+        if s_tm is None:
+            raise ValueError("alignment_weights: s_tm is required when use_temporal=True")
+        weights = weights * false_negative_weights(s_sp, s_tm)
+    weights.fill_diagonal_(0.0)
+    return weights
