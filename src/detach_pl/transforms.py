@@ -1,0 +1,107 @@
+"""Data augmentation: the sensor time warp (stage 1/2) and clip-consistent video augmentation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+
+def _uniform(count: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """``count`` samples of U(0, 1), drawn on the generator's device and moved to ``device``."""
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(count, generator=generator, device=draw_device).to(device)
+
+
+def sinusoidal_time_warp(
+    x: Tensor, sigma: float = 0.2, generator: torch.Generator | None = None
+) -> Tensor:
+    """Resample each window at sinusoidally displaced times (method.md, stage 1a augmentation).
+
+    Per sample b: offset_b(t) = σ·L·sin(linspace(0, 4π, L)_t)·u_b with u_b ~ U(0, 1); the window
+    is read at positions clamp(t + offset_b(t), 0, L − 1) by linear interpolation along time; all
+    channels of a sample share the warp.
+
+    Note: the displacement changes faster than time itself once σ·u·4π·L/(L − 1) > 1 (σ·u above
+    about 0.08), so with σ = 0.2 the warp often folds back on itself (non-monotone positions).
+    This follows the published formula.
+
+    Args:
+        x: Sensor windows (B, C, L), any device.
+        sigma: Warp strength σ ≥ 0 (0 gives the identity).
+        generator: Optional random generator (on x's device or on the CPU).
+
+    Returns:
+        Warped windows, same shape, dtype and device as ``x``.
+    """
+    if x.dim() != 3:
+        raise ValueError(
+            f"sinusoidal_time_warp needs windows of shape (B, C, L), got {tuple(x.shape)}"
+        )
+    if sigma < 0:
+        raise ValueError(f"sinusoidal_time_warp needs sigma >= 0, got {sigma}")
+    batch, channels, length = x.shape
+    position_dtype = torch.promote_types(x.dtype, torch.float32)
+    times = torch.arange(length, device=x.device, dtype=position_dtype)
+    phase = torch.linspace(0.0, 4.0 * math.pi, length, device=x.device, dtype=position_dtype)
+    wave = torch.sin(phase)
+    strength = _uniform(batch, generator, x.device).to(position_dtype)
+    positions = (times + sigma * length * wave * strength[:, None]).clamp(0.0, length - 1)
+    lower = positions.floor().long().clamp(max=length - 1)
+    upper = (lower + 1).clamp(max=length - 1)
+    fraction = (positions - lower).to(x.dtype)[:, None, :]
+    lower_values = x.gather(2, lower[:, None, :].expand(batch, channels, length))
+    upper_values = x.gather(2, upper[:, None, :].expand(batch, channels, length))
+    return lower_values + fraction * (upper_values - lower_values)
+
+
+def augment_clip(
+    clip: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    jitter: tuple[float, float] = (0.6, 1.4),
+    hue: float = 0.1,
+    blur_kernel: int = 5,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+) -> Tensor:
+    """Colour jitter and Gaussian blur with ONE random draw for all frames of a clip.
+
+    Sharing the parameters keeps frame differences free of augmentation noise (the temporal
+    encoder reads them). Order: brightness, contrast, saturation, hue, then blur.
+
+    Args:
+        clip: Frames (T, 3, H, W) with values in [0, 1].
+        generator: Optional random generator.
+        jitter: Range of the brightness, contrast and saturation factors.
+        hue: Hue shift drawn from U(−hue, hue), hue in [0, 0.5].
+        blur_kernel: Odd Gaussian kernel size.
+        blur_sigma: Range of the Gaussian standard deviation.
+
+    Returns:
+        Augmented clip, same shape, values clamped to [0, 1].
+    """
+    if clip.dim() != 4 or clip.shape[1] != 3:
+        raise ValueError(
+            f"augment_clip needs a clip of shape (T, 3, H, W), got {tuple(clip.shape)}"
+        )
+    if not 0.0 <= jitter[0] <= jitter[1]:
+        raise ValueError(f"augment_clip needs 0 <= jitter[0] <= jitter[1], got {jitter}")
+    if not 0.0 <= hue <= 0.5:
+        raise ValueError(f"augment_clip needs hue in [0, 0.5], got {hue}")
+    if blur_kernel <= 0 or blur_kernel % 2 == 0:
+        raise ValueError(f"augment_clip needs an odd positive blur_kernel, got {blur_kernel}")
+    if not 0.0 < blur_sigma[0] <= blur_sigma[1]:
+        raise ValueError(f"augment_clip needs 0 < blur_sigma[0] <= blur_sigma[1], got {blur_sigma}")
+    draws = _uniform(5, generator, torch.device("cpu")).tolist()
+    low, high = jitter
+    brightness, contrast, saturation = (low + (high - low) * u for u in draws[:3])
+    hue_shift = hue * (2.0 * draws[3] - 1.0)
+    sigma = blur_sigma[0] + (blur_sigma[1] - blur_sigma[0]) * draws[4]
+    out = TF.adjust_brightness(clip, brightness)
+    out = TF.adjust_contrast(out, contrast)
+    out = TF.adjust_saturation(out, saturation)
+    out = TF.adjust_hue(out, hue_shift)
+    out = TF.gaussian_blur(out, kernel_size=[blur_kernel, blur_kernel], sigma=[sigma, sigma])
+    return out.clamp(0.0, 1.0)

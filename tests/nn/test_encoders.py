@@ -1,0 +1,320 @@
+"""Tests of the encoder config, the four encoders, their layers and build_encoders."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detach_pl.nn import (
+    ENCODER_NAMES,
+    CosineLinear,
+    EncoderConfig,
+    SelfAttentionPooling,
+    SensorSpatialEncoder,
+    SensorTemporalEncoder,
+    VideoSpatialEncoder,
+    VideoTemporalEncoder,
+    build_encoders,
+    joint_embedding,
+)
+
+BATCH, FRAMES, CHANNELS, LENGTH, EMBED = 2, 5, 37, 128, 32
+
+
+def tiny_config(**overrides: object) -> EncoderConfig:
+    """A small config for fast CPU tests."""
+    settings: dict[str, object] = dict(
+        embed_dim=EMBED,
+        video_backbone="small_cnn",
+        small_cnn_width=8,
+        video_temporal_channels=[8, 16, 32],
+        sensor_spatial_channels=[8, 16, 16],
+        sensor_spatial_pool=16,
+        sensor_temporal_channels=[8, 16, 16],
+        gru_hidden=16,
+    )
+    settings.update(overrides)
+    return EncoderConfig(**settings)  # type: ignore[arg-type]
+
+
+def encoder_input(name: str, frames: int = FRAMES, size: int = 32) -> torch.Tensor:
+    """A random input of the right modality for encoder ``name``."""
+    if name.startswith("video"):
+        return torch.rand(BATCH, frames, 3, size, size)
+    return torch.randn(BATCH, CHANNELS, LENGTH)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_defaults_follow_the_paper() -> None:
+    config = EncoderConfig()
+    assert config.embed_dim == 256
+    assert config.video_backbone == "resnet18"
+    assert config.backbone_weights is None
+    assert config.video_temporal_channels == [32, 64, 256]
+    assert config.sensor_spatial_channels == [32, 64, 64]
+    assert config.sensor_spatial_pool == 32
+    assert config.sensor_temporal_channels == [32, 64, 128]
+    assert config.sensor_temporal_dilations == [1, 2, 4]
+    assert config.gru_hidden == 256
+    assert config.amplitude_percentile == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"embed_dim": 0}, "embed_dim"),
+        ({"video_backbone": "vgg"}, "video_backbone"),
+        ({"video_temporal_channels": []}, "video_temporal_channels"),
+        ({"sensor_spatial_channels": [8, -1]}, "sensor_spatial_channels"),
+        ({"sensor_temporal_dilations": [1, 2]}, "sensor_temporal_dilations"),
+        ({"amplitude_percentile": 1.5}, "amplitude_percentile"),
+        ({"groupnorm_groups": 5}, "groupnorm_groups"),
+        ({"backbone_weights": ""}, "backbone_weights"),
+    ],
+)
+def test_config_rejects_bad_values(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+def test_config_copies_sequences_to_lists() -> None:
+    config = tiny_config(video_temporal_channels=(4, 8))
+    assert config.video_temporal_channels == [4, 8]
+
+
+# ---------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("name", ENCODER_NAMES)
+def test_tiny_config_output_shapes(name: str) -> None:
+    encoder = build_encoders([name], tiny_config(), CHANNELS)[name]
+    assert encoder(encoder_input(name)).shape == (BATCH, EMBED)
+
+
+def test_default_config_output_shapes() -> None:
+    torch.manual_seed(0)
+    config = EncoderConfig()
+    encoders = build_encoders(ENCODER_NAMES, config, CHANNELS)
+    for name, encoder in encoders.items():
+        output = encoder(encoder_input(name, frames=3, size=64))
+        assert output.shape == (BATCH, 256), name
+        assert torch.isfinite(output).all(), name
+
+
+def test_resnet18_small_embedding_shape_and_attention_map() -> None:
+    encoder = VideoSpatialEncoder(tiny_config(video_backbone="resnet18"))
+    video = torch.rand(BATCH, 3, 3, 64, 64)
+    assert encoder(video).shape == (BATCH, EMBED)
+    attention = encoder.attention_map(video)
+    assert attention.shape == (BATCH, 2, 2)  # ResNet-18 stride 32
+    assert ((attention > 0) & (attention < 1)).all()
+
+
+def test_small_cnn_attention_map_shape() -> None:
+    encoder = VideoSpatialEncoder(tiny_config())
+    assert encoder.attention_map(torch.rand(BATCH, FRAMES, 3, 64, 64)).shape == (BATCH, 4, 4)
+
+
+def test_video_spatial_averages_feature_maps_over_time() -> None:
+    """Shuffling the frames of a clip leaves f_v unchanged (time-averaged feature maps)."""
+    torch.manual_seed(0)
+    encoder = VideoSpatialEncoder(tiny_config()).eval()
+    video = torch.rand(BATCH, FRAMES, 3, 32, 32)
+    shuffled = video[:, torch.randperm(FRAMES)]
+    torch.testing.assert_close(encoder(shuffled), encoder(video), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 250])
+def test_sensor_encoders_accept_any_channel_count(channels: int) -> None:
+    config = tiny_config()
+    window = torch.randn(BATCH, channels, LENGTH)
+    encoders = (SensorSpatialEncoder(channels, config), SensorTemporalEncoder(channels, config))
+    for encoder in encoders:
+        assert encoder(window).shape == (BATCH, EMBED)
+
+
+@pytest.mark.parametrize("name", ENCODER_NAMES)
+def test_gradients_reach_every_parameter(name: str) -> None:
+    torch.manual_seed(0)
+    encoder = build_encoders([name], tiny_config(), CHANNELS)[name]
+    output = encoder(encoder_input(name))
+    (output * torch.randn_like(output)).sum().backward()
+    for parameter_name, parameter in encoder.named_parameters():
+        assert parameter.grad is not None, parameter_name
+        assert torch.isfinite(parameter.grad).all(), parameter_name
+        assert parameter.grad.abs().sum() > 0, parameter_name
+
+
+def test_gradients_reach_resnet18_parameters() -> None:
+    torch.manual_seed(0)
+    encoder = VideoSpatialEncoder(tiny_config(video_backbone="resnet18"))
+    output = encoder(torch.rand(BATCH, 2, 3, 64, 64))
+    (output * torch.randn_like(output)).sum().backward()
+    missing = [n for n, p in encoder.named_parameters() if p.grad is None]
+    assert not missing
+
+
+# ---------------------------------------------------------------- formulas
+
+
+def test_video_temporal_uses_mean_of_temporal_differences() -> None:
+    torch.manual_seed(0)
+    encoder = VideoTemporalEncoder(tiny_config()).eval()
+    video = torch.rand(BATCH, FRAMES, 3, 32, 32)
+    differences = torch.stack(
+        [video[:, t + 1] - video[:, t] for t in range(FRAMES - 1)], dim=2
+    )  # (B, 3, T-1, H, W)
+    sequence = encoder.blocks(differences).mean(dim=(3, 4))  # (B, C, T-1)
+    steps = [sequence[:, :, t + 1] - sequence[:, :, t] for t in range(FRAMES - 2)]
+    net_change = sum(steps) / len(steps)
+    torch.testing.assert_close(
+        net_change, (sequence[:, :, -1] - sequence[:, :, 0]) / (FRAMES - 2)
+    )
+    torch.testing.assert_close(encoder(video), encoder.head(net_change), rtol=1e-4, atol=1e-5)
+
+
+def test_static_clip_has_no_temporal_direction() -> None:
+    encoder = VideoTemporalEncoder(tiny_config()).eval()
+    still = torch.rand(1, 1, 3, 32, 32).expand(BATCH, FRAMES, 3, 32, 32)
+    assert torch.equal(encoder(still), torch.zeros(BATCH, EMBED))
+
+
+def test_amplitude_feature_is_the_percentile_of_absolute_values() -> None:
+    encoder = SensorSpatialEncoder(CHANNELS, tiny_config())
+    window = torch.randn(BATCH, CHANNELS, LENGTH)
+    expected = torch.quantile(window.abs(), 0.99, dim=-1)
+    torch.testing.assert_close(encoder.amplitude_feature(window), expected)
+
+
+def test_percentile_is_robust_to_a_single_spike() -> None:
+    torch.manual_seed(0)
+    encoder = SensorSpatialEncoder(CHANNELS, tiny_config())
+    window = torch.randn(1, CHANNELS, LENGTH)
+    spiked = window.clone()
+    spiked[0, 3, 50] = 50.0
+    percentile_change = encoder.amplitude_feature(spiked) - encoder.amplitude_feature(window)
+    max_change = spiked.abs().amax(-1) - window.abs().amax(-1)
+    assert max_change[0, 3] > 40
+    assert percentile_change[0, 3].abs() < 0.05 * max_change[0, 3]
+    assert torch.equal(percentile_change[0, :3], torch.zeros(3))
+
+
+def test_cosine_linear_matches_explicit_cosines() -> None:
+    torch.manual_seed(0)
+    layer = CosineLinear(6, 4, init_scale=10.0)
+    x = torch.randn(3, 6)
+    expected = torch.tensor(
+        [
+            [10.0 * F.cosine_similarity(x[i], layer.weight[j], dim=0).item() for j in range(4)]
+            for i in range(3)
+        ]
+    )
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(5.0 * x), layer(x))
+
+
+def test_self_attention_pooling_matches_explicit_loops() -> None:
+    torch.manual_seed(0)
+    pool = SelfAttentionPooling(4)
+    sequence = torch.randn(2, 5, 4)
+    q, k, v = pool.query(sequence), pool.key(sequence), pool.value(sequence)
+    expected = torch.zeros(2, 4)
+    for b in range(2):
+        for t in range(5):
+            scores = torch.stack([q[b, t] @ k[b, s] / math.sqrt(4) for s in range(5)])
+            weights = torch.softmax(scores, dim=0)
+            expected[b] += sum(weights[s] * v[b, s] for s in range(5)) / 5
+    torch.testing.assert_close(pool(sequence), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_joint_embedding_matches_definition() -> None:
+    spatial, temporal = torch.randn(3, 4), torch.randn(3, 6)
+    joint = joint_embedding(spatial, temporal)
+    assert joint.shape == (3, 10)
+    for i in range(3):
+        halves = torch.cat([spatial[i] / spatial[i].norm(), temporal[i] / temporal[i].norm()])
+        torch.testing.assert_close(joint[i], halves / math.sqrt(2.0))
+    with pytest.raises(ValueError, match="leading shape"):
+        joint_embedding(torch.randn(3, 4), torch.randn(2, 4))
+
+
+# ---------------------------------------------------------------- errors and building
+
+
+def test_unknown_encoder_name_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="sensor_temporal"):
+        build_encoders(["video_spatial", "audio"], tiny_config(), CHANNELS)
+
+
+def test_repeated_encoder_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="repeated"):
+        build_encoders(["sensor_spatial", "sensor_spatial"], tiny_config(), CHANNELS)
+
+
+def test_video_temporal_needs_three_frames() -> None:
+    encoder = VideoTemporalEncoder(tiny_config())
+    with pytest.raises(ValueError, match="T >= 3"):
+        encoder(torch.rand(BATCH, 2, 3, 32, 32))
+
+
+def test_bad_input_shapes_are_rejected() -> None:
+    config = tiny_config()
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
+        VideoSpatialEncoder(config)(torch.rand(BATCH, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"\(B, 37, L\)"):
+        SensorSpatialEncoder(CHANNELS, config)(torch.randn(BATCH, 5, LENGTH))
+    with pytest.raises(ValueError, match=r"\(B, 37, L\)"):
+        SensorTemporalEncoder(CHANNELS, config)(torch.randn(BATCH, 5, LENGTH))
+
+
+def test_build_encoders_gives_stable_state_dict_keys() -> None:
+    config = tiny_config()
+    first = build_encoders(ENCODER_NAMES, config, CHANNELS)
+    second = build_encoders(list(reversed(ENCODER_NAMES)), config, CHANNELS)
+    assert set(first.state_dict()) == set(second.state_dict())
+    assert all(key.split(".")[0] in ENCODER_NAMES for key in first.state_dict())
+    second.load_state_dict(first.state_dict())
+
+
+def test_missing_backbone_weights_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.pt"
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        VideoSpatialEncoder(tiny_config(backbone_weights=str(missing)))
+
+
+def test_small_cnn_backbone_weights_load_from_local_file(tmp_path: Path) -> None:
+    source = VideoSpatialEncoder(tiny_config())
+    path = tmp_path / "small.pt"
+    torch.save(source.backbone.state_dict(), path)
+    loaded = VideoSpatialEncoder(tiny_config(backbone_weights=str(path)))
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(loaded.backbone.state_dict()[key], value), key
+
+
+def test_resnet18_weights_load_from_a_torchvision_state_dict(tmp_path: Path) -> None:
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None)
+    with torch.no_grad():
+        reference.layer4[1].bn2.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)  # includes fc.*, which the trunk drops
+    config = tiny_config(video_backbone="resnet18", backbone_weights=str(path))
+    encoder = VideoSpatialEncoder(config)
+    assert torch.equal(encoder.backbone.conv1.weight, reference.conv1.weight)
+    last_bn = encoder.backbone.layer4[1].bn2
+    assert torch.equal(last_bn.running_var, reference.layer4[1].bn2.running_var)
+
+
+def test_mismatched_backbone_weights_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save(nn.Linear(2, 2).state_dict(), path)
+    with pytest.raises(ValueError, match="other.pt"):
+        VideoSpatialEncoder(tiny_config(backbone_weights=str(path)))
