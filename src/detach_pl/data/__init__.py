@@ -1,0 +1,1 @@
+"""Data: dataset readers, the synthetic kitchen, window caches and Lightning DataModules."""
