@@ -1,0 +1,357 @@
+"""The DataModule every dataset shares: cache building, splits, standardisation, loaders.
+
+A dataset subclass only says how to read its release (`recordings`), what it is called, which
+runs it has and how they split; everything after the raw files is common.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cache, cache_key
+from detach_pl.data.info import DataInfo
+from detach_pl.data.windows import WindowSettings
+from detach_pl.transforms import augment_clip
+
+log = logging.getLogger(__name__)
+
+Purpose = Literal["auto", "alignment", "probe"]
+
+
+class WindowDataset(Dataset):
+    """Windows of a cache: standardised sensor channels and, optionally, a sampled video clip.
+
+    Items follow the batch contract: `index` (position in this dataset, for the ODC memory),
+    `sensor` (C, L), `video` (T, 3, H, W) in [0, 1], `label`, `place`, `sequence`.
+    """
+
+    def __init__(
+        self,
+        cache: WindowCache,
+        windows: np.ndarray,
+        mean: np.ndarray,
+        std: np.ndarray,
+        *,
+        num_frames: int,
+        load_video: bool,
+        augment_video: bool,
+    ) -> None:
+        self.cache = cache
+        self.windows = np.asarray(windows, dtype=np.int64)
+        self.num_frames = num_frames
+        self.load_video = load_video
+        self.augment_video = augment_video
+        raw, dead = cache.read_sensor(self.windows)
+        sensor = (raw - mean[None, :, None]) / std[None, :, None]
+        sensor[dead] = 0.0
+        self.sensor = torch.from_numpy(np.ascontiguousarray(sensor, dtype=np.float32))
+        self.label = torch.from_numpy(cache.label[self.windows])
+        self.place = torch.from_numpy(cache.place[self.windows])
+        self.sequence = torch.from_numpy(cache.window_run[self.windows])
+
+    def __len__(self) -> int:
+        return int(self.windows.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {
+            "index": torch.tensor(index, dtype=torch.int64),
+            "sensor": self.sensor[index],
+            "label": self.label[index],
+            "place": self.place[index],
+            "sequence": self.sequence[index],
+        }
+        if self.load_video:
+            frames = self.cache.read_frames(int(self.windows[index]), self.num_frames)
+            clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+            item["video"] = augment_clip(clip) if self.augment_video else clip
+        return item
+
+
+class SequenceDataset(Dataset):
+    """Whole runs (trials) as items, for the sequence-level probe: all windows of a run."""
+
+    def __init__(self, windows: WindowDataset, labels: dict[int, int]) -> None:
+        self.windows = windows
+        self.runs = sorted(labels)
+        self.labels = labels
+        run_of_window = windows.sequence.numpy()
+        self.members = {run: np.flatnonzero(run_of_window == run) for run in self.runs}
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        run = self.runs[index]
+        rows = torch.from_numpy(self.members[run])
+        return {
+            "index": torch.tensor(index, dtype=torch.int64),
+            "sensor": self.windows.sensor[rows],
+            "label": torch.tensor(self.labels[run], dtype=torch.int64),
+            "sequence": torch.tensor(run, dtype=torch.int64),
+        }
+
+
+def collate_sequences(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad runs of different lengths: `sensor` (B, W_max, C, L) and a `mask` (B, W_max)."""
+    longest = max(item["sensor"].shape[0] for item in items)
+    channels, length = items[0]["sensor"].shape[1:]
+    sensor = torch.zeros(len(items), longest, channels, length)
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for row, item in enumerate(items):
+        count = item["sensor"].shape[0]
+        sensor[row, :count] = item["sensor"]
+        mask[row, :count] = True
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("index", "label", "sequence")}
+    batch.update(sensor=sensor, mask=mask)
+    return batch
+
+
+class WindowDataModule(pl.LightningDataModule):
+    """Shared DataModule: prepares the cache once, then serves alignment or probe data.
+
+    Args:
+        cache_dir: Folder of prepared caches (one file per dataset and shaping settings).
+        windows: Settings that shape the cached windows; changing any builds a new cache.
+        batch_size: Batch size per device (global batch = batch_size × devices × nodes).
+        num_workers: DataLoader worker processes.
+        num_frames: Frames sampled uniformly per clip at read time (T).
+        train_runs: Runs used for pre-training and probe training (None: the dataset's default).
+        val_runs: Runs for validation (None: default).
+        test_runs: Runs for the final test (None: default).
+        pretrain_windows: Which training windows enter pre-training: "all", or "labelled" only.
+        probe_unit: "window": one prediction per window; "sequence": windows mean-pooled per run.
+        purpose: "alignment" (windows with video), "probe" (labelled windows, sensors only), or
+            "auto": asked from the model (`data_purpose` attribute).
+        augment_video: Clip-consistent colour jitter and blur on training clips.
+        progress: Progress bars while preparing the cache.
+    """
+
+    dataset_name: str = "dataset"
+
+    def __init__(
+        self,
+        cache_dir: str = "data/cache",
+        windows: WindowSettings = WindowSettings(),
+        batch_size: int = 64,
+        num_workers: int = 4,
+        num_frames: int = 20,
+        train_runs: list[str] | None = None,
+        val_runs: list[str] | None = None,
+        test_runs: list[str] | None = None,
+        pretrain_windows: Literal["all", "labelled"] = "all",
+        probe_unit: Literal["window", "sequence"] = "window",
+        purpose: Purpose = "auto",
+        augment_video: bool = True,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or num_workers < 0 or num_frames < 3:
+            raise ValueError(
+                f"data: batch_size={batch_size} (>= 1), num_workers={num_workers} (>= 0), "
+                f"num_frames={num_frames} (>= 3: the temporal video encoder needs frame differences)"
+            )
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.windows = windows
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_frames = num_frames
+        self._splits = {"train_runs": train_runs, "val_runs": val_runs, "test_runs": test_runs}
+        self.pretrain_windows = pretrain_windows
+        self.probe_unit = probe_unit
+        self.purpose = purpose
+        self.augment_video = augment_video
+        self.progress = progress
+        self.cache: WindowCache | None = None
+        self.reports: list[RunReport] = []
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    # ---- what a dataset subclass provides -------------------------------------------------
+
+    @abstractmethod
+    def source_settings(self) -> dict[str, Any]:
+        """Dataset-specific settings that shape the cache (root folder, channel subset, …)."""
+
+    @abstractmethod
+    def recordings(self) -> Iterator[RunRecording]:
+        """Read the release run by run (called only when the cache is built)."""
+
+    @abstractmethod
+    def default_splits(self) -> dict[str, list[str]]:
+        """Default `train_runs`, `val_runs`, `test_runs`."""
+
+    @property
+    @abstractmethod
+    def data_info(self) -> DataInfo:
+        """Channels, classes and places, known before the cache exists."""
+
+    def cache_meta(self) -> dict[str, Any]:
+        """Metadata stored in the cache; subclasses may add keys."""
+        info = self.data_info
+        return {
+            "dataset": self.dataset_name,
+            "channel_names": info.channel_names,
+            "class_names": info.class_names,
+            "place_names": info.place_names,
+        }
+
+    def num_recordings(self) -> int | None:
+        """How many runs `recordings` yields, for the progress bar."""
+        return None
+
+    def sequence_labels(self, cache: WindowCache) -> dict[int, int]:
+        """Class of each run for the sequence probe: run index → class (runs without one omitted)."""
+        return {
+            index: int(cache.run_attrs[name]["sequence_label"])
+            for index, name in enumerate(cache.run_names)
+            if int(cache.run_attrs[name]["sequence_label"]) >= 0
+        }
+
+    # ---- the shared mechanism ---------------------------------------------------------------
+
+    def split(self, name: str) -> list[str]:
+        """Run names of `train_runs`, `val_runs` or `test_runs` (config value or default)."""
+        chosen = self._splits[name]
+        return list(chosen) if chosen is not None else list(self.default_splits()[name])
+
+    @property
+    def cache_path(self) -> Path:
+        """Where the cache for the current settings lives."""
+        key = cache_key(
+            {
+                "dataset": self.dataset_name,
+                "windows": self.windows.to_dict(),
+                "source": self.source_settings(),
+            }
+        )
+        return self.cache_dir / f"{self.dataset_name}-{key}.h5"
+
+    def prepare_data(self) -> None:
+        """Build the cache if it is missing (Lightning runs this on one process per node)."""
+        path = self.cache_path
+        if path.is_file():
+            return
+        log.info("building window cache %s", path)
+        self.reports = build_cache(
+            path,
+            self.recordings(),
+            self.windows,
+            self.cache_meta(),
+            num_runs=self.num_recordings(),
+            progress=self.progress,
+        )
+
+    def resolved_purpose(self) -> Literal["alignment", "probe"]:
+        """The purpose in force: the config value, or the attached model's `data_purpose`."""
+        if self.purpose != "auto":
+            return self.purpose
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(model, "data_purpose", "alignment")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the cache, compute training-run statistics and build the split datasets."""
+        if self.cache is None:
+            if not self.cache_path.is_file():
+                self.prepare_data()
+            self.cache = WindowCache(self.cache_path)
+        cache = self.cache
+        train_runs = self.split("train_runs")
+        cache.run_indices(train_runs, setting="data.train_runs")
+        self.mean, self.std = cache.channel_statistics(train_runs)
+        purpose = self.resolved_purpose()
+        for split in ("train", "val", "test"):
+            windows = cache.windows_of_runs(self.split(f"{split}_runs"), setting=f"data.{split}_runs")
+            labelled = cache.label[windows] >= 0
+            if purpose == "probe" and self.probe_unit == "window":
+                windows = windows[labelled]
+            elif purpose == "alignment" and split == "train" and self.pretrain_windows == "labelled":
+                windows = windows[labelled]
+            if windows.size == 0:
+                raise ValueError(
+                    f"data.{split}_runs {self.split(f'{split}_runs')} give no {purpose} windows "
+                    f"(cache {self.cache_path.name})"
+                )
+            dataset = WindowDataset(
+                cache,
+                windows,
+                self.mean,
+                self.std,
+                num_frames=self.num_frames,
+                load_video=purpose == "alignment",
+                augment_video=self.augment_video and split == "train",
+            )
+            if purpose == "probe" and self.probe_unit == "sequence":
+                labels = self.sequence_labels(cache)
+                runs = set(np.unique(dataset.sequence.numpy()).tolist())
+                dataset = SequenceDataset(dataset, {run: labels[run] for run in runs if run in labels})
+            self.datasets[split] = dataset
+
+    def train_sensor_windows(self) -> torch.Tensor:
+        """All standardised training windows (N, C, L) in dataset-index order (ODC initialisation)."""
+        dataset = self.datasets["train"]
+        if not isinstance(dataset, WindowDataset):
+            raise TypeError("train_sensor_windows is only defined for window datasets")
+        return dataset.sensor
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sequences = isinstance(dataset, SequenceDataset)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_sequences if sequences else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the cache used and the standardisation statistics."""
+        return {
+            "cache": self.cache_path.name,
+            "train_runs": self.split("train_runs"),
+            "mean": None if self.mean is None else self.mean.tolist(),
+            "std": None if self.std is None else self.std.tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Warn when the checkpoint was trained with other statistics than this config gives."""
+        if self.mean is None or state.get("mean") is None:
+            return
+        if not (np.allclose(self.mean, state["mean"]) and np.allclose(self.std, state["std"])):
+            log.warning(
+                "the checkpoint was trained with other standardisation statistics (train runs %s) "
+                "than this configuration (%s)",
+                state.get("train_runs"),
+                self.split("train_runs"),
+            )
+
+
+def require_runs(names: Sequence[str], available: Sequence[str], setting: str) -> None:
+    """Raise a clear error for run names that the release does not have."""
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(f"{setting}: unknown run(s) {unknown}; available: {list(available)}")
