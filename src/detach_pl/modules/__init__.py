@@ -1,0 +1,8 @@
+"""LightningModules: stage 1 (spatial grounding), stage 2 (temporal alignment), linear probe."""
+
+from detach_pl.modules.base import DetachModule
+from detach_pl.modules.probe import LinearProbeModule
+from detach_pl.modules.stage1 import SpatialGroundingModule
+from detach_pl.modules.stage2 import TemporalAlignmentModule
+
+__all__ = ["DetachModule", "LinearProbeModule", "SpatialGroundingModule", "TemporalAlignmentModule"]

@@ -1,0 +1,163 @@
+"""What every DETACH LightningModule shares: data info, encoders, optimiser, stage hand-over."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from detach_pl.data.info import DataInfo
+from detach_pl.nn import EncoderConfig, build_encoders
+
+
+def as_data_info(value: DataInfo | dict | None, owner: str) -> DataInfo:
+    """Accept the DataInfo the CLI links in (or its dict form from a checkpoint)."""
+    if value is None:
+        raise ValueError(
+            f"{owner}: data_info is missing; it is linked from the DataModule by the `detach` CLI, "
+            "or pass DataInfo(num_channels=..., num_classes=..., num_places=...) yourself"
+        )
+    return DataInfo(**value) if isinstance(value, dict) else value
+
+
+def as_encoder_config(value: EncoderConfig | dict) -> EncoderConfig:
+    """Accept an EncoderConfig or its dict form."""
+    return EncoderConfig(**value) if isinstance(value, dict) else value
+
+
+class DetachModule(pl.LightningModule):
+    """Base of the stage modules: builds the named encoders and an AdamW optimiser.
+
+    Args:
+        data_info: Channels, classes, places (linked from the DataModule).
+        encoder: Architecture of the four encoders; every stage of one run uses the same.
+        encoder_names: Which encoders this stage owns.
+        lr: AdamW learning rate (method.md: 1e-4 at a global batch of 256).
+        weight_decay: AdamW weight decay (1e-4).
+    """
+
+    data_purpose: str = "alignment"
+
+    def __init__(
+        self,
+        data_info: DataInfo | dict | None,
+        encoder: EncoderConfig | dict,
+        encoder_names: Sequence[str],
+        lr: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__()
+        self.data_info = as_data_info(data_info, type(self).__name__)
+        self.encoder_config = as_encoder_config(encoder)
+        if lr <= 0 or weight_decay < 0:
+            raise ValueError(f"model: lr={lr} must be > 0 and weight_decay={weight_decay} >= 0")
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.encoders = build_encoders(encoder_names, self.encoder_config, self.data_info.num_channels)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW over the parameters that train in this stage."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def freeze_encoders(self, names: Sequence[str]) -> None:
+        """Stop gradients into the named encoders and keep them in eval mode (BatchNorm stats)."""
+        for name in names:
+            self.encoders[name].requires_grad_(False)
+            self.encoders[name].eval()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store dataclass hyper-parameters as plain dicts.
+
+        `detach test --ckpt_path` re-parses them (LightningCLI loads checkpoints with
+        `weights_only=True`, which refuses arbitrary classes), and plain data stays readable
+        without this package.
+        """
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key, value in hparams.items():
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                hparams[key] = dataclasses.asdict(value)
+
+    def frozen_parts(self) -> list[nn.Module]:
+        """Sub-networks that never train in this stage (kept in eval mode)."""
+        return [m for m in self.encoders.values() if not any(p.requires_grad for p in m.parameters())]
+
+    def train(self, mode: bool = True) -> DetachModule:
+        """Switch train/eval mode, keeping frozen parts in eval mode (BatchNorm statistics)."""
+        super().train(mode)
+        for module in self.frozen_parts():
+            module.eval()
+        return self
+
+
+def load_stage_checkpoint(path: str | None, setting: str) -> dict[str, Any]:
+    """Read a previous stage's checkpoint, failing early with the setting and path named."""
+    if not path:
+        raise ValueError(
+            f"{setting} is not set: this stage starts from the previous stage's checkpoint "
+            "(e.g. runs/demo/stage1/checkpoints/last.ckpt)"
+        )
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{setting}: checkpoint {file} does not exist; train the previous stage first or "
+            "point the setting at its checkpoint"
+        )
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{setting}: {file} is not a readable checkpoint ({error})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{setting}: {file} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def copy_encoder_weights(
+    module: DetachModule, checkpoint: dict[str, Any], names: Sequence[str], setting: str, path: str
+) -> None:
+    """Load the named encoders of `module` from a checkpoint, after checking compatibility.
+
+    Compatible means: the same encoder architecture (`EncoderConfig`), the same number of sensor
+    channels, and every requested encoder present with matching tensor shapes.
+    """
+    hparams = checkpoint.get("hyper_parameters", {})
+    theirs = hparams.get("encoder")
+    if theirs is not None:
+        theirs = dataclasses.asdict(as_encoder_config(theirs))
+        ours = dataclasses.asdict(module.encoder_config)
+        ignore = {"backbone_weights"}
+        differing = [
+            f"{key}: checkpoint {theirs.get(key)!r} vs config {value!r}"
+            for key, value in ours.items()
+            if key not in ignore and theirs.get(key) != value
+        ]
+        if differing:
+            raise ValueError(
+                f"{setting}: {path} was trained with another encoder architecture: "
+                + "; ".join(differing)
+            )
+    info = hparams.get("data_info")
+    if info is not None:
+        channels = as_data_info(info, setting).num_channels
+        if channels != module.data_info.num_channels:
+            raise ValueError(
+                f"{setting}: {path} was trained on {channels} sensor channels, "
+                f"this data has {module.data_info.num_channels}"
+            )
+    state = checkpoint["state_dict"]
+    for name in names:
+        prefix = f"encoders.{name}."
+        weights = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+        if not weights:
+            kind = hparams.get("_class_path", "a model")
+            raise ValueError(f"{setting}: {path} ({kind}) has no '{name}' encoder weights")
+        target: nn.Module = module.encoders[name]
+        try:
+            target.load_state_dict(weights)
+        except RuntimeError as error:
+            raise ValueError(f"{setting}: {path}: '{name}' weights do not fit: {error}") from error

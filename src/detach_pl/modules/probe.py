@@ -1,0 +1,131 @@
+"""Linear probe on the frozen sensor encoders: the paper's downstream evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from detach_pl.data.info import DataInfo
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from detach_pl.metrics import probe_metrics
+from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
+from detach_pl.nn import EncoderConfig, joint_embedding
+from detach_pl.plots import confusion_figure
+
+SENSOR = ("sensor_spatial", "sensor_temporal")
+
+
+class LinearProbeModule(DetachModule):
+    """Frozen sensor encoders → u_s (2·d) → one Linear layer; Adam (method.md, downstream).
+
+    Window batches are classified per window. Sequence batches (`sensor` of shape
+    (B, W, C, L) with a `mask`) have their window embeddings mean-pooled over each run first.
+
+    Args:
+        data_info: Linked from the DataModule (num_channels, num_classes, class names).
+        encoder: Encoder architecture; must equal the source checkpoint's.
+        encoder_checkpoint: Stage-2 (or any alignment) checkpoint holding the sensor encoders.
+            None keeps the encoders randomly initialised: the floor of the comparison.
+        lr: Adam learning rate (1e-3).
+        weight_decay: Adam weight decay (0).
+    """
+
+    data_purpose = "probe"
+
+    def __init__(
+        self,
+        data_info: DataInfo | None = None,
+        encoder: EncoderConfig = EncoderConfig(),
+        encoder_checkpoint: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(data_info, encoder, SENSOR, lr, weight_decay)
+        self.save_hyperparameters()
+        self.freeze_encoders(SENSOR)
+        num_classes = self.data_info.num_classes
+        self.classifier = nn.Linear(2 * self.encoder_config.embed_dim, num_classes)
+        self.val_metrics = probe_metrics(num_classes, "val/")
+        self.test_metrics = probe_metrics(num_classes, "test/")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    def setup(self, stage: str) -> None:
+        """Load the sensor encoders of the source checkpoint before training."""
+        if stage == "fit" and self.hparams.encoder_checkpoint is not None:
+            path = self.hparams.encoder_checkpoint
+            setting = "model.init_args.encoder_checkpoint"
+            copy_encoder_weights(self, load_stage_checkpoint(path, setting), SENSOR, setting, path)
+            self.freeze_encoders(SENSOR)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam on the linear layer only."""
+        return torch.optim.Adam(self.classifier.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    @torch.no_grad()
+    def embed(self, sensor: Tensor, mask: Tensor | None = None) -> Tensor:
+        """u_s per window (B, 2d), or mean-pooled over each run's valid windows (sequence batch)."""
+        if mask is None:
+            return joint_embedding(
+                self.encoders["sensor_spatial"](sensor), self.encoders["sensor_temporal"](sensor)
+            )
+        batch, windows = mask.shape
+        flat = sensor[mask]
+        embedded = self.embed(flat)
+        pooled = torch.zeros(batch, windows, embedded.shape[1], device=sensor.device, dtype=embedded.dtype)
+        pooled[mask] = embedded
+        counts = mask.sum(1, keepdim=True).clamp(min=1).to(embedded.dtype)
+        return pooled.sum(1) / counts
+
+    def forward(self, sensor: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Class logits from sensor windows alone (deployment: no video)."""
+        return self.classifier(self.embed(sensor, mask))
+
+    def _logits(self, batch: dict[str, Tensor]) -> Tensor:
+        return self(batch["sensor"], batch.get("mask"))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = nn.functional.cross_entropy(self._logits(batch), batch["label"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch["label"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        logits = self._logits(batch)
+        self.log("val/loss", nn.functional.cross_entropy(logits, batch["label"]), batch_size=logits.shape[0])
+        self.val_metrics.update(logits.softmax(1), batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute())
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        probs = self._logits(batch).softmax(1)
+        self.test_metrics.update(probs, batch["label"])
+        self.test_confusion.update(probs.argmax(1), batch["label"])
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Predicted class and its probabilities, from sensors only."""
+        probs = self._logits(batch).softmax(1)
+        return {"label": probs.argmax(1), "probs": probs, "sequence": batch["sequence"]}
+
+    def on_test_epoch_end(self) -> None:
+        """Log the metrics, the confusion matrix figure, and write `test_metrics.json`."""
+        metrics = {key: float(value) for key, value in self.test_metrics.compute().items()}
+        self.test_metrics.reset()
+        self.log_dict(metrics)
+        matrix = self.test_confusion.compute()
+        self.test_confusion.reset()
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            folder = Path(self.trainer.log_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            figure = confusion_figure(matrix.cpu(), self.data_info.class_names)
+            figure.savefig(folder / "confusion_matrix.png", dpi=120, bbox_inches="tight")
+            experiment = getattr(self.logger, "experiment", None)
+            if hasattr(experiment, "add_figure"):
+                experiment.add_figure("test/confusion_matrix", figure, self.global_step)
+            (folder / "test_metrics.json").write_text(
+                json.dumps({**metrics, "confusion_matrix": matrix.tolist()}, indent=2)
+            )

@@ -1,0 +1,262 @@
+"""Stage 1: spatial grounding by mutual supervision (method.md §Stage 1).
+
+Epochs [0, video_start_epoch): ODC clustering of the sensor spatial features only.
+Epochs [video_start_epoch, refine_start_epoch): clustering + the video spatial encoder learns the
+confident sensor pseudo-labels. Epochs [refine_start_epoch, …): the video branch is frozen and its
+confident predictions relabel the ambiguous sensor windows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from detach_pl.clustering import OdcMemory
+from detach_pl.data.info import DataInfo
+from detach_pl.distributed import broadcast_from_rank0, gather_no_grad, rank
+from detach_pl.losses import class_balanced_cross_entropy, masked_cross_entropy
+from detach_pl.metrics import cluster_quality
+from detach_pl.modules.base import DetachModule
+from detach_pl.nn import EncoderConfig
+from detach_pl.transforms import sinusoidal_time_warp
+
+Phase = Literal["cluster", "joint", "refine"]
+
+
+class SpatialGroundingModule(DetachModule):
+    """Stage 1: ODC on the sensor spatial encoder, mutual supervision with the video.
+
+    Args:
+        data_info: Linked from the DataModule.
+        encoder: Encoder architecture (shared with later stages).
+        num_clusters: K; None takes the dataset's number of places (7 for both datasets).
+        prototype_temperature: T of p(k | z_s) = softmax(cos(z_s, c_k) / T) (0.1).
+        memory_momentum: Weight of the old bank feature in the update (0.1: new = 0.1·old + 0.9·cur).
+        confidence_quantile: Per-cluster distance quantile of confident windows (0.75).
+        min_cluster_size: Clusters smaller than this are dissolved each epoch (100 Opp++, 30 HWU).
+        balance_power: Class weights w_k ∝ 1/|C_k|^power (0.5).
+        balance_max_ratio: Clamp of max/min class weight (10).
+        alpha: Weight of L_cluster in L_sensor (1.0).
+        beta: Weight of L_refine in L_sensor (1.5).
+        video_gate: Minimum softmax confidence of a video prediction used for refinement
+            (0.90 Opp++, 0.99 HWU-USP; released code).
+        video_start_epoch: First epoch of video learning (5).
+        refine_start_epoch: First epoch of refinement (15); train for 25 epochs in total.
+        cluster_loss_on: During the joint phases, L_cluster on "confident" windows (released
+            code) or on "all" (a paper note).
+        warp_start_epoch: First epoch with the sinusoidal time warp (1: "from the second
+            clustering epoch on").
+        warp_sigma: Time-warp strength σ (0.2).
+        kmeans_iters: Lloyd iterations of the initial k-means.
+        kmeans_seed: Seed of the initial k-means.
+        encode_batch_size: Batch size when encoding the training set for initialisation.
+        lr: AdamW learning rate (1e-4).
+        weight_decay: AdamW weight decay (1e-4).
+    """
+
+    data_purpose = "alignment"
+
+    def __init__(
+        self,
+        data_info: DataInfo | None = None,
+        encoder: EncoderConfig = EncoderConfig(),
+        num_clusters: int | None = None,
+        prototype_temperature: float = 0.1,
+        memory_momentum: float = 0.1,
+        confidence_quantile: float = 0.75,
+        min_cluster_size: int = 100,
+        balance_power: float = 0.5,
+        balance_max_ratio: float = 10.0,
+        alpha: float = 1.0,
+        beta: float = 1.5,
+        video_gate: float = 0.90,
+        video_start_epoch: int = 5,
+        refine_start_epoch: int = 15,
+        cluster_loss_on: Literal["confident", "all"] = "confident",
+        warp_start_epoch: int = 1,
+        warp_sigma: float = 0.2,
+        kmeans_iters: int = 50,
+        kmeans_seed: int = 42,
+        encode_batch_size: int = 512,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        super().__init__(data_info, encoder, ("video_spatial", "sensor_spatial"), lr, weight_decay)
+        self.save_hyperparameters()
+        if not 0 <= video_start_epoch <= refine_start_epoch:
+            raise ValueError(
+                f"model: need 0 <= video_start_epoch ({video_start_epoch}) <= refine_start_epoch "
+                f"({refine_start_epoch})"
+            )
+        if not 0.0 <= video_gate <= 1.0 or prototype_temperature <= 0:
+            raise ValueError(
+                f"model: video_gate={video_gate} must lie in [0, 1] and "
+                f"prototype_temperature={prototype_temperature} be > 0"
+            )
+        self.num_clusters = num_clusters or self.data_info.num_places
+        self.video_classifier = nn.Linear(self.encoder_config.embed_dim, self.num_clusters)
+        self.memory: OdcMemory | None = None
+
+    # ---- schedule ---------------------------------------------------------------------------
+
+    def phase(self, epoch: int | None = None) -> Phase:
+        """Schedule phase of an epoch (default: the current one)."""
+        epoch = self.current_epoch if epoch is None else epoch
+        if epoch < self.hparams.video_start_epoch:
+            return "cluster"
+        if epoch < self.hparams.refine_start_epoch:
+            return "joint"
+        return "refine"
+
+    # ---- memory bank ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_sensor(self, sensor: Tensor) -> Tensor:
+        """z_s of many windows in batches (eval mode), for the memory initialisation."""
+        encoder = self.encoders["sensor_spatial"]
+        was_training = encoder.training
+        encoder.eval()
+        size = self.hparams.encode_batch_size
+        features = [
+            encoder(sensor[start : start + size].to(self.device))
+            for start in range(0, sensor.shape[0], size)
+        ]
+        encoder.train(was_training)
+        return torch.cat(features)
+
+    def initialize_memory(self, train_sensor: Tensor) -> None:
+        """Encode the training set, k-means it on rank 0, and give every rank the same bank."""
+        memory = OdcMemory(
+            train_sensor.shape[0],
+            self.encoder_config.embed_dim,
+            self.num_clusters,
+            memory_momentum=self.hparams.memory_momentum,
+            confidence_quantile=self.hparams.confidence_quantile,
+            device=self.device,
+        )
+        features = self.encode_sensor(train_sensor)
+        if rank() == 0:
+            memory.initialize(features, seed=self.hparams.kmeans_seed, num_iters=self.hparams.kmeans_iters)
+        state = {key: broadcast_from_rank0(value.to(self.device)) for key, value in memory.state_dict().items()}
+        state["initialized"] = torch.tensor(True)
+        memory.load_state_dict(state)
+        self.memory = memory
+
+    def on_train_start(self) -> None:
+        """Initialise the memory bank (unless a resumed checkpoint restored it)."""
+        datamodule = self.trainer.datamodule
+        train_sensor = datamodule.train_sensor_windows()
+        if self.memory is None:
+            self.initialize_memory(train_sensor)
+        elif self.memory.num_samples != train_sensor.shape[0]:
+            raise ValueError(
+                f"the checkpoint's memory bank holds {self.memory.num_samples} windows but the "
+                f"training set has {train_sensor.shape[0]}: resume with the same data settings"
+            )
+        self.memory.to(self.device)
+        self._train_places = datamodule.datasets["train"].place.to(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the memory bank (features, labels, centroids, thresholds) in the checkpoint."""
+        super().on_save_checkpoint(checkpoint)
+        if self.memory is not None:
+            checkpoint["odc_memory"] = {k: v.cpu() for k, v in self.memory.state_dict().items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the memory bank saved by `on_save_checkpoint`."""
+        state = checkpoint.get("odc_memory")
+        if state is None:
+            return
+        memory = OdcMemory(
+            state["features"].shape[0],
+            state["features"].shape[1],
+            state["centroids"].shape[0],
+            memory_momentum=self.hparams.memory_momentum,
+            confidence_quantile=self.hparams.confidence_quantile,
+        )
+        memory.load_state_dict(state)
+        self.memory = memory
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """L = α·L_cluster (+ L_video in the joint phase) (+ β·L_refine in the refine phase)."""
+        assert self.memory is not None, "memory bank is initialised in on_train_start"
+        phase = self.phase()
+        indices = batch["index"]
+        sensor = batch["sensor"]
+        if self.current_epoch >= self.hparams.warp_start_epoch:
+            sensor = sinusoidal_time_warp(sensor, self.hparams.warp_sigma)
+        z_s = self.encoders["sensor_spatial"](sensor)
+        logits_s = self.memory.prototype_logits(z_s, self.hparams.prototype_temperature)
+        pseudo = self.memory.labels[indices]
+        confident = self.memory.confident_mask(indices)
+        use_confident = phase != "cluster" and self.hparams.cluster_loss_on == "confident"
+        cluster_mask = confident if use_confident else torch.ones_like(confident)
+        loss_cluster = class_balanced_cross_entropy(
+            logits_s,
+            pseudo,
+            self.memory.class_weights(self.hparams.balance_power, self.hparams.balance_max_ratio),
+            mask=cluster_mask,
+        )
+        loss = self.hparams.alpha * loss_cluster
+        logs = {"train/loss_cluster": loss_cluster, "train/confident_share": confident.float().mean()}
+        if phase == "joint":
+            logits_v = self.video_classifier(self.encoders["video_spatial"](batch["video"]))
+            loss_video = masked_cross_entropy(logits_v, pseudo, confident)
+            loss = loss + loss_video
+            logs["train/loss_video"] = loss_video
+            logs["train/video_agreement"] = (logits_v.argmax(1) == pseudo).float().mean()
+        elif phase == "refine":
+            with torch.no_grad():
+                self.encoders["video_spatial"].eval()
+                probs = self.video_classifier(self.encoders["video_spatial"](batch["video"])).softmax(1)
+            confidence, video_label = probs.max(dim=1)
+            refine_mask = ~confident & (confidence >= self.hparams.video_gate)
+            loss_refine = masked_cross_entropy(logits_s, video_label, refine_mask)
+            loss = loss + self.hparams.beta * loss_refine
+            logs["train/loss_refine"] = loss_refine
+            logs["train/refined_share"] = refine_mask.float().mean()
+        logs["train/loss"] = loss
+        logs["train/phase"] = torch.tensor(float(("cluster", "joint", "refine").index(phase)))
+        self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=indices.shape[0])
+        self.memory.update(gather_no_grad(indices), gather_no_grad(z_s.detach()))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Centroids from the bank, small/empty-cluster handling, cluster-quality diagnostics."""
+        assert self.memory is not None
+        changes = self.memory.update_centroids(self.hparams.min_cluster_size)
+        sizes = self.memory.cluster_sizes().float()
+        metrics = {f"cluster/{key}": float(value) for key, value in changes.items()}
+        metrics["cluster/size_min"] = float(sizes.min())
+        metrics["cluster/size_max"] = float(sizes.max())
+        known = self._train_places >= 0
+        if known.any():
+            accuracy, nmi = cluster_quality(self.memory.labels[known], self._train_places[known])
+            metrics["cluster/hungarian_accuracy"] = accuracy
+            metrics["cluster/nmi"] = nmi
+        self.log_dict(metrics, on_epoch=True, rank_zero_only=True)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Cluster the validation windows to the current centroids; compare with their places."""
+        if self.memory is None or not self.memory.initialized:
+            return
+        logits = self.memory.prototype_logits(self.encoders["sensor_spatial"](batch["sensor"]))
+        self._val_assign.append(gather_no_grad(logits.argmax(1)))
+        self._val_place.append(gather_no_grad(batch["place"]))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_assign: list[Tensor] = []
+        self._val_place: list[Tensor] = []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_assign:
+            return
+        assign, place = torch.cat(self._val_assign), torch.cat(self._val_place)
+        known = place >= 0
+        if known.any():
+            accuracy, nmi = cluster_quality(assign[known], place[known])
+            self.log_dict({"val/cluster_accuracy": accuracy, "val/cluster_nmi": nmi}, rank_zero_only=True)

@@ -1,0 +1,181 @@
+"""Stage 2: temporal alignment with the spatio-temporally weighted contrastive loss (method.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detach_pl.data.info import DataInfo
+from detach_pl.distributed import gather_no_grad, gather_with_grad, local_slice
+from detach_pl.losses import (
+    TemporalMode,
+    alignment_weights,
+    spatial_similarity,
+    temporal_similarity,
+    weighted_info_nce,
+)
+from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
+from detach_pl.nn import EncoderConfig, joint_embedding, make_ema_copy, update_ema
+from detach_pl.transforms import sinusoidal_time_warp
+
+SPATIAL = ("video_spatial", "sensor_spatial")
+TEMPORAL = ("video_temporal", "sensor_temporal")
+
+
+@dataclass
+class AlignmentBatch:
+    """Everything the weighted loss needs, gathered over ranks when negatives are global."""
+
+    u_v: Tensor
+    u_s: Tensor
+    z_v: Tensor
+    z_s: Tensor
+    h_v_ema: Tensor
+    h_s_ema: Tensor
+    anchors: slice
+
+
+class TemporalAlignmentModule(DetachModule):
+    """Stage 2: frozen spatial encoders from stage 1; g_v, g_s learn with L_CL.
+
+    Args:
+        data_info: Linked from the DataModule.
+        encoder: Encoder architecture; must equal the stage-1 checkpoint's.
+        stage1_checkpoint: Stage-1 checkpoint whose spatial encoders are loaded and frozen.
+        temperature: τ of the logits S_ij = cos(u_v_i, u_s_j)/τ (0.10).
+        lambda_hard: λ_hard of W^sp = 1 + (λ_hard − 1)·S^sp (3.0).
+        ema_momentum: m of the EMA temporal encoders (0.999), updated after every optimiser step.
+        temporal_similarity: "within" (released code, default) or "cross" (paper text).
+        use_spatial_weight: W^sp on (False: the "w/o W_spatial" ablation).
+        use_temporal_weight: W^tm on (False: "w/o W_temporal"); both False: plain InfoNCE.
+        gather_distributed: Negatives from the global batch across ranks (True) or local only.
+        warp_sigma: σ of the time warp seen by the online sensor encoders (0.2).
+        lr: AdamW learning rate (1e-4).
+        weight_decay: AdamW weight decay (1e-4).
+    """
+
+    data_purpose = "alignment"
+
+    def __init__(
+        self,
+        data_info: DataInfo | None = None,
+        encoder: EncoderConfig = EncoderConfig(),
+        stage1_checkpoint: str | None = None,
+        temperature: float = 0.1,
+        lambda_hard: float = 3.0,
+        ema_momentum: float = 0.999,
+        temporal_similarity: TemporalMode = "within",
+        use_spatial_weight: bool = True,
+        use_temporal_weight: bool = True,
+        gather_distributed: bool = True,
+        warp_sigma: float = 0.2,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        super().__init__(data_info, encoder, SPATIAL + TEMPORAL, lr, weight_decay)
+        self.save_hyperparameters()
+        if temperature <= 0 or not 0.0 <= ema_momentum < 1.0 or lambda_hard < 1.0:
+            raise ValueError(
+                f"model: temperature={temperature} must be > 0, ema_momentum={ema_momentum} in "
+                f"[0, 1), lambda_hard={lambda_hard} >= 1"
+            )
+        self.freeze_encoders(SPATIAL)
+        self.ema = nn.ModuleDict({name: make_ema_copy(self.encoders[name]) for name in TEMPORAL})
+
+    def frozen_parts(self) -> list[nn.Module]:
+        """Frozen spatial encoders and the EMA copies stay in eval mode."""
+        return super().frozen_parts() + list(self.ema.values())
+
+    def setup(self, stage: str) -> None:
+        """Load and freeze the stage-1 spatial encoders before training starts."""
+        if stage == "fit":
+            path = self.hparams.stage1_checkpoint
+            checkpoint = load_stage_checkpoint(path, "model.init_args.stage1_checkpoint")
+            copy_encoder_weights(self, checkpoint, SPATIAL, "model.init_args.stage1_checkpoint", path)
+            self.freeze_encoders(SPATIAL)
+
+    def embed(self, video: Tensor, sensor: Tensor, sensor_online: Tensor) -> dict[str, Tensor]:
+        """Spatial (frozen), temporal (online) and EMA temporal features of one local batch."""
+        with torch.no_grad():
+            z_v = self.encoders["video_spatial"](video)
+            z_s = self.encoders["sensor_spatial"](sensor_online)
+            h_v_ema = self.ema["video_temporal"](video)
+            h_s_ema = self.ema["sensor_temporal"](sensor)
+        h_v = self.encoders["video_temporal"](video)
+        h_s = self.encoders["sensor_temporal"](sensor_online)
+        return {
+            "u_v": joint_embedding(z_v, h_v),
+            "u_s": joint_embedding(z_s, h_s),
+            "z_v": z_v,
+            "z_s": z_s,
+            "h_v_ema": h_v_ema,
+            "h_s_ema": h_s_ema,
+        }
+
+    def gather(self, features: dict[str, Tensor]) -> AlignmentBatch:
+        """Global batch: embeddings with gradients, similarity inputs without; local anchors."""
+        batch_size = features["u_v"].shape[0]
+        if not self.hparams.gather_distributed:
+            return AlignmentBatch(**features, anchors=slice(0, batch_size))
+        gathered = {
+            key: gather_with_grad(value) if key in ("u_v", "u_s") else gather_no_grad(value)
+            for key, value in features.items()
+        }
+        return AlignmentBatch(**gathered, anchors=local_slice(batch_size))
+
+    def weights(self, batch: AlignmentBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """(W, S^sp, S^tm) of method.md for the (global) batch, all without gradient."""
+        s_sp = spatial_similarity(batch.z_v, batch.z_s)
+        s_tm = temporal_similarity(batch.h_v_ema, batch.h_s_ema, self.hparams.temporal_similarity)
+        weights = alignment_weights(
+            s_sp,
+            s_tm,
+            self.hparams.lambda_hard,
+            use_spatial=self.hparams.use_spatial_weight,
+            use_temporal=self.hparams.use_temporal_weight,
+        )
+        return weights, s_sp, s_tm
+
+    def alignment_loss(self, video: Tensor, sensor: Tensor, *, warp: bool) -> tuple[Tensor, AlignmentBatch, Tensor]:
+        """L_CL of one local batch against the (global) batch; returns the loss, batch and W."""
+        online = sinusoidal_time_warp(sensor, self.hparams.warp_sigma) if warp else sensor
+        batch = self.gather(self.embed(video, sensor, online))
+        weights, _, _ = self.weights(batch)
+        loss = weighted_info_nce(
+            batch.u_v, batch.u_s, weights, self.hparams.temperature, anchors=batch.anchors
+        )
+        return loss, batch, weights
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """L_CL = ½(L_v2s + L_s2v) with the weights W of method.md."""
+        loss, _, weights = self.alignment_loss(batch["video"], batch["sensor"], warp=True)
+        off_diagonal = ~torch.eye(weights.shape[0], dtype=torch.bool, device=weights.device)
+        self.log_dict(
+            {"train/loss": loss, "train/weight_mean": weights[off_diagonal].mean()},
+            on_step=True,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=batch["sensor"].shape[0],
+        )
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Optimiser step, then the EMA update θ' ← m·θ' + (1 − m)·θ of both temporal encoders."""
+        super().optimizer_step(*args, **kwargs)
+        for name in TEMPORAL:
+            update_ema(self.ema[name], self.encoders[name], self.hparams.ema_momentum)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Validation L_CL (no warp) and the retrieval accuracy video→sensor within the batch."""
+        loss, aligned, _ = self.alignment_loss(batch["video"], batch["sensor"], warp=False)
+        similarity = aligned.u_v[aligned.anchors] @ aligned.u_s.T
+        targets = torch.arange(similarity.shape[0], device=similarity.device) + aligned.anchors.start
+        accuracy = (similarity.argmax(1) == targets).float().mean()
+        self.log_dict(
+            {"val/loss": loss, "val/retrieval_top1": accuracy},
+            sync_dist=True,
+            batch_size=batch["sensor"].shape[0],
+        )
