@@ -176,3 +176,82 @@ def broadcast_from_rank0(x: Tensor) -> Tensor:
         out = x.detach().contiguous().clone()
         dist.broadcast(out, src=0)
     return out
+
+
+def _rng_state_vector() -> Tensor:
+    """This process's Python, NumPy and torch CPU random states packed into one uint8 vector."""
+    import pickle
+    import random
+
+    import numpy as np
+
+    payload = pickle.dumps((random.getstate(), np.random.get_state(), torch.get_rng_state()))
+    return torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+
+
+def gather_rng_states(device: torch.device | str = "cpu") -> list[bytes]:
+    """Every rank's random-number state (Python, NumPy, torch CPU), in rank order.
+
+    Checkpoints store all of them so that a resumed run draws the same augmentations on every rank
+    as the uninterrupted one. Collective: all ranks must call it (Lightning calls
+    `on_save_checkpoint` on every rank). `device` is where the bytes travel (NCCL needs CUDA).
+    """
+    local = _rng_state_vector()
+    if not is_distributed():
+        return [local.numpy().tobytes()]
+    size = torch.tensor([local.numel()], device=device)
+    sizes = _all_gather_cat(size).tolist()
+    padded = torch.zeros(max(sizes), dtype=torch.uint8, device=device)
+    padded[: local.numel()] = local.to(device)
+    gathered = _all_gather_cat(padded[None]).cpu()
+    return [gathered[r, : sizes[r]].numpy().tobytes() for r in range(len(sizes))]
+
+
+def restore_rng_state(states: list[bytes]) -> None:
+    """Restore this rank's state from `gather_rng_states` output (rank modulo the saved count)."""
+    import pickle
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state, torch_state = pickle.loads(states[rank() % len(states)])
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
+
+
+def ddp_strategy(strategy: str, model: object) -> str:
+    """The Lightning strategy name to use for `model` when the user asked for `strategy`.
+
+    Stage 1 leaves its video branch unused during the clustering epochs (and frozen during
+    refinement); plain DDP then fails on parameters without gradients. Such a model sets
+    `ddp_find_unused_parameters = True`, and "ddp" becomes "ddp_find_unused_parameters_true".
+    Any other strategy is returned unchanged.
+    """
+    if strategy == "ddp" and getattr(model, "ddp_find_unused_parameters", False):
+        return "ddp_find_unused_parameters_true"
+    return strategy
+
+
+def global_mean_factor(local_count: Tensor) -> Tensor:
+    """Factor that turns a rank's masked mean into its share of the global masked mean.
+
+    A loss averaged over the masked-in samples of one rank, L_r = S_r / n_r, is not what one
+    process on the whole batch computes, S / n with S = Σ_r S_r and n = Σ_r n_r, when the ranks
+    hold different numbers of masked-in samples. DDP averages gradients over the R ranks, so each
+    rank must contribute R·S_r / n: multiply L_r by R·n_r / n. This is the exact global mean, not a
+    world-size fudge; it is 1 in one process and when every rank has the same count.
+
+    Args:
+        local_count: Number of masked-in samples on this rank (0-d tensor).
+
+    Returns:
+        0-d float tensor (0 when no rank has any sample).
+    """
+    local = local_count.detach().to(torch.float64).reshape(1)
+    if not is_distributed():
+        return torch.ones((), dtype=torch.float32, device=local_count.device)
+    total = gather_no_grad(local).sum()
+    if total == 0:
+        return torch.zeros((), dtype=torch.float32, device=local_count.device)
+    return (world_size() * local[0] / total).to(torch.float32)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cache, cache_key
 from detach_pl.data.info import DataInfo
@@ -132,6 +132,7 @@ class WindowDataModule(pl.LightningDataModule):
         purpose: "alignment" (windows with video), "probe" (labelled windows, sensors only), or
             "auto": asked from the model (`data_purpose` attribute).
         augment_video: Clip-consistent colour jitter and blur on training clips.
+        shuffle_seed: Seed of the epoch-seeded training order.
         progress: Progress bars while preparing the cache.
     """
 
@@ -151,6 +152,7 @@ class WindowDataModule(pl.LightningDataModule):
         probe_unit: Literal["window", "sequence"] = "window",
         purpose: Purpose = "auto",
         augment_video: bool = True,
+        shuffle_seed: int = 42,
         progress: bool = True,
     ) -> None:
         super().__init__()
@@ -169,6 +171,7 @@ class WindowDataModule(pl.LightningDataModule):
         self.probe_unit = probe_unit
         self.purpose = purpose
         self.augment_video = augment_video
+        self.shuffle_seed = shuffle_seed
         self.progress = progress
         self.cache: WindowCache | None = None
         self.reports: list[RunReport] = []
@@ -303,30 +306,42 @@ class WindowDataModule(pl.LightningDataModule):
             raise TypeError("train_sensor_windows is only defined for window datasets")
         return dataset.sensor
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, sampler: DistributedSampler | None = None) -> DataLoader:
         dataset = self.datasets[split]
         sequences = isinstance(dataset, SequenceDataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) >= self.batch_size,
+            sampler=sampler,
+            drop_last=sampler is not None and len(dataset) >= self.batch_size * sampler.num_replicas,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_sequences if sequences else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled by an epoch-seeded sampler, also in one process.
+
+        The order depends only on (shuffle_seed, epoch): a resumed run sees the batches the
+        uninterrupted run would have seen, and one process with batch B·R sees the same global
+        batches as R processes with batch B (each rank takes every R-th index of one permutation).
+        """
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        sampler = DistributedSampler(
+            self.datasets["train"], num_replicas=world, rank=rank, shuffle=True, seed=self.shuffle_seed,
+            drop_last=len(self.datasets["train"]) >= world,
+        )
+        return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the cache used and the standardisation statistics."""
@@ -349,9 +364,3 @@ class WindowDataModule(pl.LightningDataModule):
                 self.split("train_runs"),
             )
 
-
-def require_runs(names: Sequence[str], available: Sequence[str], setting: str) -> None:
-    """Raise a clear error for run names that the release does not have."""
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise ValueError(f"{setting}: unknown run(s) {unknown}; available: {list(available)}")

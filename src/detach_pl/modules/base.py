@@ -9,9 +9,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from detach_pl.data.info import DataInfo
+from detach_pl.distributed import gather_rng_states, restore_rng_state
 from detach_pl.nn import EncoderConfig, build_encoders
 
 
@@ -82,6 +84,26 @@ class DetachModule(pl.LightningModule):
         for key, value in hparams.items():
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 hparams[key] = dataclasses.asdict(value)
+        checkpoint["rng_states"] = gather_rng_states(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore every rank's random state, so a resumed run continues as if uninterrupted."""
+        if "rng_states" in checkpoint:
+            restore_rng_state(checkpoint["rng_states"])
+
+    def on_fit_start(self) -> None:
+        """State the global batch: per-device batch × devices × nodes × accumulation."""
+        trainer = self.trainer
+        per_device = getattr(trainer.datamodule, "batch_size", None)
+        if per_device is None:
+            return
+        global_batch = per_device * trainer.world_size * trainer.accumulate_grad_batches
+        rank_zero_info(
+            f"batch: {per_device} per device × {trainer.world_size} process(es) × "
+            f"{trainer.accumulate_grad_batches} accumulation = global batch {global_batch}; lr {self.lr}"
+        )
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams({"global_batch_size": global_batch, "per_device_batch_size": per_device})
 
     def frozen_parts(self) -> list[nn.Module]:
         """Sub-networks that never train in this stage (kept in eval mode)."""

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from detach_pl.clustering import OdcMemory
 from detach_pl.data.info import DataInfo
-from detach_pl.distributed import broadcast_from_rank0, gather_no_grad, rank
+from detach_pl.distributed import broadcast_from_rank0, gather_no_grad, global_mean_factor, rank
 from detach_pl.losses import class_balanced_cross_entropy, masked_cross_entropy
 from detach_pl.metrics import cluster_quality
 from detach_pl.modules.base import DetachModule
@@ -57,6 +57,7 @@ class SpatialGroundingModule(DetachModule):
     """
 
     data_purpose = "alignment"
+    ddp_find_unused_parameters = True
 
     def __init__(
         self,
@@ -166,6 +167,7 @@ class SpatialGroundingModule(DetachModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the memory bank saved by `on_save_checkpoint`."""
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("odc_memory")
         if state is None:
             return
@@ -200,12 +202,12 @@ class SpatialGroundingModule(DetachModule):
             pseudo,
             self.memory.class_weights(self.hparams.balance_power, self.hparams.balance_max_ratio),
             mask=cluster_mask,
-        )
+        ) * global_mean_factor(cluster_mask.sum())
         loss = self.hparams.alpha * loss_cluster
         logs = {"train/loss_cluster": loss_cluster, "train/confident_share": confident.float().mean()}
         if phase == "joint":
             logits_v = self.video_classifier(self.encoders["video_spatial"](batch["video"]))
-            loss_video = masked_cross_entropy(logits_v, pseudo, confident)
+            loss_video = masked_cross_entropy(logits_v, pseudo, confident) * global_mean_factor(confident.sum())
             loss = loss + loss_video
             logs["train/loss_video"] = loss_video
             logs["train/video_agreement"] = (logits_v.argmax(1) == pseudo).float().mean()
@@ -215,7 +217,9 @@ class SpatialGroundingModule(DetachModule):
                 probs = self.video_classifier(self.encoders["video_spatial"](batch["video"])).softmax(1)
             confidence, video_label = probs.max(dim=1)
             refine_mask = ~confident & (confidence >= self.hparams.video_gate)
-            loss_refine = masked_cross_entropy(logits_s, video_label, refine_mask)
+            loss_refine = masked_cross_entropy(logits_s, video_label, refine_mask) * global_mean_factor(
+                refine_mask.sum()
+            )
             loss = loss + self.hparams.beta * loss_refine
             logs["train/loss_refine"] = loss_refine
             logs["train/refined_share"] = refine_mask.float().mean()
@@ -225,20 +229,33 @@ class SpatialGroundingModule(DetachModule):
         self.memory.update(gather_no_grad(indices), gather_no_grad(z_s.detach()))
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        """Centroids from the bank, small/empty-cluster handling, cluster-quality diagnostics."""
+    def on_train_epoch_start(self) -> None:
+        """Per-epoch centroid update for the epoch that just ended (see `update_clusters`)."""
+        if self.current_epoch > 0:
+            self.update_clusters()
+
+    def on_train_end(self) -> None:
+        """The last epoch's centroid update."""
+        self.update_clusters()
+
+    def update_clusters(self) -> None:
+        """Centroids from the bank, small/empty-cluster handling, cluster-quality diagnostics.
+
+        It runs at the start of the next epoch rather than at the end of the current one: a
+        checkpoint written at the end of an epoch (by validation or epoch-end callbacks, in either
+        order) then always holds the bank *before* the update, and a resumed run performs the
+        update exactly once, as the uninterrupted run does.
+        """
         assert self.memory is not None
         changes = self.memory.update_centroids(self.hparams.min_cluster_size)
-        sizes = self.memory.cluster_sizes().float()
         metrics = {f"cluster/{key}": float(value) for key, value in changes.items()}
-        metrics["cluster/size_min"] = float(sizes.min())
-        metrics["cluster/size_max"] = float(sizes.max())
         known = self._train_places >= 0
         if known.any():
             accuracy, nmi = cluster_quality(self.memory.labels[known], self._train_places[known])
             metrics["cluster/hungarian_accuracy"] = accuracy
             metrics["cluster/nmi"] = nmi
-        self.log_dict(metrics, on_epoch=True, rank_zero_only=True)
+        if self._trainer is not None and self.trainer.logger is not None:
+            self.trainer.logger.log_metrics(metrics, step=self.global_step)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Cluster the validation windows to the current centroids; compare with their places."""

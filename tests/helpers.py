@@ -1,0 +1,50 @@
+"""Test helpers: a tiny synthetic kitchen, CPU-sized encoders, CLI arguments for tiny runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo"
+
+# A synthetic kitchen small enough for CPU tests: 3 runs of 50 s, 16-pixel frames.
+TINY_DATA = [
+    "--data.init_args.world.num_runs", "3",
+    "--data.init_args.world.run_seconds", "50",
+    "--data.init_args.windows.image_size", "16",
+    "--data.init_args.num_frames", "4",
+    "--data.init_args.batch_size", "8",
+    "--data.init_args.num_workers", "0",
+    "--data.init_args.progress", "false",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+]
+
+
+
+def tiny_datamodule(cache_dir: Path, **kwargs):
+    """A prepared SyntheticKitchenDataModule matching TINY_DATA."""
+    from detach_pl.data.synthetic import SyntheticKitchenDataModule
+    from detach_pl.data.synthetic_world import SyntheticKitchenConfig
+    from detach_pl.data.windows import WindowSettings
+
+    options = dict(
+        cache_dir=str(cache_dir),
+        world=SyntheticKitchenConfig(num_runs=3, run_seconds=50.0),
+        windows=WindowSettings(image_size=16),
+        num_frames=4,
+        batch_size=8,
+        num_workers=0,
+        progress=False,
+    )
+    options.update(kwargs)
+    return SyntheticKitchenDataModule(**options)
+
+
+def tiny_encoder():
+    """The demo's CPU-sized encoder configuration."""
+    import yaml
+
+    from detach_pl.nn import EncoderConfig
+
+    return EncoderConfig(**yaml.safe_load((DEMO / "encoder.yaml").read_text()))

@@ -1,0 +1,53 @@
+"""The `detach` command in-process: every demo config, the checkpoint chain, and `test`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import DEMO, TINY_DATA
+
+from detach_pl.cli import main
+
+
+def run(*args: str) -> None:
+    main([*args, *TINY_DATA])
+
+
+def test_print_config_shows_model_data_and_trainer(in_scratch, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(DEMO / "stage1.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for key in ("SpatialGroundingModule", "refine_start_epoch", "SyntheticKitchenDataModule", "image_size", "max_epochs"):
+        assert key in printed
+
+
+@pytest.mark.parametrize("stage", ["stage1", "probe_random"])
+def test_fast_dev_run_of_configs_that_need_no_checkpoint(in_scratch, stage) -> None:
+    run("fit", "--config", str(DEMO / f"{stage}.yaml"), "--trainer.fast_dev_run", "1")
+
+
+def test_checkpoint_chain_stage1_stage2_probe_test(in_scratch) -> None:
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    run("fit", "--config", str(DEMO / "stage1.yaml"), *short, "--model.init_args.min_cluster_size", "5")
+    assert (in_scratch / "runs/demo/stage1/checkpoints/last.ckpt").is_file()
+    run("fit", "--config", str(DEMO / "stage2.yaml"), "--trainer.fast_dev_run", "1")
+    run("fit", "--config", str(DEMO / "stage2.yaml"), *short)
+    assert (in_scratch / "runs/demo/stage2/checkpoints/last.ckpt").is_file()
+    run("fit", "--config", str(DEMO / "probe.yaml"), *short)
+    probe_ckpt = in_scratch / "runs/demo/probe/checkpoints/last.ckpt"
+    run("test", "--config", str(DEMO / "probe.yaml"), "--ckpt_path", str(probe_ckpt))
+    results = sorted((in_scratch / "runs/demo/probe").rglob("test_metrics.json"))
+    assert len(results) == 1
+    metrics = json.loads(results[0].read_text())
+    for key in ("test/f1_weighted", "test/map", "test/accuracy", "test/f1_macro"):
+        assert 0.0 <= metrics[key] <= 1.0
+    matrix = metrics["confusion_matrix"]
+    assert len(matrix) == 14 and sum(map(sum, matrix)) > 0
+    assert (results[0].parent / "confusion_matrix.png").is_file()
+
+
+def test_stage2_with_missing_checkpoint_names_the_setting(in_scratch) -> None:
+    with pytest.raises(FileNotFoundError, match="stage1_checkpoint: checkpoint runs/demo/stage1/checkpoints/last.ckpt does not exist"):
+        run("fit", "--config", str(DEMO / "stage2.yaml"), "--trainer.fast_dev_run", "1")
