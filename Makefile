@@ -37,5 +37,18 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
+## Benchmarks: print figures (never part of the test suite).
+bench-ddp: $(STAMP)
+	$(BIN)/python benchmarks/bench_ddp.py
+
+bench-data: $(STAMP)
+	$(BIN)/python benchmarks/bench_data.py
+
+bench-hwu: $(STAMP)
+	$(BIN)/python benchmarks/bench_hwu.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/bench_quality.py
+
 clean:
 	rm -rf runs data/cache
