@@ -179,18 +179,19 @@ def broadcast_from_rank0(x: Tensor) -> Tensor:
 
 
 def _rng_state_vector() -> Tensor:
-    """This process's Python, NumPy and torch CPU random states packed into one uint8 vector."""
+    """This process's Python, NumPy, torch CPU (and current CUDA device) random states, packed."""
     import pickle
     import random
 
     import numpy as np
 
-    payload = pickle.dumps((random.getstate(), np.random.get_state(), torch.get_rng_state()))
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    payload = pickle.dumps((random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda))
     return torch.frombuffer(bytearray(payload), dtype=torch.uint8)
 
 
 def gather_rng_states(device: torch.device | str = "cpu") -> list[bytes]:
-    """Every rank's random-number state (Python, NumPy, torch CPU), in rank order.
+    """Every rank's random-number state (Python, NumPy, torch CPU and CUDA), in rank order.
 
     Checkpoints store all of them so that a resumed run draws the same augmentations on every rank
     as the uninterrupted one. Collective: all ranks must call it (Lightning calls
@@ -214,10 +215,12 @@ def restore_rng_state(states: list[bytes]) -> None:
 
     import numpy as np
 
-    python_state, numpy_state, torch_state = pickle.loads(states[rank() % len(states)])
+    python_state, numpy_state, torch_state, cuda_state = pickle.loads(states[rank() % len(states)])
     random.setstate(python_state)
     np.random.set_state(numpy_state)
     torch.set_rng_state(torch_state)
+    if cuda_state is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_state)
 
 
 def ddp_strategy(strategy: str, model: object) -> str:

@@ -43,13 +43,11 @@ class WindowDataset(Dataset):
         *,
         num_frames: int,
         load_video: bool,
-        augment_video: bool,
     ) -> None:
         self.cache = cache
         self.windows = np.asarray(windows, dtype=np.int64)
         self.num_frames = num_frames
         self.load_video = load_video
-        self.augment_video = augment_video
         raw, dead = cache.read_sensor(self.windows)
         sensor = (raw - mean[None, :, None]) / std[None, :, None]
         sensor[dead] = 0.0
@@ -71,8 +69,7 @@ class WindowDataset(Dataset):
         }
         if self.load_video:
             frames = self.cache.read_frames(int(self.windows[index]), self.num_frames)
-            clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
-            item["video"] = augment_clip(clip) if self.augment_video else clip
+            item["video"] = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
         return item
 
 
@@ -131,7 +128,8 @@ class WindowDataModule(pl.LightningDataModule):
         probe_unit: "window": one prediction per window; "sequence": windows mean-pooled per run.
         purpose: "alignment" (windows with video), "probe" (labelled windows, sensors only), or
             "auto": asked from the model (`data_purpose` attribute).
-        augment_video: Clip-consistent colour jitter and blur on training clips.
+        augment_video: Clip-consistent colour jitter and blur on training clips, applied on the
+            training device after transfer (so DataLoader workers only read bytes).
         shuffle_seed: Seed of the epoch-seeded training order.
         progress: Progress bars while preparing the cache.
     """
@@ -291,13 +289,19 @@ class WindowDataModule(pl.LightningDataModule):
                 self.std,
                 num_frames=self.num_frames,
                 load_video=purpose == "alignment",
-                augment_video=self.augment_video and split == "train",
             )
             if purpose == "probe" and self.probe_unit == "sequence":
                 labels = self.sequence_labels(cache)
                 runs = set(np.unique(dataset.sequence.numpy()).tolist())
                 dataset = SequenceDataset(dataset, {run: labels[run] for run in runs if run in labels})
             self.datasets[split] = dataset
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Augment training clips on the device, one random draw per clip (method.md)."""
+        training = self.trainer is not None and self.trainer.training
+        if training and self.augment_video and "video" in batch:
+            batch["video"] = torch.stack([augment_clip(clip) for clip in batch["video"]])
+        return batch
 
     def train_sensor_windows(self) -> torch.Tensor:
         """All standardised training windows (N, C, L) in dataset-index order (ODC initialisation)."""
