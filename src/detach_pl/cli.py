@@ -8,13 +8,9 @@ section the built-in synthetic kitchen is used.
 
 from __future__ import annotations
 
-from typing import Any
-
-from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from detach_pl.data.datamodule import WindowDataModule
-from detach_pl.distributed import ddp_strategy
 from detach_pl.modules.base import DetachModule
 
 
@@ -29,13 +25,6 @@ class DetachCLI(LightningCLI):
             apply_on="instantiate",
         )
         parser.set_defaults({"data": {"class_path": "detach_pl.data.synthetic.SyntheticKitchenDataModule"}})
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Build the Trainer; plain "ddp" becomes the DDP variant the model needs (see `ddp_strategy`)."""
-        strategy = self._get(self.config_init, "trainer", default={}).get("strategy")
-        if isinstance(strategy, str):
-            kwargs.setdefault("strategy", ddp_strategy(strategy, self.model))
-        return super().instantiate_trainer(**kwargs)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DetachCLI:

@@ -223,19 +223,6 @@ def restore_rng_state(states: list[bytes]) -> None:
         torch.cuda.set_rng_state(cuda_state)
 
 
-def ddp_strategy(strategy: str, model: object) -> str:
-    """The Lightning strategy name to use for `model` when the user asked for `strategy`.
-
-    Stage 1 leaves its video branch unused during the clustering epochs (and frozen during
-    refinement); plain DDP then fails on parameters without gradients. Such a model sets
-    `ddp_find_unused_parameters = True`, and "ddp" becomes "ddp_find_unused_parameters_true".
-    Any other strategy is returned unchanged.
-    """
-    if strategy == "ddp" and getattr(model, "ddp_find_unused_parameters", False):
-        return "ddp_find_unused_parameters_true"
-    return strategy
-
-
 def global_mean_factor(local_count: Tensor) -> Tensor:
     """Factor that turns a rank's masked mean into its share of the global masked mean.
 
@@ -258,3 +245,20 @@ def global_mean_factor(local_count: Tensor) -> Tensor:
     if total == 0:
         return torch.zeros((), dtype=torch.float32, device=local_count.device)
     return (world_size() * local[0] / total).to(torch.float32)
+
+
+def allow_unused_parameters(trainer: Any) -> None:
+    """Let a DDP strategy tolerate parameters that receive no gradient in some steps.
+
+    Stage 1 leaves its video branch unused while clustering and frozen while refining; plain DDP
+    then fails. Called from the module's `setup`, which Lightning runs before the strategy wraps
+    the model, so it covers "ddp", "auto" on several devices and the Python API alike.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.utilities import rank_zero_info
+
+    strategy = trainer.strategy
+    options = getattr(strategy, "_ddp_kwargs", None)
+    if isinstance(strategy, DDPStrategy) and options is not None and not options.get("find_unused_parameters"):
+        options["find_unused_parameters"] = True
+        rank_zero_info("DDP: find_unused_parameters=True (stage 1's video branch is idle in some epochs)")

@@ -63,7 +63,7 @@ def main() -> None:
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=args.devices,
-        strategy="ddp_find_unused_parameters_true" if args.devices > 1 else "auto",
+        strategy="ddp" if args.devices > 1 else "auto",
         max_epochs=args.epochs,
         limit_train_batches=args.batches,
         limit_val_batches=0,

@@ -91,7 +91,7 @@ def test_without_both_weights_the_loss_is_symmetric_info_nce(tmp_path, stage1_ch
     path, _ = stage1_checkpoint
     datamodule = tiny_datamodule(tmp_path, purpose="alignment")
     datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     module = stage2(datamodule, path, use_spatial_weight=False, use_temporal_weight=False).eval()
     loss, aligned, weights = module.alignment_loss(batch["video"], batch["sensor"], warp=False)
     expected = info_nce(aligned.u_v, aligned.u_s, module.hparams.temperature)

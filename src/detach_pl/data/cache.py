@@ -420,15 +420,23 @@ class WindowCache:
         return sensor[inverse][restore], dead[inverse][restore]
 
     def read_frames(self, window: int, num_frames: int) -> np.ndarray:
-        """`num_frames` frames sampled uniformly over one window: (T, H, W, 3) uint8."""
+        """`num_frames` frames sampled uniformly over one window: (T, H, W, 3) uint8.
+
+        Frames are stored uncompressed, one chunk each, so a frame is read as its raw chunk bytes
+        (no HDF5 selection machinery): a window read touches exactly its T frames.
+        """
         picks = sample_frame_indices(
             int(self.frame_start[window]), int(self.frame_stop[window]), num_frames
         )
-        unique, inverse = np.unique(picks, return_inverse=True)
         frames = self._file()[f"runs/{self.run_names[self.window_run[window]]}/frames"]
-        if unique[-1] - unique[0] + 1 <= 2 * unique.size:
-            block = frames[int(unique[0]) : int(unique[-1]) + 1]
-            return block[picks - unique[0]]
+        shape = frames.shape[1:]
+        if frames.compression is None and frames.chunks == (1, *shape):
+            out = np.empty((picks.size, *shape), dtype=np.uint8)
+            for row, index in enumerate(picks):
+                _, raw = frames.id.read_direct_chunk((int(index), 0, 0, 0))
+                out[row] = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+            return out
+        unique, inverse = np.unique(picks, return_inverse=True)
         return frames[unique][inverse]
 
     def iter_run_frames(self, run: str) -> Iterator[np.ndarray]:

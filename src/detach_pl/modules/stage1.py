@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 from detach_pl.clustering import OdcMemory
 from detach_pl.data.info import DataInfo
-from detach_pl.distributed import broadcast_from_rank0, gather_no_grad, global_mean_factor, rank
+from detach_pl.distributed import (
+    allow_unused_parameters,
+    broadcast_from_rank0,
+    gather_no_grad,
+    global_mean_factor,
+    rank,
+)
 from detach_pl.losses import class_balanced_cross_entropy, masked_cross_entropy
 from detach_pl.metrics import cluster_quality
 from detach_pl.modules.base import DetachModule
@@ -57,7 +63,6 @@ class SpatialGroundingModule(DetachModule):
     """
 
     data_purpose = "alignment"
-    ddp_find_unused_parameters = True
 
     def __init__(
         self,
@@ -99,6 +104,11 @@ class SpatialGroundingModule(DetachModule):
         self.num_clusters = num_clusters or self.data_info.num_places
         self.video_classifier = nn.Linear(self.encoder_config.embed_dim, self.num_clusters)
         self.memory: OdcMemory | None = None
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, tolerate the video branch's idle epochs (see `allow_unused_parameters`)."""
+        if stage == "fit":
+            allow_unused_parameters(self.trainer)
 
     # ---- schedule ---------------------------------------------------------------------------
 
