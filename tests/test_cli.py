@@ -29,7 +29,7 @@ def test_fast_dev_run_of_configs_that_need_no_checkpoint(in_scratch, stage) -> N
 
 
 def test_checkpoint_chain_stage1_stage2_probe_test(in_scratch) -> None:
-    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]
     run("fit", "--config", str(DEMO / "stage1.yaml"), *short, "--model.init_args.min_cluster_size", "5")
     assert (in_scratch / "runs/demo/stage1/checkpoints/last.ckpt").is_file()
     run("fit", "--config", str(DEMO / "stage2.yaml"), "--trainer.fast_dev_run", "1")

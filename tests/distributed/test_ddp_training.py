@@ -89,7 +89,7 @@ def test_stage2_weights_and_ema_identical_across_ranks(stage1_runs, tmp_path) ->
 
 def test_detach_fit_with_ddp_on_two_cpu_processes(tmp_path) -> None:
     ddp = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]
     detach = [sys.executable, "-m", "detach_pl.cli"]
     for stage in ("stage1", "stage2"):
         launch(*detach[1:], "fit", "--config", str(DEMO / f"{stage}.yaml"), *ddp, *TINY_DATA, cwd=tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,13 @@ def iter_frames(path: str | Path, size: int) -> Iterator[np.ndarray]:
     """
     path = Path(path)
     index = 0
+    reformatter = VideoReformatter()  # one scaler context for the whole stream, not one per frame
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                yield frame.to_ndarray(width=size, height=size, format="rgb24")
+                yield reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
                 index += 1
     except av.error.FFmpegError as error:
         raise ValueError(f"video {path}: decoding failed at frame {index} ({error})") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,6 +18,39 @@ from detach_pl.nn import EncoderConfig, joint_embedding
 from detach_pl.plots import confusion_figure
 
 SENSOR = ("sensor_spatial", "sensor_temporal")
+
+
+class EmbeddingMemo:
+    """Embeddings of dataset items by index, computed the first time an item is seen.
+
+    The probe's encoders are frozen, in eval mode, and see no augmentation, so an item's
+    embedding is the same in every epoch: the 50 probe epochs then cost one pass of the encoders.
+    """
+
+    def __init__(self) -> None:
+        self.values: Tensor | None = None
+        self.known: Tensor | None = None
+
+    def lookup(self, index: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
+        """Embeddings of the batch items `index`; `compute(rows)` embeds the batch rows not yet known."""
+        size = int(index.max()) + 1
+        if self.known is None or self.known.numel() < size:
+            known = torch.zeros(size, dtype=torch.bool, device=index.device)
+            if self.known is not None:
+                known[: self.known.numel()] = self.known
+            self.known = known
+        missing = ~self.known[index]
+        if missing.any():
+            fresh = compute(missing)
+            if self.values is None or self.values.shape[0] < size:
+                values = fresh.new_zeros(size, fresh.shape[1])
+                if self.values is not None:
+                    values[: self.values.shape[0]] = self.values
+                self.values = values
+            self.values[index[missing]] = fresh
+            self.known[index[missing]] = True
+        assert self.values is not None
+        return self.values[index]
 
 
 class LinearProbeModule(DetachModule):
@@ -87,13 +121,26 @@ class LinearProbeModule(DetachModule):
     def _logits(self, batch: dict[str, Tensor]) -> Tensor:
         return self(batch["sensor"], batch.get("mask"))
 
+    def _memoised_logits(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        mask = batch.get("mask")
+
+        def compute(rows: Tensor) -> Tensor:
+            return self.embed(batch["sensor"][rows], None if mask is None else mask[rows])
+
+        return self.classifier(self._memos[split].lookup(batch["index"], compute))
+
+    def on_fit_start(self) -> None:
+        """Fresh embedding memos for training and validation (see `EmbeddingMemo`)."""
+        super().on_fit_start()
+        self._memos = {"train": EmbeddingMemo(), "val": EmbeddingMemo()}
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = nn.functional.cross_entropy(self._logits(batch), batch["label"])
+        loss = nn.functional.cross_entropy(self._memoised_logits(batch, "train"), batch["label"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch["label"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self._logits(batch)
+        logits = self._memoised_logits(batch, "val") if self.trainer.state.fn == "fit" else self._logits(batch)
         self.log("val/loss", nn.functional.cross_entropy(logits, batch["label"]), batch_size=logits.shape[0])
         self.val_metrics.update(logits.softmax(1), batch["label"])
 
