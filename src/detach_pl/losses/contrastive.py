@@ -24,7 +24,7 @@ def _anchor_indices(anchors: slice | None, num_pairs: int) -> range:
     return selected
 
 
-def _validate_inputs(video_emb: Tensor, sensor_emb: Tensor, temperature: float) -> None:
+def _validate_inputs(video_emb: Tensor, sensor_emb: Tensor, temperature: float | Tensor) -> None:
     """Raise ValueError unless both embeddings are matching (N, d) matrices and τ > 0."""
     if video_emb.dim() != 2 or sensor_emb.dim() != 2:
         raise ValueError(
@@ -38,7 +38,8 @@ def _validate_inputs(video_emb: Tensor, sensor_emb: Tensor, temperature: float) 
         )
     if video_emb.shape[0] == 0:
         raise ValueError("video_emb and sensor_emb hold no pair (N = 0)")
-    if not float(temperature) > 0.0:
+    value = temperature.detach() if isinstance(temperature, Tensor) else temperature
+    if not float(value) > 0.0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
@@ -46,7 +47,7 @@ def weighted_info_nce(
     video_emb: Tensor,
     sensor_emb: Tensor,
     weights: Tensor,
-    temperature: float,
+    temperature: float | Tensor,
     *,
     anchors: slice | None = None,
 ) -> Tensor:
@@ -66,7 +67,7 @@ def weighted_info_nce(
         video_emb: (N, d) video embeddings u_v (need not be normalised).
         sensor_emb: (N, d) sensor embeddings u_s; row i pairs with video row i.
         weights: (N, N) non-negative weights W of the negatives; used detached, diagonal ignored.
-        temperature: τ > 0.
+        temperature: τ > 0 (a float, or a 0-d tensor when τ is learnt).
         anchors: rows (v2s) and columns (s2v) used as anchors; under DDP, this rank's rows of the
             gathered batch. None means all N.
 
@@ -107,7 +108,7 @@ def weighted_info_nce(
 def info_nce(
     video_emb: Tensor,
     sensor_emb: Tensor,
-    temperature: float,
+    temperature: float | Tensor,
     *,
     anchors: slice | None = None,
 ) -> Tensor:
@@ -116,7 +117,7 @@ def info_nce(
     Args:
         video_emb: (N, d) video embeddings.
         sensor_emb: (N, d) sensor embeddings; row i pairs with video row i.
-        temperature: τ > 0.
+        temperature: τ > 0 (a float, or a 0-d tensor when τ is learnt).
         anchors: see `weighted_info_nce`.
 
     Returns:

@@ -9,10 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from detach_pl.data.info import DataInfo
+from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
 from detach_pl.distributed import gather_no_grad, gather_with_grad, local_slice
 from detach_pl.losses import (
     TemporalMode,
     alignment_weights,
+    false_negative_weights,
+    hard_negative_weights,
     spatial_similarity,
     temporal_similarity,
     weighted_info_nce,
@@ -84,6 +87,7 @@ class TemporalAlignmentModule(DetachModule):
             )
         self.freeze_encoders(SPATIAL)
         self.ema = nn.ModuleDict({name: make_ema_copy(self.encoders[name]) for name in TEMPORAL})
+        self.diagnostics = AlignmentDiagnostics()
 
     def frozen_parts(self) -> list[nn.Module]:
         """Frozen spatial encoders and the EMA copies stay in eval mode."""
@@ -168,8 +172,22 @@ class TemporalAlignmentModule(DetachModule):
         for name in TEMPORAL:
             update_ema(self.ema[name], self.encoders[name], self.hparams.ema_momentum)
 
+    def gather_targets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Class and place ids of the (global) batch, in the row order of `gather`."""
+        if not self.hparams.gather_distributed:
+            return batch["label"], batch["place"]
+        return gather_no_grad(batch["label"]), gather_no_grad(batch["place"])
+
+    def on_validation_epoch_start(self) -> None:
+        self.diagnostics.reset()
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Validation L_CL (no warp) and the retrieval accuracy video→sensor within the batch."""
+        """Validation L_CL (no warp), retrieval accuracy video→sensor within the batch, diagnostics.
+
+        Diagnostics (`detach_pl.diagnostics`): the factors W^sp = 1 + (λ_hard − 1)·S^sp and
+        W^tm = 1 − S^sp·S^tm (whether or not this run uses them) and the W of the loss, split by
+        ground-truth negative type (easy / hard / false), and the embeddings for ΔS.
+        """
         loss, aligned, _ = self.alignment_loss(batch["video"], batch["sensor"], warp=False)
         similarity = aligned.u_v[aligned.anchors] @ aligned.u_s.T
         targets = torch.arange(similarity.shape[0], device=similarity.device) + aligned.anchors.start
@@ -179,3 +197,17 @@ class TemporalAlignmentModule(DetachModule):
             sync_dist=True,
             batch_size=batch["sensor"].shape[0],
         )
+        labels, places = self.gather_targets(batch)
+        weights, s_sp, s_tm = self.weights(aligned)
+        factors = {
+            "W_sp": hard_negative_weights(s_sp, self.hparams.lambda_hard),
+            "W_tm": false_negative_weights(s_sp, s_tm),
+            "W": weights,
+        }
+        self.diagnostics.add_pair_matrices(factors, labels, places)
+        self.diagnostics.add_embeddings(aligned.u_v, aligned.u_s, labels, places)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's diagnostics (scalars, and histograms on TensorBoard)."""
+        log_diagnostics(self, self.diagnostics)
+        self.diagnostics.reset()

@@ -1,0 +1,151 @@
+"""benchmarks/bench_quality.py: step command lines, shared stages, and the --quick run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO, TINY_DATA
+
+from detach_pl.cli import main as detach_main
+
+SPEC = importlib.util.spec_from_file_location("bench_quality", REPO / "benchmarks" / "bench_quality.py")
+bench_quality = importlib.util.module_from_spec(SPEC)
+sys.modules["bench_quality"] = bench_quality
+SPEC.loader.exec_module(bench_quality)
+
+CELL = re.compile(r"^\d\.\d{3} ± \d\.\d{3}$")
+
+
+def table_cells(markdown: str, name: str) -> list[str]:
+    """The cells of the first table line of row `name`."""
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def parse_step(args: list[str], folder: Path):
+    """Build (without running) what a step's command line would train."""
+    previous, argv = Path.cwd(), sys.argv
+    os.chdir(folder)
+    sys.argv = argv[:1]
+    try:
+        return detach_main(args, run=False)
+    finally:
+        os.chdir(previous)
+        sys.argv = argv
+
+
+def test_size_comes_before_overlays_and_seeds_reach_every_random_source(tmp_path) -> None:
+    bench = bench_quality.Bench(REPO / "configs" / "demo", tmp_path, bench_quality.SIZES["default"], [], False)
+    args = bench.arguments(bench_quality.STAGE1_NO_REFINEMENT, 7, None)
+    cli = parse_step(args, tmp_path)
+    assert cli.model.hparams.refine_start_epoch == 1000000  # the overlay wins over the size
+    assert cli.model.hparams.video_start_epoch == 2 and cli.trainer.max_epochs == 8  # the size
+    assert cli.model.hparams.kmeans_seed == 7 and cli.datamodule.shuffle_seed == 7
+    assert cli.datamodule.world.num_runs == 12 and cli.datamodule.num_workers == 0
+    assert cli.datamodule.split("train_runs") == ["run00", "run01", "run02", "run03"]  # the demo's
+    assert cli.datamodule.split("test_runs") == [f"run{i:02d}" for i in range(6, 12)]
+    assert cli.config["seed_everything"] == 7
+    stage2 = bench_quality.stage2("stage2_no_spatial_weight")
+    cli = parse_step(bench.arguments(stage2, 3, "/somewhere/last.ckpt"), tmp_path)
+    assert cli.model.hparams.stage1_checkpoint == "/somewhere/last.ckpt"
+    assert cli.model.hparams.use_spatial_weight is False and cli.trainer.max_epochs == 4
+    probe = bench_quality.Step(("probe.yaml",), "probe")
+    cli = parse_step(bench.arguments(probe, 3, None), tmp_path)
+    assert cli.model.hparams.encoder_checkpoint is None and cli.trainer.max_epochs == 30
+
+
+def test_missing_configs_are_named_before_any_training(tmp_path) -> None:
+    (tmp_path / "probe.yaml").write_text("{}")
+    bench = bench_quality.Bench(tmp_path, tmp_path / "work", bench_quality.SIZES["quick"], [], False)
+    with pytest.raises(FileNotFoundError, match=r"lacks .*ablations/stage1_no_refinement\.yaml.*stage1\.yaml.*--rows"):
+        bench.check_configs(bench_quality.ROWS)
+    bench.check_configs([row for row in bench_quality.ROWS if row.key == "floor"])
+
+
+def test_every_row_config_exists_for_the_demo() -> None:
+    bench = bench_quality.Bench(REPO / "configs" / "demo", Path("unused"), bench_quality.SIZES["quick"], [], False)
+    bench.check_configs(bench_quality.ROWS)
+    assert len(set(bench_quality.ROW_KEYS)) == len(bench_quality.ROWS) == 10
+
+
+def test_paper_cells_parse_to_published_numbers() -> None:
+    detach = next(row for row in bench_quality.ROWS if row.key == "detach")
+    assert bench_quality.paper_value(detach.paper[0], "f1_weighted") == 0.73
+    assert bench_quality.paper_value(detach.paper[0], "map") == 0.87
+    assert bench_quality.paper_value("—", "map") is None
+    assert bench_quality.mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1414213), abs=1e-6)
+    assert bench_quality.mean_std([0.5]) == (0.5, 0.0)
+
+
+def run_bench(tmp_path: Path, *args: str) -> dict:
+    return bench_quality.main(
+        [
+            "--quick", "--work-dir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"),
+            "--output", str(tmp_path / "quality.md"), *args, "--", *TINY_DATA,
+        ]
+    )
+
+
+def test_quick_run_of_a_few_rows_shares_stage1_logs_diagnostics_and_resumes(tmp_path) -> None:
+    rows = ("floor", "detach", "no_spatial_weight")
+    summary = run_bench(tmp_path, "--rows", *rows)
+    assert set(summary) == set(rows)
+    markdown = (tmp_path / "quality.md").read_text()
+    for row in bench_quality.ROWS:
+        if row.key in rows:
+            assert all(CELL.match(cell) for cell in table_cells(markdown, row.name)[1:5]), row.name
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    seed = tmp_path / "work" / "seed1"
+    assert sorted(path.name for path in seed.iterdir()) == ["probe", "stage1"]  # stage 1 ran once
+    assert sorted(path.name for path in (seed / "stage1").iterdir() if path.is_dir()) == [
+        "runs", "stage2", "stage2+stage2_no_spatial_weight",
+    ]
+    tags = event_tags(seed / "stage1")
+    for tag in ("cluster/hungarian_accuracy", "cluster/nmi", "train/confident_share_epoch", "val/cluster_accuracy"):
+        assert tag in tags["scalars"], tag
+    stage2_tags = event_tags(seed / "stage1" / "stage2")
+    assert "diag/sim/positive" in stage2_tags["scalars"]
+    assert any(tag.startswith("diag/W_sp/") for tag in stage2_tags["histograms"])
+    probe_folder = seed / "stage1" / "stage2" / "probe"
+    assert "test/confusion_matrix" in event_tags(probe_folder)["images"]
+    runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
+    # Resuming reuses every finished step and probe: same numbers, nothing retrained.
+    mtime = (probe_folder / "probe.json").stat().st_mtime
+    again = run_bench(tmp_path, "--rows", *rows, "--resume")
+    assert again == summary and (probe_folder / "probe.json").stat().st_mtime == mtime
+    assert json.loads((tmp_path / "quality.json").read_text())["runs"] == runs
+
+
+def event_tags(folder: Path) -> dict[str, set[str]]:
+    """Scalar, histogram and image tags of the TensorBoard events of one step folder's own runs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: dict[str, set[str]] = {"scalars": set(), "histograms": set(), "images": set()}
+    for events in (folder / "runs").rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"histograms": 0, "scalars": 0, "images": 0})
+        accumulator.Reload()
+        available = accumulator.Tags()
+        for kind in tags:
+            tags[kind].update(available.get(kind, []))
+    return tags
+
+
+@pytest.mark.slow
+def test_quick_run_of_every_row_writes_a_numeric_table(tmp_path) -> None:
+    summary = run_bench(tmp_path, "--seeds", "1", "2")
+    assert set(summary) == set(bench_quality.ROW_KEYS)
+    markdown = (tmp_path / "quality.md").read_text()
+    for row in bench_quality.ROWS:
+        cells = table_cells(markdown, row.name)
+        assert all(CELL.match(cell) for cell in cells[1:5]), (row.name, cells)
+        assert cells[5:7] == list(row.paper)
+    assert "DETACH − global alignment, weighted F1" in markdown
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
+    assert all(len(runs[key]) == 2 for key in bench_quality.ROW_KEYS)
