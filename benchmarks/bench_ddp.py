@@ -63,7 +63,7 @@ def worker(args: argparse.Namespace) -> None:
     from detach_pl.modules import SpatialGroundingModule, TemporalAlignmentModule
 
     pl.seed_everything(0)
-    data = datamodule(args.work / "cache", args.global_batch // args.devices, args.image_size)
+    data = datamodule(args.work / "cache", args.global_batch // max(args.devices, 1), args.image_size)
     if args.devices == 0:
         module = SpatialGroundingModule(data_info=data.data_info, encoder=encoder(), min_cluster_size=5)
         trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
