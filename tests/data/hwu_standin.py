@@ -27,15 +27,14 @@ cut only from that quiet middle, so a reader that holds the last state recovers 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-import av
 import numpy as np
+from standin_video import write_video
 
 AMBIENT_COLUMNS: tuple[str, ...] = (
     "Ktch_B1_Drawer",
@@ -114,32 +113,6 @@ class StandinRelease:
     root: Path
     layout: Layout
     trials: dict[str, StandinTrial]
-
-
-def write_video(
-    path: Path,
-    frames: Iterable[np.ndarray],
-    fps: float,
-    codec: str = "mpeg4",
-    bit_rate: int | None = None,
-) -> int:
-    """Encode (H, W, 3) uint8 frames (any iterable, streamed) as an mp4 with PyAV; returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        stream.pix_fmt = "yuv420p"
-        if bit_rate is not None:
-            stream.bit_rate = bit_rate
-        for image in frames:
-            if count == 0:
-                stream.height, stream.width = image.shape[:2]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-            count += 1
-        for packet in stream.encode():
-            container.mux(packet)
-    return count
 
 
 def iter_scene_frames(

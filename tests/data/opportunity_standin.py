@@ -32,11 +32,10 @@ import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+from standin_video import write_video
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "opportunity"
 SENSOR_RATE_HZ = 30.0
@@ -266,24 +265,6 @@ def saturating_add(frame: np.ndarray, grain: np.ndarray) -> np.ndarray:
     return np.minimum(frame.astype(np.uint16) + grain, 255).astype(np.uint8)
 
 
-def write_video(path: Path, frames: Iterator[np.ndarray], fps: float, width: int, height: int, codec: str = "mjpeg") -> int:
-    """Encode frames with PyAV, one at a time; returns the number written."""
-    count = 0
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        if codec != "mjpeg":
-            stream.bit_rate = 2_000_000
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-            count += 1
-        for packet in stream.encode():
-            container.mux(packet)
-    return count
-
-
 def write_standin_release(
     root: str | Path,
     runs: Sequence[str] = DEFAULT_RUNS,
@@ -338,7 +319,7 @@ def write_standin_release(
         length = (video_seconds or {}).get(run, seconds)
         num_frames = int(round(length * fps))
         video_path = folder / f"{run}_side.avi"
-        write_video(video_path, render_frames(num_frames, fps, segments, width, height, noise), fps, width, height, codec)
+        write_video(video_path, render_frames(num_frames, fps, segments, width, height, noise), fps, codec, None if codec == "mjpeg" else 2_000_000)
         srt_paths = []
         if srt:
             srt_paths = [folder / f"{run}_side.ML_Both_Arms.srt", folder / f"{run}_side.Locomotion.srt"]
