@@ -569,17 +569,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 @dataclass
 class SeedResults:
-    """Everything one seed produced, per row key."""
+    """Everything one seed produced, per row key, and the CPU seconds it took."""
 
     runs: dict[str, dict[str, float]]
     diagnostics: dict[str, dict[str, float]]
     seconds: dict[str, float]
+    cpu_seconds: float = 0.0
+
+
+def used_cpu_seconds() -> float:
+    """CPU time of this process and its finished children (e.g. DataLoader workers)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(part.ru_utime + part.ru_stime for part in usage)
+
+
+def free_machine_minutes(cpu_per_seed: Sequence[float], jobs: int, threads: int) -> float:
+    """Wall time the seeds would take on free cores: first-free-slot schedule over `jobs` slots.
+
+    A job's wall time is taken as its CPU time / `threads` (no contention, perfect threading),
+    so this is an estimate for a machine with jobs × threads free cores.
+    """
+    slots = [0.0] * jobs
+    for seconds in cpu_per_seed:
+        slots[slots.index(min(slots))] += seconds / threads
+    return max(slots) / 60
 
 
 def run_seed(bench: Bench, rows: Sequence[Row], seed: int) -> SeedResults:
     """All rows for one seed, in this process."""
     results = SeedResults({}, {}, {})
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), used_cpu_seconds()
     for row in rows:
         metrics, diagnostics, spent = bench.run_row(row, seed)
         results.runs[row.key], results.diagnostics[row.key], results.seconds[row.key] = metrics, diagnostics, spent
@@ -588,6 +607,7 @@ def run_seed(bench: Bench, rows: Sequence[Row], seed: int) -> SeedResults:
             + ", ".join(f"{metric} {metrics[metric]:.3f}" for metric in METRICS),
             flush=True,
         )
+    results.cpu_seconds = used_cpu_seconds() - cpu_start
     return results
 
 
@@ -654,9 +674,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
     else:
         per_seed = {seed: run_seed(bench, rows, seed) for seed in args.seeds}
     wall = time.perf_counter() - start
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    cpu = sum(part.ru_utime + part.ru_stime for part in usage)
     ordered = [per_seed[seed] for seed in args.seeds]
+    cpu_per_seed = [seed.cpu_seconds for seed in ordered]
     results = {row.key: [seed.runs[row.key] for seed in ordered] for row in rows}
     diagnostics = {row.key: [seed.diagnostics[row.key] for seed in ordered] for row in rows}
     seconds = {row.key: statistics.fmean(seed.seconds[row.key] for seed in ordered) for row in rows}
@@ -670,8 +689,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
         "machine": machine(),
         "wall time": f"{wall / 60:.1f} min (1-minute load average {load_at_start:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end)",
-        "CPU time": f"{cpu / 60:.1f} min in all processes (on {os.cpu_count()} free cores the wall time is "
-        f"about this divided by {min(os.cpu_count() or 1, args.jobs * args.threads)})",
+        "CPU time": "per seed " + " / ".join(f"{value / 60:.1f}" for value in cpu_per_seed) + " min; on "
+        f"{args.jobs * args.threads} free cores this run would take about "
+        f"{free_machine_minutes(cpu_per_seed, args.jobs, args.threads):.1f} min",
     }
     name = args.config_dir.resolve().name
     dataset = "the synthetic kitchen" if name == "demo" else f"configs/{name}"

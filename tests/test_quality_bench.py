@@ -83,6 +83,13 @@ def test_paper_cells_parse_to_published_numbers() -> None:
     assert bench_quality.mean_std([0.5]) == (0.5, 0.0)
 
 
+def test_free_machine_estimate_schedules_seeds_on_the_first_free_slot() -> None:
+    minutes = [600.0, 600.0, 600.0]  # CPU seconds per seed
+    assert bench_quality.free_machine_minutes(minutes, jobs=2, threads=1) == pytest.approx(20.0)
+    assert bench_quality.free_machine_minutes(minutes, jobs=1, threads=2) == pytest.approx(15.0)
+    assert bench_quality.free_machine_minutes([900.0, 300.0, 300.0], jobs=2, threads=1) == pytest.approx(15.0)
+
+
 def run_bench(tmp_path: Path, *args: str) -> dict:
     return bench_quality.main(
         [
