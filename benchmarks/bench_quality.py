@@ -11,10 +11,11 @@ ablation overlay; the global-alignment baseline; the supervised ceiling), then t
 the frozen sensor encoders is fitted and tested, for every seed. Every step runs in-process through
 `detach_pl.cli.main`, with the working directory set to its own folder under `--work-dir`, so the
 configs' relative `runs/…` paths land there; steps shared by rows (the stage 1 of most ablations)
-run once per seed. Seeds run in parallel subprocesses (`--jobs`, one torch thread each on a
-2-core machine), which uses small CPU models better than more threads in one process. Arguments
-after `--` are passed to every step (data and trainer settings; relative paths in them, like a
-dataset root, are relative to the step folder: give them absolute).
+run once per seed. With `--jobs N` (default size: N = the CPU cores) every seed's groups of rows
+that share a first step run as subprocesses, N at a time, one torch thread each on a 2-core
+machine: these small models use the cores better that way than with threads in one process.
+Arguments after `--` are passed to every step (data and trainer settings; relative paths in them,
+like a dataset root, are relative to the step folder: give them absolute).
 
 Writes `--output` (default benchmarks/quality.md: mean ± std of weighted F1, mAP, accuracy per row
 with the paper's published numbers beside them, and the alignment diagnostics of method.md) and
@@ -34,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -297,11 +299,12 @@ class Bench:
         if self.resume and record.is_file():
             return json.loads(record.read_text())
         fitted = run_in(folder, ["fit", *self.arguments(probe, seed, encoder_checkpoint)], f"probe (seed {seed})")
-        last = fitted.trainer.checkpoint_callback.last_model_path
-        if not last:
+        checkpoint = fitted.trainer.checkpoint_callback
+        if checkpoint is None or not checkpoint.last_model_path:
             raise StepFailed(f"probe (seed {seed}) in {folder}: probe.yaml needs a ModelCheckpoint with save_last: true")
+        last = folder / checkpoint.last_model_path
         del fitted
-        test_args = ["test", *self.arguments(probe, seed, encoder_checkpoint), "--ckpt_path", str(folder / last)]
+        test_args = ["test", *self.arguments(probe, seed, encoder_checkpoint), "--ckpt_path", str(last)]
         run_in(folder, test_args, f"probe test (seed {seed})")
         metrics = latest_metrics(folder)
         record.write_text(json.dumps(metrics, indent=2))
@@ -485,7 +488,7 @@ def write_markdown(
     path.write_text("\n".join(lines))
 
 
-def write_chart(path: Path, rows: Sequence[Row], summary: dict[str, dict[str, tuple[float, float]]]) -> None:
+def write_chart(path: Path, rows: Sequence[Row], summary: dict[str, dict[str, tuple[float, float]]], title: str) -> None:
     """Bars of weighted F1 and mAP per row (± std), the paper's Opportunity++ numbers as markers."""
     import matplotlib
 
@@ -508,6 +511,7 @@ def write_chart(path: Path, rows: Sequence[Row], summary: dict[str, dict[str, tu
     axis.set_xticks(list(positions), [row.name for row in shown], rotation=30, ha="right")
     axis.set_ylim(0, 1)
     axis.set_ylabel("linear probe, test")
+    axis.set_title(title, fontsize=10)
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -543,8 +547,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 1 2 3; quick: 1)")
     parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=list(ROW_KEYS), help="rows to run")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="seeds run at once in subprocesses (default: as many as CPU cores and seeds allow; "
-                        "1 with --size config)")
+                        help="subprocesses at once, each one seed and one group of rows sharing a first step "
+                        "(default: the CPU cores with --size default, else 1: all in this process)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_quality", help="run folders")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "cache", help="shared data cache")
@@ -558,7 +562,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.seeds = [1] if args.size == "quick" else [1, 2, 3]
     cores = os.cpu_count() or 1
     if args.jobs is None:
-        args.jobs = 1 if args.size == "config" else max(1, min(len(args.seeds), cores))
+        args.jobs = cores if args.size == "default" else 1
     if args.threads is None:
         args.threads = max(1, cores // args.jobs)
     if args.jobs < 1 or args.threads < 1:
@@ -575,6 +579,7 @@ class SeedResults:
     diagnostics: dict[str, dict[str, float]]
     seconds: dict[str, float]
     cpu_seconds: float = 0.0
+    job_cpu_seconds: list[float] = field(default_factory=list)
 
 
 def used_cpu_seconds() -> float:
@@ -583,14 +588,14 @@ def used_cpu_seconds() -> float:
     return sum(part.ru_utime + part.ru_stime for part in usage)
 
 
-def free_machine_minutes(cpu_per_seed: Sequence[float], jobs: int, threads: int) -> float:
-    """Wall time the seeds would take on free cores: first-free-slot schedule over `jobs` slots.
+def free_machine_minutes(cpu_per_job: Sequence[float], jobs: int, threads: int) -> float:
+    """Wall time the jobs would take on free cores: first-free-slot schedule over `jobs` slots.
 
     A job's wall time is taken as its CPU time / `threads` (no contention, perfect threading),
     so this is an estimate for a machine with jobs × threads free cores.
     """
     slots = [0.0] * jobs
-    for seconds in cpu_per_seed:
+    for seconds in cpu_per_job:
         slots[slots.index(min(slots))] += seconds / threads
     return max(slots) / 60
 
@@ -611,44 +616,90 @@ def run_seed(bench: Bench, rows: Sequence[Row], seed: int) -> SeedResults:
     return results
 
 
-def run_seeds_in_jobs(args: argparse.Namespace) -> dict[int, SeedResults]:
-    """Each seed in its own subprocess (this script with one seed), `args.jobs` at a time.
+def work_units(rows: Sequence[Row]) -> list[list[Row]]:
+    """Rows grouped by their first step (rows sharing a stage 1 must run in one job), the groups
+    with the most steps first (a longest-first order keeps parallel jobs balanced)."""
+    groups: dict[Step | None, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.steps[0] if row.steps else None, []).append(row)
+    weight = {first: len({step for row in members for step in row.steps}) for first, members in groups.items()}
+    return [groups[first] for first in sorted(groups, key=lambda first: -weight[first])]
 
-    A job writes its results to a JSON file and its output to `<work-dir>/seed<N>.log`.
+
+@dataclass
+class Job:
+    """A running subprocess: one seed, one group of rows."""
+
+    seed: int
+    rows: list[Row]
+    process: subprocess.Popen
+    output: Path
+    log: Path
+
+
+def run_in_jobs(args: argparse.Namespace, rows: Sequence[Row]) -> dict[int, SeedResults]:
+    """Every (seed, group of rows) in its own subprocess (this script), `args.jobs` at a time.
+
+    A job writes its results to `<work-dir>/seed<N>-<group>.json` and its output to the `.log`
+    beside it; the groups are those of `work_units`, so no two jobs train the same step.
     """
-    pending = list(args.seeds)
-    running: dict[int, tuple[subprocess.Popen, Path, Path]] = {}
-    finished: dict[int, SeedResults] = {}
+    pending = [(seed, group) for group in work_units(rows) for seed in args.seeds]
+    running: list[Job] = []
+    finished: dict[int, SeedResults] = {seed: SeedResults({}, {}, {}) for seed in args.seeds}
     args.work_dir.mkdir(parents=True, exist_ok=True)
     while pending or running:
         while pending and len(running) < args.jobs:
-            seed = pending.pop(0)
-            output = args.work_dir / f"seed{seed}.json"
-            log = args.work_dir / f"seed{seed}.log"
+            seed, group = pending.pop(0)
+            name = f"seed{seed}-{group[0].key}"
+            output, log = args.work_dir / f"{name}.json", args.work_dir / f"{name}.log"
             command = [
                 sys.executable, str(Path(__file__).resolve()), "--config-dir", str(args.config_dir), "--size", args.size,
-                "--rows", *args.rows, "--seeds", str(seed), "--jobs", "1", "--threads", str(args.threads),
-                "--work-dir", str(args.work_dir), "--cache-dir", str(args.cache_dir), "--resume",
-                "--seed-results", str(output), "--", *args.extra,
+                "--rows", *(row.key for row in group), "--seeds", str(seed), "--jobs", "1",
+                "--threads", str(args.threads), "--work-dir", str(args.work_dir), "--cache-dir", str(args.cache_dir),
+                "--resume", "--seed-results", str(output), "--", *args.extra,
             ]
             with log.open("w") as stream:
-                running[seed] = (subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT), output, log)
-            print(f"seed {seed}: started ({args.threads} thread(s)), output in {log}", flush=True)
-        time.sleep(2)
-        for seed, (process, output, log) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[seed]
-            if process.returncode != 0:
-                for other, _, _ in running.values():
-                    other.terminate()
-                tail = "\n".join(log.read_text().splitlines()[-30:])
-                raise StepFailed(f"seed {seed} failed (exit {process.returncode}); end of {log}:\n{tail}")
-            finished[seed] = SeedResults(**json.loads(output.read_text()))
-            for row in (row for row in ROWS if row.key in args.rows):
-                metrics = finished[seed].runs[row.key]
-                print(f"seed {seed} {row.name}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in METRICS), flush=True)
+                process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
+            running.append(Job(seed, group, process, output, log))
+        time.sleep(1)
+        for job in [job for job in running if job.process.poll() is not None]:
+            running.remove(job)
+            if job.process.returncode != 0:
+                for other in running:
+                    other.process.terminate()
+                tail = "\n".join(job.log.read_text().splitlines()[-30:])
+                raise StepFailed(f"seed {job.seed} failed (exit {job.process.returncode}); end of {job.log}:\n{tail}")
+            part = SeedResults(**json.loads(job.output.read_text()))
+            merged = finished[job.seed]
+            merged.runs.update(part.runs)
+            merged.diagnostics.update(part.diagnostics)
+            merged.seconds.update(part.seconds)
+            merged.cpu_seconds += part.cpu_seconds
+            merged.job_cpu_seconds.append(part.cpu_seconds)
+            for row in job.rows:
+                metrics = part.runs[row.key]
+                print(f"seed {job.seed} {row.name}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in METRICS), flush=True)
     return finished
+
+
+class LoadMonitor:
+    """Samples the 1-minute load average every `interval` seconds while the benchmark runs."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> str:
+        """"mean X, max Y" of the samples."""
+        self._stop.set()
+        self.samples.append(os.getloadavg()[0])
+        return f"mean {statistics.fmean(self.samples):.1f}, max {max(self.samples):.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, float]]]:
@@ -664,18 +715,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
     extra = ["--data.init_args.cache_dir", str(args.cache_dir.resolve()), *args.extra]
     bench = Bench(args.config_dir, args.work_dir, SIZES[args.size], extra, args.resume)
     bench.check_configs(rows)
-    start, load_at_start = time.perf_counter(), os.getloadavg()[0]
     if args.seed_results is not None:  # one job of a parallel run
         (seed,) = args.seeds
-        args.seed_results.write_text(json.dumps(run_seed(bench, rows, seed).__dict__, indent=2))
+        results = run_seed(bench, rows, seed)
+        results.cpu_seconds = used_cpu_seconds()  # the whole job, start-up included
+        args.seed_results.write_text(json.dumps(results.__dict__, indent=2))
         return {}
-    if args.jobs > 1 and len(args.seeds) > 1:
-        per_seed = run_seeds_in_jobs(args)
+    start, load = time.perf_counter(), LoadMonitor()
+    if args.jobs > 1:
+        per_seed = run_in_jobs(args, rows)
     else:
         per_seed = {seed: run_seed(bench, rows, seed) for seed in args.seeds}
-    wall = time.perf_counter() - start
+    wall, load_summary = time.perf_counter() - start, load.stop()
     ordered = [per_seed[seed] for seed in args.seeds]
-    cpu_per_seed = [seed.cpu_seconds for seed in ordered]
+    job_cpu = [value for seed in ordered for value in (seed.job_cpu_seconds or [seed.cpu_seconds])]
     results = {row.key: [seed.runs[row.key] for seed in ordered] for row in rows}
     diagnostics = {row.key: [seed.diagnostics[row.key] for seed in ordered] for row in rows}
     seconds = {row.key: statistics.fmean(seed.seconds[row.key] for seed in ordered) for row in rows}
@@ -685,18 +738,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
         "command": f"`{command.strip()}`",
         "configs": str(args.config_dir),
         "size": f"{args.size} (per step kind: {json.dumps({k: ' '.join(v) for k, v in SIZES[args.size].by_kind.items()})})",
-        "seeds": ", ".join(map(str, args.seeds)) + f" ({args.jobs} at a time, {args.threads} torch thread(s) each)",
+        "seeds": ", ".join(map(str, args.seeds)) + f" ({args.jobs} job(s) at a time, {args.threads} torch thread(s) each)",
         "machine": machine(),
-        "wall time": f"{wall / 60:.1f} min (1-minute load average {load_at_start:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end)",
-        "CPU time": "per seed " + " / ".join(f"{value / 60:.1f}" for value in cpu_per_seed) + " min; on "
+        "wall time": f"{wall / 60:.1f} min (1-minute load average of the machine during the run: {load_summary})",
+        "CPU time": "per seed " + " / ".join(f"{seed.cpu_seconds / 60:.1f}" for seed in ordered) + " min; on "
         f"{args.jobs * args.threads} free cores this run would take about "
-        f"{free_machine_minutes(cpu_per_seed, args.jobs, args.threads):.1f} min",
+        f"{free_machine_minutes(job_cpu, args.jobs, args.threads):.1f} min",
     }
     name = args.config_dir.resolve().name
     dataset = "the synthetic kitchen" if name == "demo" else f"configs/{name}"
     write_markdown(args.output, rows, summary, average_diagnostics(diagnostics), seconds, header, dataset)
-    write_chart(args.output.with_suffix(".png"), rows, summary)
+    title = f"{dataset}: linear probe on the frozen sensor encoders, mean ± std over {len(args.seeds)} seed(s)"
+    write_chart(args.output.with_suffix(".png"), rows, summary, title)
     args.output.with_suffix(".json").write_text(json.dumps({"runs": results, "diagnostics": diagnostics}, indent=2))
     print(args.output.read_text())
     return summary

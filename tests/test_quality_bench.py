@@ -83,6 +83,17 @@ def test_paper_cells_parse_to_published_numbers() -> None:
     assert bench_quality.mean_std([0.5]) == (0.5, 0.0)
 
 
+def test_work_units_keep_rows_that_share_a_stage1_together() -> None:
+    units = bench_quality.work_units(bench_quality.ROWS)
+    keys = [[row.key for row in unit] for unit in units]
+    assert keys[0] == ["detach", "no_spatial_weight", "no_temporal_weight", "refinement_plain", "cross_temporal"]
+    assert keys[1] == ["no_refinement_plain", "no_refinement_weighted"]
+    assert sorted(key for unit in keys for key in unit) == sorted(bench_quality.ROW_KEYS)
+    for unit in units:  # no step is shared between two units
+        others = {step for other in units if other is not unit for row in other for step in row.steps}
+        assert not others & {step for row in unit for step in row.steps}
+
+
 def test_free_machine_estimate_schedules_seeds_on_the_first_free_slot() -> None:
     minutes = [600.0, 600.0, 600.0]  # CPU seconds per seed
     assert bench_quality.free_machine_minutes(minutes, jobs=2, threads=1) == pytest.approx(20.0)
@@ -145,7 +156,7 @@ def event_tags(folder: Path) -> dict[str, set[str]]:
 
 @pytest.mark.slow
 def test_quick_run_of_every_row_writes_a_numeric_table(tmp_path) -> None:
-    summary = run_bench(tmp_path, "--seeds", "1", "2")
+    summary = run_bench(tmp_path, "--seeds", "1", "2", "--jobs", "2")  # subprocesses, as the default size
     assert set(summary) == set(bench_quality.ROW_KEYS)
     markdown = (tmp_path / "quality.md").read_text()
     for row in bench_quality.ROWS:
