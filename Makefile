@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DETACH := $(BIN)/detach
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality clean
+.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,15 @@ bench-hwu: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/bench_quality.py
+
+## What each encoder can tell with labels (the teacher's signal), validated on 4 runs: the demo's
+## world, then the same world under the default lighting flicker.
+TEACHER_ARGS := --encoders video_spatial video_temporal sensor_temporal
+TEACHER_VAL := --data.init_args.val_runs '[run08,run09,run10,run11]'
+bench-teacher: $(STAMP)
+	$(BIN)/python benchmarks/bench_teacher.py $(TEACHER_ARGS) --output benchmarks/teacher.md -- $(TEACHER_VAL)
+	$(BIN)/python benchmarks/bench_teacher.py $(TEACHER_ARGS) --output benchmarks/teacher_flicker.md \
+	    -- $(TEACHER_VAL) --data.init_args.world.flicker 0.1
 
 clean:
 	rm -rf runs data/cache

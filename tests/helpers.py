@@ -7,9 +7,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo"
 
-# A synthetic kitchen small enough for CPU tests: 3 runs of 50 s, 16-pixel frames.
+# A synthetic kitchen small enough for CPU tests: 3 runs of 50 s (one per split), 16-pixel frames,
+# pre-training on all windows (a 50-s run holds few labelled ones).
 TINY_DATA = [
     "--data.init_args.world.num_runs", "3",
+    "--data.init_args.train_runs", "[run00]",
+    "--data.init_args.val_runs", "[run01]",
+    "--data.init_args.test_runs", "[run02]",
+    "--data.init_args.pretrain_windows", "all",
     "--data.init_args.world.run_seconds", "50",
     "--data.init_args.windows.image_size", "16",
     "--data.init_args.num_frames", "4",

@@ -45,19 +45,19 @@ def test_size_comes_before_overlays_and_seeds_reach_every_random_source(tmp_path
     args = bench.arguments(bench_quality.STAGE1_NO_REFINEMENT, 7, None)
     cli = parse_step(args, tmp_path)
     assert cli.model.hparams.refine_start_epoch == 1000000  # the overlay wins over the size
-    assert cli.model.hparams.video_start_epoch == 2 and cli.trainer.max_epochs == 8  # the size
+    assert cli.model.hparams.video_start_epoch == 3 and cli.trainer.max_epochs == 12  # the demo's
     assert cli.model.hparams.kmeans_seed == 7 and cli.datamodule.shuffle_seed == 7
     assert cli.datamodule.world.num_runs == 12 and cli.datamodule.num_workers == 0
-    assert cli.datamodule.split("train_runs") == ["run00", "run01", "run02", "run03"]  # the demo's
-    assert cli.datamodule.split("test_runs") == [f"run{i:02d}" for i in range(6, 12)]
+    assert cli.datamodule.split("train_runs") == [f"run{i:02d}" for i in range(8)]  # the demo's
+    assert cli.datamodule.split("test_runs") == [f"run{i:02d}" for i in range(9, 12)]
     assert cli.config["seed_everything"] == 7
     stage2 = bench_quality.stage2("stage2_no_spatial_weight")
     cli = parse_step(bench.arguments(stage2, 3, "/somewhere/last.ckpt"), tmp_path)
     assert cli.model.hparams.stage1_checkpoint == "/somewhere/last.ckpt"
-    assert cli.model.hparams.use_spatial_weight is False and cli.trainer.max_epochs == 4
+    assert cli.model.hparams.use_spatial_weight is False and cli.trainer.max_epochs == 15
     probe = bench_quality.Step(("probe.yaml",), "probe")
     cli = parse_step(bench.arguments(probe, 3, None), tmp_path)
-    assert cli.model.hparams.encoder_checkpoint is None and cli.trainer.max_epochs == 30
+    assert cli.model.hparams.encoder_checkpoint is None and cli.trainer.max_epochs == 50
 
 
 def test_missing_configs_are_named_before_any_training(tmp_path) -> None:

@@ -223,6 +223,15 @@ def restore_rng_state(states: list[bytes]) -> None:
         torch.cuda.set_rng_state(cuda_state)
 
 
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum of `x` over all ranks (a new tensor; `x` itself in one process)."""
+    if not is_distributed():
+        return x
+    total = x.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def global_mean_factor(local_count: Tensor) -> Tensor:
     """Factor that turns a rank's masked mean into its share of the global masked mean.
 

@@ -373,8 +373,10 @@ def test_centre_label_rule_and_labelled_only_pretraining(release: StandinRelease
         centre_id = int(run.matrix[first + (last - first) // 2, 249])
         expected = CLASS_IDS.index(centre_id) if centre_id in CLASS_IDS else -1
         assert dm.cache.label[window] == expected
-    train = dm.datasets["train"]
+    train, val, test = (dm.datasets[split] for split in ("train", "val", "test"))
     assert len(train) == int((dm.cache.label >= 0).sum()) and bool((train.label >= 0).all())
+    assert len(val) == len(train) and bool((val.label >= 0).all())  # validation follows training
+    assert len(test) == len(dm.cache) and bool((test.label < 0).any())  # the test keeps every window
 
 
 def test_flat_layout_with_both_text_files_in_the_root(tmp_path: Path) -> None:

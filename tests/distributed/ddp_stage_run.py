@@ -1,9 +1,9 @@
-"""Train stage 1 or 2 on the tiny synthetic kitchen and dump each rank's state (for DDP tests).
+"""Train stage 1, stage 2 or the probe (3) on the tiny synthetic kitchen and dump each rank's state.
 
 Run as a script (Lightning's DDP launcher re-runs it once per extra rank):
     python ddp_stage_run.py --stage 1 --devices 2 --batch-size 8 --out DIR
 Each rank writes DIR/rank<r>.pt with the ODC memory (stage 1) or the EMA and temporal encoders
-(stage 2), plus every parameter. Randomness that differs per rank by design (time warp, video
+(stage 2) or the probe's standardiser (3), plus every parameter. Randomness that differs per rank by design (time warp, video
 augmentation) is switched off so that R processes with batch B can be compared with one process
 with batch R·B on the same global batches.
 """
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import tiny_datamodule, tiny_encoder  # noqa: E402
 
-from detach_pl.modules import SpatialGroundingModule, TemporalAlignmentModule  # noqa: E402
+from detach_pl.modules import LinearProbeModule, SpatialGroundingModule, TemporalAlignmentModule  # noqa: E402
 
 
 class DumpState(pl.Callback):
@@ -38,7 +38,7 @@ class DumpState(pl.Callback):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
@@ -55,11 +55,13 @@ def main() -> None:
             data_info=datamodule.data_info, encoder=tiny_encoder(), min_cluster_size=5,
             video_start_epoch=1, refine_start_epoch=2, video_gate=0.0, warp_start_epoch=99, lr=1e-3,
         )
-    else:
+    elif args.stage == 2:
         module = TemporalAlignmentModule(
             data_info=datamodule.data_info, encoder=tiny_encoder(), stage1_checkpoint=args.stage1_checkpoint,
             warp_sigma=0.0, ema_momentum=0.9, lr=1e-3,
         )
+    else:
+        module = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=args.devices,

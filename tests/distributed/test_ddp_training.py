@@ -87,6 +87,17 @@ def test_stage2_weights_and_ema_identical_across_ranks(stage1_runs, tmp_path) ->
         assert torch.equal(value, rank1["params"][key]), key
 
 
+def test_probe_standardiser_sums_over_ranks_to_the_one_process_statistics(stage1_runs, tmp_path) -> None:
+    """The probe's μ, σ come from all ranks' shards (4 training windows: 2 ranks × 2, 1 × 4)."""
+    _, _, root = stage1_runs
+    rank0, rank1 = train(3, 2, 2, tmp_path / "ddp", root / "cache", "--epochs", "1")
+    (single,) = train(3, 1, 4, tmp_path / "single", root / "cache", "--epochs", "1")
+    for key in ("classifier.0.mean", "classifier.0.std"):
+        assert torch.equal(rank0["params"][key], rank1["params"][key]), key
+        torch.testing.assert_close(rank0["params"][key], single["params"][key], rtol=1e-5, atol=1e-6)
+    assert bool(rank0["params"]["classifier.0.fitted"])
+
+
 def test_detach_fit_with_ddp_on_two_cpu_processes(tmp_path) -> None:
     ddp = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from helpers import tiny_datamodule, tiny_encoder
 
 from detach_pl.modules import LinearProbeModule
-from detach_pl.modules.probe import EmbeddingMemo
+from detach_pl.modules.probe import EmbeddingMemo, FeatureStandardizer
 
 
 def test_memo_computes_each_item_once_and_returns_what_compute_gave() -> None:
@@ -40,3 +41,37 @@ def test_probe_trains_only_its_linear_layer_and_memo_matches_direct_embedding(tm
     assert bool(memo.known.all()) and memo.known.numel() == len(dataset)
     direct = probe.embed(dataset.sensor[:16])
     torch.testing.assert_close(memo.values[:16], direct)
+
+
+def test_standardised_probe_uses_training_set_statistics_and_plain_variant_is_linear(tmp_path) -> None:
+    datamodule = tiny_datamodule(tmp_path)
+    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
+    standardize, linear = probe.classifier
+    assert isinstance(standardize, FeatureStandardizer) and not bool(standardize.fitted)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(probe, datamodule=datamodule)
+    # μ, σ are those of every embedded training window (the loader drops no window here).
+    embeddings = probe._memos["train"].values.double()
+    assert embeddings.shape[0] == len(datamodule.datasets["train"])
+    torch.testing.assert_close(standardize.mean, embeddings.mean(0).float())
+    torch.testing.assert_close(standardize.std, embeddings.std(0, unbiased=False).float(), rtol=1e-4, atol=1e-6)
+    u_s = probe.embed(datamodule.datasets["test"].sensor[:8])
+    reference = (u_s - embeddings.mean(0).float()) / embeddings.std(0, unbiased=False).float()
+    torch.testing.assert_close(probe.classifier(u_s), reference @ linear.weight.T + linear.bias, rtol=1e-4, atol=1e-5)
+    # A fitted standardiser travels in the state dict (a resumed or tested probe reuses it).
+    restored = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
+    restored.load_state_dict(probe.state_dict())
+    assert bool(restored.classifier[0].fitted) and torch.equal(restored.classifier[0].std, standardize.std)
+    plain = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), standardize_features=False)
+    assert isinstance(plain.classifier[0], torch.nn.Identity)
+    torch.testing.assert_close(plain.classifier(u_s), plain.classifier[1](u_s))
+
+
+def test_standardizer_centres_a_constant_dimension_and_refuses_an_empty_set() -> None:
+    standardize = FeatureStandardizer(2)
+    x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
+    standardize.fit(x.sum(0), x.square().sum(0), torch.tensor(2.0))
+    torch.testing.assert_close(standardize(x), torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+    with pytest.raises(ValueError, match="no embeddings"):
+        standardize.fit(x.sum(0), x.square().sum(0), torch.tensor(0.0))

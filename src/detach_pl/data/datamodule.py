@@ -126,7 +126,8 @@ class WindowDataModule(pl.LightningDataModule):
         train_runs: Runs used for pre-training and probe training (None: the dataset's default).
         val_runs: Runs for validation (None: default).
         test_runs: Runs for the final test (None: default).
-        pretrain_windows: Which training windows enter pre-training: "all", or "labelled" only.
+        pretrain_windows: Which windows the alignment stages train and validate on: "all", or
+            "labelled" only (windows a gesture covers; the places K counts are then all active).
         probe_unit: "window": one prediction per window; "sequence": windows mean-pooled per run.
         purpose: "alignment" (windows with video), "probe" (labelled windows, sensors only), or
             "auto": asked from the model (`data_purpose` attribute).
@@ -277,7 +278,7 @@ class WindowDataModule(pl.LightningDataModule):
             labelled = cache.label[windows] >= 0
             if purpose == "probe" and self.probe_unit == "window":
                 windows = windows[labelled]
-            elif purpose == "alignment" and split == "train" and self.pretrain_windows == "labelled":
+            elif purpose == "alignment" and split != "test" and self.pretrain_windows == "labelled":
                 windows = windows[labelled]
             if windows.size == 0:
                 raise ValueError(

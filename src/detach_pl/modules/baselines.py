@@ -147,7 +147,8 @@ class SupervisedSensorModule(LinearProbeModule):
     """The supervised ceiling: the sensor encoders and the linear head trained with the labels.
 
     The same model as the probe (u_s → Linear), but every parameter trains (AdamW), on the probe
-    data (labelled windows, or runs pooled per sequence). Probe its checkpoint with
+    data (labelled windows, or runs pooled per sequence). No feature standardisation: the
+    embeddings move while the encoders train, and AdamW on the whole network needs none. Probe its checkpoint with
     `LinearProbeModule` (encoder_checkpoint) for the ceiling row, or `detach test` it directly.
 
     Args:
@@ -171,7 +172,7 @@ class SupervisedSensorModule(LinearProbeModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
     ) -> None:
-        super().__init__(data_info, encoder, encoder_checkpoint, lr, weight_decay)
+        super().__init__(data_info, encoder, encoder_checkpoint, lr, weight_decay, standardize_features=False)
         if warp_sigma < 0:
             raise ValueError(f"model: warp_sigma={warp_sigma} must be >= 0")
         self.warp_sigma = warp_sigma

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from detach_pl.data.info import DataInfo
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from detach_pl.distributed import all_reduce_sum
 from detach_pl.metrics import probe_metrics
 from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
 from detach_pl.nn import EncoderConfig, joint_embedding
@@ -53,11 +54,54 @@ class EmbeddingMemo:
         return self.values[index]
 
 
+class FeatureStandardizer(nn.Module):
+    """x → (x − μ) / σ per dimension, with μ, σ of the training embeddings (fixed buffers).
+
+    The statistics are set once by `fit` from sums over the whole training set (all ranks), so
+    the map does not depend on batches, batch size or their order, and is stored in checkpoints.
+    Until fitted it is the identity.
+
+    Args:
+        width: Embedding size.
+        eps: Floor of σ (a constant dimension is centred, not blown up).
+    """
+
+    def __init__(self, width: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, total: Tensor, total_of_squares: Tensor, count: Tensor) -> None:
+        """Set μ = Σx / n and σ = sqrt(Σx² / n − μ²) (floored at eps) from per-dimension sums."""
+        if float(count) < 1:
+            raise ValueError("FeatureStandardizer.fit: the training set holds no embeddings")
+        mean = total.double() / count.double()
+        variance = (total_of_squares.double() / count.double() - mean.square()).clamp(min=0.0)
+        self.mean.copy_(mean)
+        self.std.copy_(variance.sqrt().clamp(min=self.eps))
+        self.fitted.fill_(True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Standardise (..., width) embeddings."""
+        return (x - self.mean) / self.std
+
+
 class LinearProbeModule(DetachModule):
     """Frozen sensor encoders → u_s (2·d) → one Linear layer; Adam (method.md, downstream).
 
     Window batches are classified per window. Sequence batches (`sensor` of shape
     (B, W, C, L) with a `mask`) have their window embeddings mean-pooled over each run first.
+
+    By default each dimension of u_s is standardised with the mean and standard deviation of the
+    training embeddings (`FeatureStandardizer`, computed once before the first epoch) before the
+    Linear layer. That is a fixed affine map, so the classifier stays linear in u_s; what it changes
+    is the optimisation: u_s is a unit vector whose coordinates are ~1/sqrt(2d) in size, and with
+    the paper's Adam budget a plain Linear layer stops far from its optimum on small training sets
+    (the probe would then rank optimisation budgets, not features). `standardize_features: false`
+    gives the plain Linear layer of method.md.
 
     Args:
         data_info: Linked from the DataModule (num_channels, num_classes, class names).
@@ -66,6 +110,8 @@ class LinearProbeModule(DetachModule):
             None keeps the encoders randomly initialised: the floor of the comparison.
         lr: Adam learning rate (1e-3).
         weight_decay: Adam weight decay (0).
+        standardize_features: Standardise u_s per dimension with the training set's statistics
+            before the Linear layer (default), or feed u_s to it as is (method.md's plain probe).
     """
 
     data_purpose = "probe"
@@ -77,12 +123,15 @@ class LinearProbeModule(DetachModule):
         encoder_checkpoint: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        standardize_features: bool = True,
     ) -> None:
         super().__init__(data_info, encoder, SENSOR, lr, weight_decay)
         self.save_hyperparameters()
         self.freeze_encoders(SENSOR)
         num_classes = self.data_info.num_classes
-        self.classifier = nn.Linear(2 * self.encoder_config.embed_dim, num_classes)
+        width = 2 * self.encoder_config.embed_dim
+        standardize = FeatureStandardizer(width) if standardize_features else nn.Identity()
+        self.classifier = nn.Sequential(standardize, nn.Linear(width, num_classes))
         self.val_metrics = probe_metrics(num_classes, "val/")
         self.test_metrics = probe_metrics(num_classes, "test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
@@ -121,18 +170,42 @@ class LinearProbeModule(DetachModule):
     def _logits(self, batch: dict[str, Tensor]) -> Tensor:
         return self(batch["sensor"], batch.get("mask"))
 
-    def _memoised_logits(self, batch: dict[str, Tensor], split: str) -> Tensor:
+    def _memoised_embeddings(self, batch: dict[str, Tensor], split: str) -> Tensor:
         mask = batch.get("mask")
 
         def compute(rows: Tensor) -> Tensor:
             return self.embed(batch["sensor"][rows], None if mask is None else mask[rows])
 
-        return self.classifier(self._memos[split].lookup(batch["index"], compute))
+        return self._memos[split].lookup(batch["index"], compute)
+
+    def _memoised_logits(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        return self.classifier(self._memoised_embeddings(batch, split))
 
     def on_fit_start(self) -> None:
-        """Fresh embedding memos for training and validation (see `EmbeddingMemo`)."""
+        """Fresh embedding memos (see `EmbeddingMemo`), then the standardiser's statistics."""
         super().on_fit_start()
         self._memos = {"train": EmbeddingMemo(), "val": EmbeddingMemo()}
+        standardize = self.classifier[0]
+        if isinstance(standardize, FeatureStandardizer) and not bool(standardize.fitted):
+            self.fit_standardizer(standardize)
+
+    def fit_standardizer(self, standardize: FeatureStandardizer) -> None:
+        """Statistics of u_s over the training set, summed over ranks (each embeds its shard once;
+        the embeddings stay in the training memo, so the first epoch does not embed again)."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise ValueError("LinearProbeModule with standardize_features needs a DataModule (trainer.fit(datamodule=...))")
+        width = standardize.mean.numel()
+        total = torch.zeros(width, dtype=torch.float64, device=self.device)
+        squares = torch.zeros_like(total)
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        for batch in datamodule.train_dataloader():
+            batch = {key: value.to(self.device) for key, value in batch.items() if isinstance(value, Tensor)}
+            embeddings = self._memoised_embeddings(batch, "train").double()
+            total += embeddings.sum(0)
+            squares += embeddings.square().sum(0)
+            count += embeddings.shape[0]
+        standardize.fit(all_reduce_sum(total), all_reduce_sum(squares), all_reduce_sum(count))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = nn.functional.cross_entropy(self._memoised_logits(batch, "train"), batch["label"])

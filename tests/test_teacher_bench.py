@@ -1,0 +1,41 @@
+"""benchmarks/bench_teacher.py: the supervised teacher-signal check runs and reports sound numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from helpers import DEMO, REPO, TINY_DATA
+
+from detach_pl.data.synthetic_world import CLASS_PLACE
+
+SPEC = importlib.util.spec_from_file_location("bench_teacher", REPO / "benchmarks" / "bench_teacher.py")
+bench_teacher = importlib.util.module_from_spec(SPEC)
+sys.modules["bench_teacher"] = bench_teacher
+SPEC.loader.exec_module(bench_teacher)
+
+
+def test_class_places_read_off_the_training_windows_match_the_world(tmp_path) -> None:
+    data, _ = bench_teacher.load_data(DEMO / "stage1.yaml", [*TINY_DATA, "--data.init_args.cache_dir", str(tmp_path)])
+    mapping = bench_teacher.class_places(data)
+    seen = sorted(set(data.datasets["train"].label.tolist()))
+    assert seen and all(mapping[c] == CLASS_PLACE[c] for c in seen)
+    assert bool((data.datasets["train"].label >= 0).all())  # labelled windows only
+
+
+def test_run_writes_a_row_per_encoder_with_consistent_accuracies(tmp_path) -> None:
+    output = tmp_path / "teacher.md"
+    results = bench_teacher.main(
+        [
+            "--epochs", "1", "--encoders", "sensor_spatial", "video_temporal", "--output", str(output),
+            "--", *TINY_DATA, "--data.init_args.cache_dir", str(tmp_path),
+        ]
+    )
+    assert list(results) == ["sensor_spatial", "video_temporal"]
+    for row in results.values():
+        assert 0.0 <= row["class"] <= row["place"] <= 1.0  # a right class implies the right place
+        assert row["class"] <= row["motion | place"] <= 1.0  # knowing the place can only help
+        assert row["windows"] > 0
+    text = output.read_text()
+    assert "| sensor_spatial |" in text and "| video_temporal |" in text
+    assert not output.with_suffix(".md.tmp").exists()
