@@ -690,6 +690,12 @@ class LoadMonitor:
         return f"mean {statistics.fmean(self.samples):.1f}, max {max(self.samples):.1f}"
 
 
+def repo_relative(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (reports stay machine-neutral)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, float]]]:
     """Run the benchmark; returns row → metric → (mean, std)."""
     args = parse_args(argv)
@@ -724,7 +730,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
     command = "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = {
         "command": f"`{command.strip()}`",
-        "configs": str(args.config_dir),
+        "configs": repo_relative(args.config_dir),
         "size": f"{args.size} (per step kind: {json.dumps({k: ' '.join(v) for k, v in SIZES[args.size].by_kind.items()})})",
         "seeds": ", ".join(map(str, args.seeds)) + f" ({args.jobs} job(s) at a time, {args.threads} torch thread(s) each)",
         "machine": machine(),

@@ -32,13 +32,8 @@ from detach_pl.cli import main as detach_cli
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, build_encoder
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def display_path(path: Path) -> str:
-    """`path` relative to the repository when it lies inside it."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import REPO, repo_relative  # noqa: E402  (a sibling script, not a package)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -153,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         "# What each encoder can tell with labels (the teacher's signal)",
         "",
         f"- command: `python benchmarks/bench_teacher.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- config: {display_path(args.config)}; {args.epochs} epochs, AdamW lr {args.lr}, seed {args.seed}",
+        f"- config: {repo_relative(args.config)}; {args.epochs} epochs, AdamW lr {args.lr}, seed {args.seed}",
         f"- machine: {platform.processor() or platform.machine()}; {os.cpu_count()} logical CPUs; "
         f"torch {torch.__version__}",
         "",
