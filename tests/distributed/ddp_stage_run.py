@@ -3,9 +3,9 @@
 Run as a script (Lightning's DDP launcher re-runs it once per extra rank):
     python ddp_stage_run.py --stage 1 --devices 2 --batch-size 8 --out DIR
 Each rank writes DIR/rank<r>.pt with the ODC memory (stage 1) or the EMA and temporal encoders
-(stage 2) or the probe's standardiser (3), plus every parameter. Randomness that differs per rank by design (time warp, video
-augmentation) is switched off so that R processes with batch B can be compared with one process
-with batch R·B on the same global batches.
+(stage 2) or the probe's standardiser (3), plus every parameter. Randomness that differs per rank by
+design (time warp, video augmentation) is switched off so that R processes with batch B can be
+compared with one process with batch R·B on the same global batches.
 """
 
 from __future__ import annotations

@@ -75,3 +75,15 @@ def test_standardizer_centres_a_constant_dimension_and_refuses_an_empty_set() ->
     torch.testing.assert_close(standardize(x), torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
     with pytest.raises(ValueError, match="no embeddings"):
         standardize.fit(x.sum(0), x.square().sum(0), torch.tensor(0.0))
+
+
+def test_standardised_probe_without_a_datamodule_names_the_setting(tmp_path) -> None:
+    datamodule = tiny_datamodule(tmp_path, purpose="probe")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
+    loader = torch.utils.data.DataLoader(datamodule.datasets["train"], batch_size=4)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"model\.init_args\.standardize_features.*DataModule"):
+        trainer.fit(probe, train_dataloaders=loader)

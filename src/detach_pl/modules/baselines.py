@@ -148,8 +148,9 @@ class SupervisedSensorModule(LinearProbeModule):
 
     The same model as the probe (u_s → Linear), but every parameter trains (AdamW), on the probe
     data (labelled windows, or runs pooled per sequence). No feature standardisation: the
-    embeddings move while the encoders train, and AdamW on the whole network needs none. Probe its checkpoint with
-    `LinearProbeModule` (encoder_checkpoint) for the ceiling row, or `detach test` it directly.
+    embeddings move while the encoders train, and AdamW on the whole network needs none. Probe
+    its checkpoint with `LinearProbeModule` (encoder_checkpoint) for the ceiling row, or
+    `detach test` it directly.
 
     Args:
         data_info: Linked from the DataModule.

@@ -194,7 +194,10 @@ class LinearProbeModule(DetachModule):
         the embeddings stay in the training memo, so the first epoch does not embed again)."""
         datamodule = self.trainer.datamodule
         if datamodule is None:
-            raise ValueError("LinearProbeModule with standardize_features needs a DataModule (trainer.fit(datamodule=...))")
+            raise ValueError(
+                "model.init_args.standardize_features: the probe computes its statistics from the "
+                "DataModule's training loader; pass one (trainer.fit(model, datamodule=...)) or set it false"
+            )
         width = standardize.mean.numel()
         total = torch.zeros(width, dtype=torch.float64, device=self.device)
         squares = torch.zeros_like(total)
