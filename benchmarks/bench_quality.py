@@ -497,10 +497,11 @@ def write_chart(path: Path, rows: Sequence[Row], summary: dict[str, dict[str, tu
             axis.scatter(*zip(*points), marker="D", color="black", zorder=3, s=18,
                          label="paper, Opportunity++" if metric == "f1_weighted" else None)
     axis.set_xticks(list(positions), [row.name for row in shown], rotation=30, ha="right")
-    axis.set_ylim(0, 1)
+    axis.set_ylim(0, 1.15)  # room above 1 for the error bars and the legend
+    axis.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     axis.set_ylabel("linear probe, test")
     axis.set_title(title, fontsize=10)
-    axis.legend(loc="upper left", fontsize=8)
+    axis.legend(loc="upper center", ncol=3, fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
