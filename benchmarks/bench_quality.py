@@ -523,12 +523,17 @@ def paper_value(text: str, metric: str) -> float | None:
 # ---- command line -----------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def split_overrides(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(the script's own arguments, the LightningCLI overrides after `--`); None: sys.argv."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    argv, extra = split_overrides(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-dir", type=Path, default=REPO / "configs" / "demo", help="the dataset's configs")
     parser.add_argument("--size", choices=sorted(SIZES), default="default", help="epochs (and data) per step kind")

@@ -33,16 +33,12 @@ from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, build_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import REPO, repo_relative  # noqa: E402  (a sibling script, not a package)
+from bench_quality import REPO, repo_relative, split_overrides  # noqa: E402  (a sibling script, not a package)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Benchmark options; everything after `--` goes to the LightningCLI config."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, overrides = argv[:split], argv[split + 1 :]
+    argv, overrides = split_overrides(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo" / "stage1.yaml",
                         help="a stage config: its data and encoder settings are used")
