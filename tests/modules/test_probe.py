@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_datamodule, tiny_encoder
@@ -87,3 +88,24 @@ def test_standardised_probe_without_a_datamodule_names_the_setting(tmp_path) -> 
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match=r"model\.init_args\.standardize_features.*DataModule"):
         trainer.fit(probe, train_dataloaders=loader)
+
+
+def test_probe_trains_on_probe_train_runs_with_the_alignment_runs_statistics(tmp_path) -> None:
+    runs = dict(train_runs=["run00", "run01"], val_runs=["run01"], test_runs=["run02"])
+    full = tiny_datamodule(tmp_path, purpose="probe", **runs)
+    full.prepare_data()
+    full.setup("fit")
+    few = tiny_datamodule(tmp_path, purpose="probe", probe_train_runs=["run01"], **runs)
+    few.setup("fit")
+    run01 = few.cache.run_indices(["run01"])[0]
+    train = few.datasets["train"]
+    assert len(train) > 0 and bool((train.sequence == run01).all()) and bool((train.label >= 0).all())
+    assert len(train) < len(full.datasets["train"])
+    np.testing.assert_array_equal(few.mean, full.mean)  # the encoders' input is unchanged
+    np.testing.assert_array_equal(few.std, full.std)
+    aligned = tiny_datamodule(tmp_path, purpose="alignment", probe_train_runs=["run01"], **runs)
+    aligned.setup("fit")
+    assert set(aligned.datasets["train"].sequence.tolist()) == set(few.cache.run_indices(["run00", "run01"]).tolist())
+    wrong = tiny_datamodule(tmp_path, purpose="probe", probe_train_runs=["run07"], **runs)
+    with pytest.raises(ValueError, match=r"data\.probe_train_runs: unknown run\(s\) \['run07'\]"):
+        wrong.setup("fit")

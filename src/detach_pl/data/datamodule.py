@@ -126,6 +126,10 @@ class WindowDataModule(pl.LightningDataModule):
         train_runs: Runs used for pre-training and probe training (None: the dataset's default).
         val_runs: Runs for validation (None: default).
         test_runs: Runs for the final test (None: default).
+        probe_train_runs: Runs whose labelled windows the probe trains on (None: `train_runs`).
+            Fewer labelled runs than alignment runs measure label efficiency; the sensor
+            statistics stay those of `train_runs`, so the encoders see the input they were
+            aligned on.
         pretrain_windows: Which windows the alignment stages train and validate on: "all", or
             "labelled" only (windows a gesture covers; the places K counts are then all active).
         probe_unit: "window": one prediction per window; "sequence": windows mean-pooled per run.
@@ -149,6 +153,7 @@ class WindowDataModule(pl.LightningDataModule):
         train_runs: list[str] | None = None,
         val_runs: list[str] | None = None,
         test_runs: list[str] | None = None,
+        probe_train_runs: list[str] | None = None,
         pretrain_windows: Literal["all", "labelled"] = "all",
         probe_unit: Literal["window", "sequence"] = "window",
         purpose: Purpose = "auto",
@@ -168,6 +173,7 @@ class WindowDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.num_frames = num_frames
         self._splits = {"train_runs": train_runs, "val_runs": val_runs, "test_runs": test_runs}
+        self.probe_train_runs = None if probe_train_runs is None else list(probe_train_runs)
         self.pretrain_windows = pretrain_windows
         self.probe_unit = probe_unit
         self.purpose = purpose
@@ -274,7 +280,11 @@ class WindowDataModule(pl.LightningDataModule):
         self.mean, self.std = cache.channel_statistics(train_runs)
         purpose = self.resolved_purpose()
         for split in ("train", "val", "test"):
-            windows = cache.windows_of_runs(self.split(f"{split}_runs"), setting=f"data.{split}_runs")
+            setting = f"{split}_runs"
+            if split == "train" and purpose == "probe" and self.probe_train_runs is not None:
+                setting = "probe_train_runs"
+            runs = self.probe_train_runs if setting == "probe_train_runs" else self.split(setting)
+            windows = cache.windows_of_runs(runs, setting=f"data.{setting}")
             labelled = cache.label[windows] >= 0
             if purpose == "probe" and self.probe_unit == "window":
                 windows = windows[labelled]
@@ -282,7 +292,7 @@ class WindowDataModule(pl.LightningDataModule):
                 windows = windows[labelled]
             if windows.size == 0:
                 raise ValueError(
-                    f"data.{split}_runs {self.split(f'{split}_runs')} give no {purpose} windows "
+                    f"data.{setting} {runs} give no {purpose} windows "
                     f"(cache {self.cache_path.name})"
                 )
             dataset = WindowDataset(
