@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DETACH := $(BIN)/detach
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher clean
+.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher bench-labels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,11 +53,15 @@ bench-quality: $(STAMP)
 ## What each encoder can tell with labels (the teacher's signal), validated on 4 runs: the demo's
 ## world, then the same world under the default lighting flicker.
 TEACHER_ARGS := --encoders video_spatial video_temporal sensor_temporal
-TEACHER_VAL := --data.init_args.val_runs '[run08,run09,run10,run11]'
+TEACHER_VAL := --data.init_args.val_runs '[run20,run21,run22,run23]'
 bench-teacher: $(STAMP)
 	$(BIN)/python benchmarks/bench_teacher.py $(TEACHER_ARGS) --output benchmarks/teacher.md -- $(TEACHER_VAL)
 	$(BIN)/python benchmarks/bench_teacher.py $(TEACHER_ARGS) --output benchmarks/teacher_flicker.md \
 	    -- $(TEACHER_VAL) --data.init_args.world.flicker 0.1
+
+## How many labelled runs the probe needs, on `make demo`'s stage-2 encoders and on random ones.
+bench-labels: $(STAMP)
+	$(BIN)/python benchmarks/bench_labels.py
 
 clean:
 	rm -rf runs data/cache
