@@ -25,7 +25,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import REPO, SIZES, Bench, fmt, machine, repo_relative, split_overrides  # noqa: E402
+from bench_quality import (  # noqa: E402  (a sibling script, not a package)
+    REPO,
+    SIZES,
+    Bench,
+    fmt,
+    machine,
+    repo_relative,
+    split_overrides,
+    write_atomically,
+)
 
 from detach_pl.cli import main as detach_cli
 from detach_pl.data.datamodule import WindowDataModule
@@ -101,7 +110,7 @@ def write_report(path: Path, results: dict[str, dict[int, list[dict[str, float]]
                 std = statistics.pstdev(values) if len(values) > 1 else 0.0
                 cells.append(fmt(statistics.fmean(values), std))
         lines.append("| " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -123,14 +132,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             results[encoders].setdefault(count, []).append(metrics)
             print(f"{count} labelled run(s) {chosen}: {encoders} weighted F1 {metrics['f1_weighted']:.3f}", flush=True)
     header = {
-        "command": "`python benchmarks/bench_labels.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+        "command": "`" + " ".join(["python benchmarks/bench_labels.py", *(sys.argv[1:] if argv is None else argv)]) + "`",
         "probe": f"{repo_relative(args.config_dir / 'probe.yaml')} (Adam, its epochs), seed {args.seed}",
         "DETACH encoders": repo_relative(args.checkpoint),
         "training runs": f"{len(runs)} ({runs[0]} … {runs[-1]}); {args.draws} random choice(s) per number",
         "machine": machine(),
     }
     write_report(args.output, results, header)
-    args.output.with_suffix(".json").write_text(json.dumps({"choices": choices, "runs": results}, indent=2))
+    write_atomically(args.output.with_suffix(".json"), json.dumps({"choices": choices, "runs": results}, indent=2))
     print(args.output.read_text())
 
 

@@ -33,7 +33,7 @@ from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, build_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import REPO, repo_relative, split_overrides  # noqa: E402  (a sibling script, not a package)
+from bench_quality import REPO, repo_relative, split_overrides, write_atomically  # noqa: E402  (a sibling script, not a package)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -164,9 +164,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.output is not None:
-        temporary = args.output.with_suffix(args.output.suffix + ".tmp")
-        temporary.write_text(report)
-        temporary.replace(args.output)
+        write_atomically(args.output, report)
     return results
 
 
