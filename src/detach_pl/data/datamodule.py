@@ -123,7 +123,8 @@ class WindowDataModule(pl.LightningDataModule):
         batch_size: Batch size per device (global batch = batch_size × devices × nodes).
         num_workers: DataLoader worker processes.
         num_frames: Frames sampled uniformly per clip at read time (T).
-        train_runs: Runs used for pre-training and probe training (None: the dataset's default).
+        train_runs: Runs used for pre-training, for the sensor statistics and (unless
+            `probe_train_runs` is set) for probe training (None: the dataset's default).
         val_runs: Runs for validation (None: default).
         test_runs: Runs for the final test (None: default).
         probe_train_runs: Runs whose labelled windows the probe trains on (None: `train_runs`).
@@ -280,10 +281,9 @@ class WindowDataModule(pl.LightningDataModule):
         self.mean, self.std = cache.channel_statistics(train_runs)
         purpose = self.resolved_purpose()
         for split in ("train", "val", "test"):
-            setting = f"{split}_runs"
+            setting, runs = f"{split}_runs", self.split(f"{split}_runs")
             if split == "train" and purpose == "probe" and self.probe_train_runs is not None:
-                setting = "probe_train_runs"
-            runs = self.probe_train_runs if setting == "probe_train_runs" else self.split(setting)
+                setting, runs = "probe_train_runs", self.probe_train_runs
             windows = cache.windows_of_runs(runs, setting=f"data.{setting}")
             labelled = cache.label[windows] >= 0
             if purpose == "probe" and self.probe_unit == "window":
