@@ -208,7 +208,8 @@ class LinearProbeModule(DetachModule):
             total += embeddings.sum(0)
             squares += embeddings.square().sum(0)
             count += embeddings.shape[0]
-        standardize.fit(all_reduce_sum(total), all_reduce_sum(squares), all_reduce_sum(count))
+        summed = all_reduce_sum(torch.cat([total, squares, count.reshape(1)]))  # one collective
+        standardize.fit(summed[:width], summed[width : 2 * width], summed[-1])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = nn.functional.cross_entropy(self._memoised_logits(batch, "train"), batch["label"])
