@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from bench_quality import (  # noqa: E402  (a sibling script, not a package)
     Bench,
     fmt,
     machine,
+    mean_std,
     repo_relative,
     split_overrides,
     write_atomically,
@@ -99,16 +99,14 @@ def write_report(path: Path, results: dict[str, dict[int, list[dict[str, float]]
     """Markdown: one line per number of labelled runs, DETACH and the floor side by side."""
     lines = ["# Labels the linear probe needs: DETACH vs random sensor encoders", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
-    lines += ["", "Test metrics of the probe, mean ± std over the random choices of labelled runs.", ""]
+    lines += ["", "Test metrics of the probe, mean ± sample std over the random choices of labelled runs.", ""]
     names = [f"{encoders} {label}" for encoders in ("DETACH", "floor") for _, label in METRICS]
     lines += ["| labelled runs | labelled windows | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for count in sorted(results["DETACH"]):
-        cells = [str(count), f"{statistics.fmean(r['windows'] for r in results['DETACH'][count]):.0f}"]
+        cells = [str(count), f"{mean_std([r['windows'] for r in results['DETACH'][count]])[0]:.0f}"]
         for encoders in ("DETACH", "floor"):
             for key, _ in METRICS:
-                values = [r[key] for r in results[encoders][count]]
-                std = statistics.pstdev(values) if len(values) > 1 else 0.0
-                cells.append(fmt(statistics.fmean(values), std))
+                cells.append(fmt(*mean_std([r[key] for r in results[encoders][count]])))
         lines.append("| " + " | ".join(cells) + " |")
     write_atomically(path, "\n".join(lines) + "\n")
 
@@ -126,9 +124,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for draw, (count, chosen) in enumerate(choices):
         extra = ["--data.init_args.probe_train_runs", json.dumps(chosen), *args.overrides]
         bench = Bench(args.config_dir, args.work_dir / f"choice{draw}", SIZES["config"], extra, resume=False)
+        windows = float(labelled_windows(datamodule, chosen))
         for encoders, source in (("DETACH", checkpoint), ("floor", None)):
             metrics = bench.run_probe(bench.work_dir / encoders, args.seed, source)
-            metrics["windows"] = float(labelled_windows(datamodule, chosen))
+            metrics["windows"] = windows
             results[encoders].setdefault(count, []).append(metrics)
             print(f"{count} labelled run(s) {chosen}: {encoders} weighted F1 {metrics['f1_weighted']:.3f}", flush=True)
     header = {
