@@ -155,7 +155,7 @@ def source_rates(cache: WindowCache, video: Path, cache_limit: int, decode_limit
     rng = np.random.default_rng(0)
     windows = rng.permutation(len(cache))
     frames_in_ram = np.stack(list(cache.iter_run_frames(RUN)))
-    sensor_in_ram, _ = cache.read_sensor(np.arange(len(cache)))
+    sensor_in_ram, _, _ = cache.read_sensor(np.arange(len(cache)))
     size = cache.settings.image_size
 
     def rate(read, limit: int) -> float:

@@ -37,6 +37,7 @@ from detach_pl.data.windows import (
     WindowSettings,
     interpolate_nans,
     lowpass,
+    preprocess_window,
     resample_linear,
     sample_frame_indices,
     window_starts,
@@ -264,7 +265,6 @@ def test_windows_read_from_the_cache_equal_a_direct_computation(release: Standin
         for run_name in runs:
             run = release.runs[run_name]
             raw = run.matrix[:, AMBIENT]
-            filtered = lowpass(interpolate_nans(raw, run.time_ms), settings.lowpass_cutoff, settings.lowpass_order)
             frames = np.stack(list(iter_frames(run.video_path, settings.image_size)))
             starts = window_starts(run.time_ms, settings)
             assert len(starts) == 28
@@ -273,9 +273,7 @@ def test_windows_read_from_the_cache_equal_a_direct_computation(release: Standin
                 window = int(dataset.windows[position])
                 assert cache.run_names[cache.window_run[window]] == run_name and cache.start_ms[window] == start
                 first, last = np.searchsorted(run.time_ms, [start, start + 2000.0])
-                expected = (resample_linear(filtered[first:last], 128) - mean[:, None]) / std[:, None]
-                dead = np.isnan(raw[first:last]).mean(axis=0) > 0.5
-                expected[dead] = 0.0
+                expected = preprocess_window(raw[first:last], run.time_ms[first:last], mean, std, settings)
                 np.testing.assert_allclose(item["sensor"].numpy(), expected, rtol=1e-4, atol=1e-4)
                 picks = sample_frame_indices(int(np.ceil(start * run.fps / 1000)), int(np.ceil((start + 2000) * run.fps / 1000)), 4)
                 clip = frames[picks].transpose(0, 3, 1, 2)
@@ -303,7 +301,7 @@ def test_video_is_stored_once_per_run_at_the_cache_size_with_measured_fps(tmp_pa
         assert frames.shape == (180, 16, 16, 3) and frames.chunks == (1, 16, 16, 3)
         assert h5["runs/S1-ADL1"].attrs["fps"] == pytest.approx(15.0)
         assert h5["windows/sensor"].chunks == (1, 37, 128)
-        assert set(h5["windows"]) == {"sensor", "dead", "run", "frame_start", "frame_stop", "label", "place", "start_ms"}
+        assert set(h5["windows"]) == {"sensor", "zeros", "dead", "run", "frame_start", "frame_stop", "label", "place", "start_ms"}
         np.testing.assert_array_equal(h5["windows/frame_start"][:], np.arange(10) * 15)
     assert dm.label_report.video["S1-ADL1"]["fps"] == pytest.approx(15.0)
     assert dm.label_report.video["S1-ADL1"]["decoded_frames"] == 180
@@ -343,7 +341,10 @@ def test_cache_key_follows_root_channels_and_label_settings(release: StandinRele
 
 def test_body_sensor_subset_is_chosen_by_name(release: StandinRelease, tmp_path: Path) -> None:
     channels = ["Accelerometer HIP accX", "Accelerometer HIP accY", "column:191"]
-    dm = module(release.root, tmp_path / "cache", channels=channels, **single_run("S1-ADL1"))
+    legacy = WindowSettings(image_size=16, nan_policy="zero_channel", filter_scope="run", resample_grid="endpoints")
+    dm = module(
+        release.root, tmp_path / "cache", channels=channels, windows=legacy, standardize="affine", **single_run("S1-ADL1")
+    )
     assert dm.data_info.num_channels == 3
     assert dm.data_info.channel_names[2] == "Accelerometer GLASS accX [column 191]"
     dm.prepare_data()
@@ -354,7 +355,7 @@ def test_body_sensor_subset_is_chosen_by_name(release: StandinRelease, tmp_path:
     filtered = lowpass(interpolate_nans(run.matrix[:, columns], run.time_ms))
     start = dm.cache.start_ms[5]
     first, last = np.searchsorted(run.time_ms, [start, start + 2000.0])
-    expected = (resample_linear(filtered[first:last], 128) - mean[:, None]) / std[:, None]
+    expected = (resample_linear(filtered[first:last], 128, "endpoints") - mean[:, None]) / std[:, None]
     expected[np.isnan(run.matrix[first:last, columns]).mean(axis=0) > 0.5] = 0.0
     np.testing.assert_allclose(dm.datasets["train"][5]["sensor"].numpy(), expected, rtol=1e-4, atol=1e-4)
 

@@ -10,6 +10,8 @@ Layout (all datasets share it; `WindowCache` reads it):
                         so any choice of training runs yields its standardisation statistics
 /runs/<run>             attrs: fps, subject, sequence_label, sensor_seconds, video_seconds
 /windows/sensor         float32 (N, C, L) filtered + resampled, unstandardised; chunk = one window
+/windows/zeros          float32 (N, C, L) the same filter + resampling of each window's exact-zero
+                        indicator (read-time standardisation keeps zeros at 0; windows.py)
 /windows/dead           bool (N, C) channel more than half NaN inside the window
 /windows/{run, frame_start, frame_stop, label, place, start_ms}   (N,) per-window table
 ```
@@ -35,6 +37,7 @@ from tqdm.auto import tqdm
 
 from detach_pl.data.windows import (
     WindowSettings,
+    fill_window_nans,
     interpolate_nans,
     lowpass,
     resample_linear,
@@ -45,7 +48,7 @@ from detach_pl.data.windows import (
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 _FRAME_BLOCK = 64
 
 
@@ -118,18 +121,68 @@ def _validate_recording(run: RunRecording, num_channels: int) -> None:
         raise ValueError(f"{where}: frame rate must be positive, got {run.fps}")
 
 
+def _filter_and_resample(segments: list[np.ndarray], channels: int, settings: WindowSettings) -> np.ndarray:
+    """Low-pass each (rows_i, C) segment on its own, then resample it: (n, C, L) float32.
+
+    Segments of equal length are filtered together (one `filtfilt` call per length).
+    """
+    out = np.zeros((len(segments), channels, settings.sensor_length), dtype=np.float32)
+    by_length: dict[int, list[int]] = {}
+    for position, segment in enumerate(segments):
+        by_length.setdefault(segment.shape[0], []).append(position)
+    for positions in by_length.values():
+        stacked = np.stack([segments[position] for position in positions])
+        filtered = lowpass(stacked, settings.lowpass_cutoff, settings.lowpass_order, axis=1)
+        for position, window in zip(positions, filtered):
+            out[position] = resample_linear(window, settings.sensor_length, settings.resample_grid)
+    return out
+
+
+def _window_signals(
+    run: RunRecording, spans: list[tuple[int, int]], settings: WindowSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """F(x), F(z) and the mostly-NaN masks of the windows `spans` (row ranges) of one run.
+
+    F is the low-pass + resampling, x the NaN-handled samples, z the indicator of their exact
+    zeros (windows.py explains why both are stored). With `filter_scope: window` each window is
+    NaN-handled and filtered on its own (released); with "run" the whole run once.
+    """
+    missing = np.isnan(run.sensor)
+    mostly_nan = np.array(
+        [missing[first:last].mean(axis=0) > settings.nan_channel_fraction for first, last in spans],
+        dtype=bool,
+    ).reshape(len(spans), run.sensor.shape[1])
+    if settings.filter_scope == "run":
+        filled = interpolate_nans(run.sensor, run.time_ms)
+        filtered = lowpass(filled, settings.lowpass_cutoff, settings.lowpass_order)
+        zeros = lowpass((filled == 0.0).astype(np.float64), settings.lowpass_cutoff, settings.lowpass_order)
+        length, grid = settings.sensor_length, settings.resample_grid
+        sensor = [resample_linear(filtered[first:last], length, grid) for first, last in spans]
+        zero = [resample_linear(zeros[first:last], length, grid) for first, last in spans]
+        shape = (len(spans), run.sensor.shape[1], length)
+        return (
+            np.asarray(sensor, dtype=np.float32).reshape(shape),
+            np.asarray(zero, dtype=np.float32).reshape(shape),
+            mostly_nan,
+        )
+    windows = [
+        fill_window_nans(run.sensor[first:last], run.time_ms[first:last], settings)[0]
+        for first, last in spans
+    ]
+    channels = run.sensor.shape[1]
+    sensor = _filter_and_resample(windows, channels, settings)
+    zero = _filter_and_resample([(window == 0.0).astype(np.float64) for window in windows], channels, settings)
+    return sensor, zero, mostly_nan
+
+
 def _prepare_run_windows(
     run: RunRecording, settings: WindowSettings, num_frames: int
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Cut, filter and resample the windows of one run; keep those the video covers."""
+    """Cut, NaN-handle, filter and resample the windows of one run; keep those the video covers."""
     starts = window_starts(run.time_ms, settings)
     window_ms = settings.window_seconds * 1000.0
-    filtered = lowpass(
-        interpolate_nans(run.sensor, run.time_ms), settings.lowpass_cutoff, settings.lowpass_order
-    )
-    missing = np.isnan(run.sensor)
     frames_per_ms = run.fps / 1000.0
-    rows = {key: [] for key in ("sensor", "dead", "frame_start", "frame_stop", "label", "place", "start_ms")}
+    rows: dict[str, list] = {key: [] for key in ("span", "frame_start", "frame_stop", "label", "place", "start_ms")}
     dropped = 0
     for start_ms in starts:
         first, last = np.searchsorted(run.time_ms, [start_ms, start_ms + window_ms])
@@ -138,19 +191,17 @@ def _prepare_run_windows(
         if frame_start < 0 or frame_stop > num_frames or frame_stop <= frame_start or last <= first:
             dropped += 1
             continue
-        rows["sensor"].append(resample_linear(filtered[first:last], settings.sensor_length))
-        rows["dead"].append(missing[first:last].mean(axis=0) > settings.nan_channel_fraction)
+        rows["span"].append((int(first), int(last)))
         rows["frame_start"].append(frame_start)
         rows["frame_stop"].append(frame_stop)
         rows["label"].append(window_label(run.row_label[first:last], settings))
         rows["place"].append(window_label(run.row_place[first:last], settings))
         rows["start_ms"].append(start_ms)
-    channels = run.sensor.shape[1]
+    sensor, zeros, dead = _window_signals(run, rows.pop("span"), settings)
     arrays = {
-        "sensor": np.asarray(rows["sensor"], dtype=np.float32).reshape(
-            -1, channels, settings.sensor_length
-        ),
-        "dead": np.asarray(rows["dead"], dtype=bool).reshape(-1, channels),
+        "sensor": sensor,
+        "zeros": zeros,
+        "dead": dead,
         "frame_start": np.asarray(rows["frame_start"], dtype=np.int32),
         "frame_stop": np.asarray(rows["frame_stop"], dtype=np.int32),
         "label": np.asarray(rows["label"], dtype=np.int64),
@@ -244,6 +295,7 @@ def build_cache(
             length = settings.sensor_length
             specs = {
                 "sensor": ((num_channels, length), np.float32, (1, num_channels, length)),
+                "zeros": ((num_channels, length), np.float32, (64, num_channels, length)),
                 "dead": ((num_channels,), bool, None),
                 "run": ((), np.int32, None),
                 "frame_start": ((), np.int32, None),
@@ -259,6 +311,7 @@ def build_cache(
                     maxshape=(None, *tail),
                     dtype=dtype,
                     chunks=chunks or (4096, *tail),
+                    compression="lzf" if name == "zeros" else None,  # mostly exact 0s and 1s
                 )
             run_names: list[str] = []
             total = 0
@@ -396,28 +449,24 @@ class WindowCache:
         std[std < 1e-6] = 1.0
         return mean.astype(np.float32), std.astype(np.float32)
 
-    def read_sensor(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unstandardised sensor windows (n, C, L) and dead-channel masks (n, C)."""
+    def read_sensor(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unstandardised windows F(x) (n, C, L), zero indicators F(z) (n, C, L), dead masks (n, C)."""
         indices = np.asarray(indices, dtype=np.int64)
+        channels, length = len(self.channel_names), self.settings.sensor_length
         if indices.size == 0:
-            channels = len(self.channel_names)
-            return (
-                np.zeros((0, channels, self.settings.sensor_length), np.float32),
-                np.zeros((0, channels), bool),
-            )
+            empty = np.zeros((0, channels, length), np.float32)
+            return empty, empty.copy(), np.zeros((0, channels), bool)
         order = np.argsort(indices)
-        sorted_idx = indices[order]
-        unique, inverse = np.unique(sorted_idx, return_inverse=True)
-        table = self._file()["windows"]
-        if unique.size > 0.25 * len(self):
-            sensor = table["sensor"][:][unique]
-            dead = table["dead"][:][unique]
-        else:
-            sensor = table["sensor"][unique]
-            dead = table["dead"][unique]
+        unique, inverse = np.unique(indices[order], return_inverse=True)
         restore = np.empty_like(order)
         restore[order] = np.arange(order.size)
-        return sensor[inverse][restore], dead[inverse][restore]
+        table = self._file()["windows"]
+        whole = unique.size > 0.25 * len(self)
+        arrays = [
+            table[name][:][unique] if whole else table[name][unique] for name in ("sensor", "zeros", "dead")
+        ]
+        sensor, zeros, dead = (array[inverse][restore] for array in arrays)
+        return sensor, zeros, dead
 
     def read_frames(self, window: int, num_frames: int) -> np.ndarray:
         """`num_frames` frames sampled uniformly over one window: (T, H, W, 3) uint8.

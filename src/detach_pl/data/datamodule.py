@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cache, cache_key
 from detach_pl.data.info import DataInfo
-from detach_pl.data.windows import WindowSettings
+from detach_pl.data.windows import Standardize, WindowSettings, standardize_windows
 from detach_pl.transforms import augment_clip
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ Purpose = Literal["auto", "alignment", "probe"]
 
 class WindowDataset(Dataset):
     """Windows of a cache: standardised sensor channels and, optionally, a sampled video clip.
+
+    Sensor windows are standardised once, here, with the training runs' statistics
+    (`standardize_windows`); with `nan_policy: zero_channel` mostly-NaN channels are then zeroed.
 
     Items follow the batch contract: `index` (position in this dataset, for the ODC memory),
     `sensor` (C, L), `video` (T, 3, H, W) uint8, `label`, `place`, `sequence`. Clips stay uint8 until
@@ -45,15 +48,17 @@ class WindowDataset(Dataset):
         *,
         num_frames: int,
         load_video: bool,
+        standardize: Standardize = "keep_zeros",
     ) -> None:
         self.cache = cache
         self.windows = np.asarray(windows, dtype=np.int64)
         self.num_frames = num_frames
         self.load_video = load_video
-        raw, dead = cache.read_sensor(self.windows)
-        sensor = (raw - mean[None, :, None]) / std[None, :, None]
-        sensor[dead] = 0.0
-        self.sensor = torch.from_numpy(np.ascontiguousarray(sensor, dtype=np.float32))
+        raw, zeros, dead = cache.read_sensor(self.windows)
+        sensor = standardize_windows(raw, zeros, mean, std, standardize)
+        if cache.settings.nan_policy == "zero_channel":
+            sensor[dead] = 0.0
+        self.sensor = torch.from_numpy(sensor)
         self.label = torch.from_numpy(cache.label[self.windows])
         self.place = torch.from_numpy(cache.place[self.windows])
         self.sequence = torch.from_numpy(cache.window_run[self.windows])
@@ -134,6 +139,9 @@ class WindowDataModule(pl.LightningDataModule):
         pretrain_windows: Which windows the alignment stages train and validate on: "all", or
             "labelled" only (windows a gesture covers; the places K counts are then all active).
         probe_unit: "window": one prediction per window; "sequence": windows mean-pooled per run.
+        standardize: Sensor standardisation with the training runs' μ, σ: "keep_zeros"
+            (released: exact zeros stay 0, every other sample (x − μ)/σ, so an idle reed switch
+            stays at rest) or "affine" (plain (x − μ)/σ). Applied at read time: no cache rebuild.
         purpose: "alignment" (windows with video), "probe" (labelled windows, sensors only), or
             "auto": asked from the model (`data_purpose` attribute).
         augment_video: Clip-consistent colour jitter and blur on training clips, applied on the
@@ -157,6 +165,7 @@ class WindowDataModule(pl.LightningDataModule):
         probe_train_runs: list[str] | None = None,
         pretrain_windows: Literal["all", "labelled"] = "all",
         probe_unit: Literal["window", "sequence"] = "window",
+        standardize: Standardize = "keep_zeros",
         purpose: Purpose = "auto",
         augment_video: bool = True,
         shuffle_seed: int = 42,
@@ -177,6 +186,9 @@ class WindowDataModule(pl.LightningDataModule):
         self.probe_train_runs = None if probe_train_runs is None else list(probe_train_runs)
         self.pretrain_windows = pretrain_windows
         self.probe_unit = probe_unit
+        if standardize not in ("keep_zeros", "affine"):
+            raise ValueError(f"data.standardize must be 'keep_zeros' or 'affine', got {standardize!r}")
+        self.standardize = standardize
         self.purpose = purpose
         self.augment_video = augment_video
         self.shuffle_seed = shuffle_seed
@@ -302,6 +314,7 @@ class WindowDataModule(pl.LightningDataModule):
                 self.std,
                 num_frames=self.num_frames,
                 load_video=purpose == "alignment",
+                standardize=self.standardize,
             )
             if purpose == "probe" and self.probe_unit == "sequence":
                 labels = self.sequence_labels(cache)
