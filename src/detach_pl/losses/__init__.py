@@ -1,7 +1,9 @@
 """DETACH losses: weighted contrastive loss and its weights (stage 2), cross-entropies (stage 1)."""
 
 from detach_pl.losses.classification import (
+    check_counts,
     class_balanced_cross_entropy,
+    class_balanced_denominator,
     class_balanced_weights,
     masked_cross_entropy,
 )
@@ -18,7 +20,9 @@ from detach_pl.losses.weights import (
 __all__ = [
     "TemporalMode",
     "alignment_weights",
+    "check_counts",
     "class_balanced_cross_entropy",
+    "class_balanced_denominator",
     "class_balanced_weights",
     "false_negative_weights",
     "hard_negative_weights",
