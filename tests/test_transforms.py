@@ -24,12 +24,15 @@ def test_time_warp_with_zero_sigma_is_identity() -> None:
     assert torch.equal(sinusoidal_time_warp(x, sigma=0.0, generator=generator(0)), x)
 
 
-def test_time_warp_matches_an_explicit_interpolation() -> None:
+@pytest.mark.parametrize("phase_end", [None, 4.0 * math.pi])
+def test_time_warp_matches_an_explicit_interpolation(phase_end: float | None) -> None:
+    """Default: the released constant 4·3.14; 4π (the paper's formula) on request."""
     batch, channels, length, sigma = 3, 2, 50, 0.2
     x = torch.randn(batch, channels, length, dtype=torch.float64)
     strength = torch.rand(batch, generator=generator(7)).numpy()
-    out = sinusoidal_time_warp(x, sigma=sigma, generator=generator(7))
-    grid = np.linspace(0.0, 4.0 * math.pi, length)
+    options = {} if phase_end is None else {"phase_end": phase_end}
+    out = sinusoidal_time_warp(x, sigma=sigma, generator=generator(7), **options)
+    grid = np.linspace(0.0, 4 * 3.14 if phase_end is None else phase_end, length)
     for b in range(batch):
         positions = [
             min(max(t + sigma * length * math.sin(grid[t]) * strength[b], 0.0), length - 1)
@@ -102,6 +105,39 @@ def test_augment_clip_is_deterministic_with_a_seed_and_varies_between_seeds() ->
     first = augment_clip(clip, generator=generator(1))
     assert torch.equal(first, augment_clip(clip, generator=generator(1)))
     assert not torch.equal(first, augment_clip(clip, generator=generator(2)))
+
+
+def test_augment_clip_applies_the_jitter_operations_in_a_random_order() -> None:
+    """Released: torchvision ColorJitter's random order; "fixed": brightness, contrast, saturation, hue."""
+    from torchvision.transforms.v2 import functional as TF
+
+    clip = torch.rand(2, 3, 12, 12)
+
+    def by_hand(order: list[int], seed: int) -> torch.Tensor:
+        draws = torch.rand(5, generator=generator(seed)).tolist()
+        factors = [0.6 + 0.8 * u for u in draws[:3]]
+        ops = [
+            lambda im: TF.adjust_brightness(im, factors[0]),
+            lambda im: TF.adjust_contrast(im, factors[1]),
+            lambda im: TF.adjust_saturation(im, factors[2]),
+            lambda im: TF.adjust_hue(im, 0.1 * (2 * draws[3] - 1)),
+        ]
+        out = clip
+        for index in order:
+            out = ops[index](out)
+        sigma = 0.1 + 1.9 * draws[4]
+        return TF.gaussian_blur(out, kernel_size=[5, 5], sigma=[sigma, sigma]).clamp(0, 1)
+
+    orders = set()
+    for seed in range(8):
+        gen = generator(seed)
+        torch.rand(5, generator=gen)
+        order = torch.randperm(4, generator=gen).tolist()
+        orders.add(tuple(order))
+        torch.testing.assert_close(augment_clip(clip, generator=generator(seed)), by_hand(order, seed))
+        fixed = augment_clip(clip, generator=generator(seed), jitter_order="fixed")
+        torch.testing.assert_close(fixed, by_hand([0, 1, 2, 3], seed))
+    assert len(orders) > 1
 
 
 def test_augment_clip_keeps_range_for_extreme_pixels() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from typing import Literal
 
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
+
+JitterOrder = Literal["random", "fixed"]
 
 
 def _uniform(count: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -15,12 +17,20 @@ def _uniform(count: int, generator: torch.Generator | None, device: torch.device
     return torch.rand(count, generator=generator, device=draw_device).to(device)
 
 
-def sinusoidal_time_warp(
-    x: Tensor, sigma: float = 0.2, generator: torch.Generator | None = None
-) -> Tensor:
-    """Resample each window at sinusoidally displaced times (method.md, stage 1a augmentation).
+RELEASED_WARP_PHASE_END = 4 * 3.14
+"""End of the warp's phase, linspace(0, ·, L): the released code writes 4·3.14 where the paper has 4π."""
 
-    Per sample b: offset_b(t) = σ·L·sin(linspace(0, 4π, L)_t)·u_b with u_b ~ U(0, 1); the window
+
+def sinusoidal_time_warp(
+    x: Tensor,
+    sigma: float = 0.2,
+    generator: torch.Generator | None = None,
+    phase_end: float = RELEASED_WARP_PHASE_END,
+) -> Tensor:
+    """Resample each window at sinusoidally displaced times (docs/method.md, stage 1a augmentation).
+
+    Per sample b: offset_b(t) = σ·L·sin(linspace(0, phase_end, L)_t)·u_b with u_b ~ U(0, 1)
+    (phase_end = 4·3.14 as released; 4π in the paper's formula); the window
     is read at positions clamp(t + offset_b(t), 0, L − 1) by linear interpolation along time; all
     channels of a sample share the warp.
 
@@ -32,6 +42,7 @@ def sinusoidal_time_warp(
         x: Sensor windows (B, C, L), any device.
         sigma: Warp strength σ ≥ 0 (0 gives the identity).
         generator: Optional random generator (on x's device or on the CPU).
+        phase_end: End of the sine's phase (two periods: 4·3.14 released, 4π paper).
 
     Returns:
         Warped windows, same shape, dtype and device as ``x``.
@@ -45,7 +56,7 @@ def sinusoidal_time_warp(
     batch, channels, length = x.shape
     position_dtype = torch.promote_types(x.dtype, torch.float32)
     times = torch.arange(length, device=x.device, dtype=position_dtype)
-    phase = torch.linspace(0.0, 4.0 * math.pi, length, device=x.device, dtype=position_dtype)
+    phase = torch.linspace(0.0, phase_end, length, device=x.device, dtype=position_dtype)
     wave = torch.sin(phase)
     strength = _uniform(batch, generator, x.device).to(position_dtype)
     positions = (times + sigma * length * wave * strength[:, None]).clamp(0.0, length - 1)
@@ -65,11 +76,14 @@ def augment_clip(
     hue: float = 0.1,
     blur_kernel: int = 5,
     blur_sigma: tuple[float, float] = (0.1, 2.0),
+    jitter_order: JitterOrder = "random",
 ) -> Tensor:
     """Colour jitter and Gaussian blur with ONE random draw for all frames of a clip.
 
     Sharing the parameters keeps frame differences free of augmentation noise (the temporal
-    encoder reads them). Order: brightness, contrast, saturation, hue, then blur.
+    encoder reads them). The four jitter operations (brightness, contrast, saturation, hue) run
+    in a random order drawn per clip, as torchvision's ColorJitter does (released), or in that
+    fixed order (`jitter_order="fixed"`); the blur comes last.
 
     Args:
         clip: Frames (T, 3, H, W) with values in [0, 1].
@@ -78,6 +92,7 @@ def augment_clip(
         hue: Hue shift drawn from U(−hue, hue), hue in [0, 0.5].
         blur_kernel: Odd Gaussian kernel size.
         blur_sigma: Range of the Gaussian standard deviation.
+        jitter_order: "random" (released) or "fixed".
 
     Returns:
         Augmented clip, same shape, values clamped to [0, 1].
@@ -94,14 +109,23 @@ def augment_clip(
         raise ValueError(f"augment_clip needs an odd positive blur_kernel, got {blur_kernel}")
     if not 0.0 < blur_sigma[0] <= blur_sigma[1]:
         raise ValueError(f"augment_clip needs 0 < blur_sigma[0] <= blur_sigma[1], got {blur_sigma}")
+    if jitter_order not in ("random", "fixed"):
+        raise ValueError(f"augment_clip needs jitter_order 'random' or 'fixed', got {jitter_order!r}")
     draws = _uniform(5, generator, torch.device("cpu")).tolist()
     low, high = jitter
     brightness, contrast, saturation = (low + (high - low) * u for u in draws[:3])
     hue_shift = hue * (2.0 * draws[3] - 1.0)
     sigma = blur_sigma[0] + (blur_sigma[1] - blur_sigma[0]) * draws[4]
-    out = TF.adjust_brightness(clip, brightness)
-    out = TF.adjust_contrast(out, contrast)
-    out = TF.adjust_saturation(out, saturation)
-    out = TF.adjust_hue(out, hue_shift)
+    operations = (
+        lambda image: TF.adjust_brightness(image, brightness),
+        lambda image: TF.adjust_contrast(image, contrast),
+        lambda image: TF.adjust_saturation(image, saturation),
+        lambda image: TF.adjust_hue(image, hue_shift),
+    )
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    order = torch.randperm(4, generator=generator, device=draw_device) if jitter_order == "random" else torch.arange(4)
+    out = clip
+    for operation in order.tolist():
+        out = operations[operation](out)
     out = TF.gaussian_blur(out, kernel_size=[blur_kernel, blur_kernel], sigma=[sigma, sigma])
     return out.clamp(0.0, 1.0)
