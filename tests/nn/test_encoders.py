@@ -30,8 +30,8 @@ def tiny_config(**overrides: object) -> EncoderConfig:
     """A small config for fast CPU tests."""
     settings: dict[str, object] = dict(
         embed_dim=EMBED,
-        video_backbone="small_cnn",
-        small_cnn_width=8,
+        video_backbone="plain_cnn",
+        video_cnn_channels=[8, 16, 16, 16],
         video_temporal_channels=[8, 16, 32],
         sensor_spatial_channels=[8, 16, 16],
         sensor_spatial_pool=16,
@@ -52,10 +52,15 @@ def encoder_input(name: str, frames: int = FRAMES, size: int = 32) -> torch.Tens
 # ---------------------------------------------------------------- config
 
 
-def test_config_defaults_follow_the_paper() -> None:
+def test_config_defaults_follow_the_released_code() -> None:
     config = EncoderConfig()
     assert config.embed_dim == 256
-    assert config.video_backbone == "resnet18"
+    assert config.video_backbone == "plain_cnn"
+    assert config.video_cnn_channels == [64, 128, 256, 256]
+    assert config.video_normalization == "none" and config.object_pooling == "mean"
+    assert config.sensor_spatial_style == "released" and config.sensor_temporal_style == "released"
+    assert config.sensor_spatial_groups == 4 and config.sensor_temporal_groups == 8
+    assert not config.video_temporal_scale
     assert config.backbone_weights is None
     assert config.video_temporal_channels == [32, 64, 256]
     assert config.sensor_spatial_channels == [32, 64, 64]
@@ -75,7 +80,10 @@ def test_config_defaults_follow_the_paper() -> None:
         ({"sensor_spatial_channels": [8, -1]}, "sensor_spatial_channels"),
         ({"sensor_temporal_dilations": [1, 2]}, "sensor_temporal_dilations"),
         ({"amplitude_percentile": 1.5}, "amplitude_percentile"),
-        ({"groupnorm_groups": 5}, "groupnorm_groups"),
+        ({"sensor_spatial_groups": 5}, "sensor_spatial_groups"),
+        ({"sensor_temporal_groups": 3}, "sensor_temporal_groups"),
+        ({"sensor_spatial_style": "resnet"}, "sensor_spatial_style"),
+        ({"object_pooling": "max"}, "object_pooling"),
         ({"backbone_weights": ""}, "backbone_weights"),
     ],
 )
@@ -117,7 +125,7 @@ def test_resnet18_small_embedding_shape_and_attention_map() -> None:
     assert ((attention > 0) & (attention < 1)).all()
 
 
-def test_small_cnn_attention_map_shape() -> None:
+def test_plain_cnn_attention_map_shape() -> None:
     encoder = VideoSpatialEncoder(tiny_config())
     assert encoder.attention_map(torch.rand(BATCH, FRAMES, 3, 64, 64)).shape == (BATCH, 4, 4)
 
@@ -218,6 +226,9 @@ def test_cosine_linear_matches_explicit_cosines() -> None:
     )
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(layer(5.0 * x), layer(x))
+    released = CosineLinear(6, 4)  # no scale: plain cosines, no extra parameter
+    assert [name for name, _ in released.named_parameters()] == ["weight"]
+    torch.testing.assert_close(released(x), F.normalize(x, dim=1) @ F.normalize(released.weight, dim=1).T)
 
 
 def test_self_attention_pooling_matches_explicit_loops() -> None:
@@ -243,6 +254,8 @@ def test_joint_embedding_matches_definition() -> None:
         torch.testing.assert_close(joint[i], halves / math.sqrt(2.0))
     with pytest.raises(ValueError, match="leading shape"):
         joint_embedding(torch.randn(3, 4), torch.randn(2, 4))
+    probe_input = joint_embedding(spatial, temporal, normalize_output=False)  # released probe input
+    torch.testing.assert_close(probe_input, joint * math.sqrt(2.0))
 
 
 # ---------------------------------------------------------------- errors and building
@@ -289,7 +302,7 @@ def test_missing_backbone_weights_file_is_named(tmp_path: Path) -> None:
         VideoSpatialEncoder(tiny_config(backbone_weights=str(missing)))
 
 
-def test_small_cnn_backbone_weights_load_from_local_file(tmp_path: Path) -> None:
+def test_plain_cnn_backbone_weights_load_from_local_file(tmp_path: Path) -> None:
     source = VideoSpatialEncoder(tiny_config())
     path = tmp_path / "small.pt"
     torch.save(source.backbone.state_dict(), path)
@@ -318,3 +331,124 @@ def test_mismatched_backbone_weights_are_rejected(tmp_path: Path) -> None:
     torch.save(nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(ValueError, match="other.pt"):
         VideoSpatialEncoder(tiny_config(backbone_weights=str(path)))
+
+
+# ---------------------------------------------------------------- the released architectures at the paper's size
+
+
+def lengths_through(encoder: nn.Module, window: torch.Tensor) -> list[int]:
+    """Sequence length after every conv / pool layer of a sensor encoder's conv stack."""
+    lengths = [window.shape[-1]]
+    hooks = [
+        layer.register_forward_hook(lambda _m, _i, out: lengths.append(out.shape[-1]))
+        for layer in encoder.conv
+        if isinstance(layer, (nn.Conv1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d))
+    ]
+    encoder(window)
+    for hook in hooks:
+        hook.remove()
+    return lengths
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_released_sensor_spatial_encoder_at_paper_size() -> None:
+    """f_s for 37 channels: 128 → 120 → 60 → 56 → 28 → 24 → 32 and 281,824 parameters.
+
+    Counted by hand: convs 37·32·5 + 32·64·3 + 64·64·3 = 24,352; three BatchNorms 64 + 128 + 128;
+    GroupNorm 128; GRU(64 → 256) 3·(256·64 + 256·256 + 2·256) = 247,296; amplitude Linear 37·256 + 256
+    = 9,728.
+    """
+    encoder = SensorSpatialEncoder(37, EncoderConfig()).eval()
+    lengths = lengths_through(encoder, torch.randn(2, 37, 128))
+    print("f_s lengths", lengths, "parameters", parameter_count(encoder))
+    assert lengths == [128, 120, 60, 56, 28, 24, 32]
+    assert parameter_count(encoder) == 281_824
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in encoder.modules()) == 3
+    groupnorm = [m for m in encoder.modules() if isinstance(m, nn.GroupNorm)]
+    assert [m.num_groups for m in groupnorm] == [4]
+    convs = [m for m in encoder.modules() if isinstance(m, nn.Conv1d)]
+    assert [(c.kernel_size[0], c.dilation[0], c.padding[0], c.bias) for c in convs] == [(5, 2, 0, None), (3, 2, 0, None), (3, 2, 0, None)]
+    order = [type(m).__name__ for m in encoder.conv][:4]
+    assert order == ["Conv1d", "ReLU", "BatchNorm1d", "MaxPool1d"]  # ReLU before BatchNorm
+    with pytest.raises(ValueError, match="at least 36"):
+        encoder(torch.randn(1, 37, 35))
+
+
+def test_released_sensor_temporal_encoder_at_paper_size() -> None:
+    """g_s for 37 channels: 128 → 64 → 32 → 32 steps into the BiGRU; 1,549,536 parameters.
+
+    By hand: convs 37·32·5 + 32·64·3 + 64·128·3 = 36,640; BatchNorms 64 + 128 + 256; GroupNorm 256;
+    BiGRU(128 → 256) 2·3·(256·128 + 256·256 + 2·256) = 592,896; q, k, v 3·(512² + 512) = 787,968;
+    Linear(512 → 256) 131,328.
+    """
+    encoder = SensorTemporalEncoder(37, EncoderConfig()).eval()
+    lengths = lengths_through(encoder, torch.randn(2, 37, 128))
+    print("g_s lengths", lengths, "parameters", parameter_count(encoder))
+    assert lengths == [128, 128, 64, 64, 32, 32]
+    assert parameter_count(encoder) == 1_549_536
+    convs = [m for m in encoder.modules() if isinstance(m, nn.Conv1d)]
+    assert [(c.kernel_size[0], c.dilation[0], c.padding[0]) for c in convs] == [(5, 1, 2), (3, 2, 2), (3, 4, 4)]
+    assert [type(m).__name__ for m in encoder.conv][:4] == ["Conv1d", "BatchNorm1d", "ReLU", "MaxPool1d"]
+
+
+def test_paper_styles_keep_the_text_reading() -> None:
+    config = EncoderConfig(sensor_spatial_style="paper", sensor_temporal_style="paper")
+    spatial, temporal = SensorSpatialEncoder(37, config), SensorTemporalEncoder(37, config)
+    window = torch.randn(2, 37, 128)
+    assert lengths_through(spatial, window) == [128, 128, 64, 64, 64, 32]
+    assert lengths_through(temporal, window) == [128, 128, 128, 128]
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in [*spatial.modules(), *temporal.modules()])
+
+
+def test_released_video_cnn_at_paper_size() -> None:
+    """The per-frame CNN: 969,280 parameters, 256 × 14 × 14 at 224 px, no input normalisation.
+
+    By hand: 3·64·49 + 64·128·9 + 128·256·9 + 256·256·9 = 967,872 conv weights and 2·(64 + 128 +
+    256 + 256) = 1,408 BatchNorm parameters.
+    """
+    encoder = VideoSpatialEncoder(EncoderConfig()).eval()
+    count = parameter_count(encoder.backbone)
+    frames = torch.rand(1, 2, 3, 224, 224)
+    feature_map = encoder.feature_map(frames)
+    print("f_v backbone parameters", count, "feature map", tuple(feature_map.shape))
+    assert count == 969_280
+    assert feature_map.shape == (1, 256, 14, 14)
+    convs = [m for m in encoder.backbone.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.kernel_size, c.stride, c.bias) for c in convs] == [((7, 7), (2, 2), None)] + [((3, 3), (2, 2), None)] * 3
+    raw = encoder.backbone(frames.flatten(0, 1)).view(1, 2, 256, 14, 14).mean(1)
+    torch.testing.assert_close(feature_map, raw)  # frames enter as [0, 1] values
+
+
+def test_object_head_pooling_modes() -> None:
+    torch.manual_seed(0)
+    video = torch.rand(BATCH, FRAMES, 3, 64, 64)
+    for pooling in ("mean", "weighted"):
+        encoder = VideoSpatialEncoder(tiny_config(object_pooling=pooling)).eval()
+        features = encoder.feature_map(video)
+        f = encoder.object_head(features)
+        a = torch.sigmoid(encoder.object_attention(f))
+        positions = f.shape[2] * f.shape[3]
+        pooled = (a * f).sum(dim=(2, 3)) / (positions if pooling == "mean" else a.sum(dim=(2, 3)))
+        scene = encoder.scene_head(features).mean(dim=(2, 3))
+        expected = encoder.projection(torch.cat([scene, pooled], dim=1))
+        torch.testing.assert_close(encoder(video), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_imagenet_normalisation_is_an_option() -> None:
+    torch.manual_seed(0)
+    encoder = VideoSpatialEncoder(tiny_config(video_normalization="imagenet")).eval()
+    video = torch.rand(1, 2, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected = encoder.backbone((video.flatten(0, 1) - mean) / std).view(1, 2, 16, 2, 2).mean(1)
+    torch.testing.assert_close(encoder.feature_map(video), expected)
+
+
+def test_configs_from_before_the_released_encoders_are_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="groupnorm_groups.*released code"):
+        EncoderConfig.from_dict({"embed_dim": 64, "groupnorm_groups": 8})
+    assert EncoderConfig.from_dict({"embed_dim": 64}).embed_dim == 64

@@ -28,8 +28,8 @@ def as_data_info(value: DataInfo | dict | None, owner: str) -> DataInfo:
 
 
 def as_encoder_config(value: EncoderConfig | dict) -> EncoderConfig:
-    """Accept an EncoderConfig or its dict form."""
-    return EncoderConfig(**value) if isinstance(value, dict) else value
+    """Accept an EncoderConfig or its dict form (a clear error for pre-release-code configs)."""
+    return EncoderConfig.from_dict(value) if isinstance(value, dict) else value
 
 
 class DetachModule(pl.LightningModule):

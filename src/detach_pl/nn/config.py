@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-VIDEO_BACKBONES: tuple[str, ...] = ("small_cnn", "resnet18")
+VIDEO_BACKBONES: tuple[str, ...] = ("plain_cnn", "resnet18")
+SENSOR_STYLES: tuple[str, ...] = ("released", "paper")
+LEGACY_KEYS: tuple[str, ...] = ("groupnorm_groups", "small_cnn_width")
 
 
 def _positive_int_list(name: str, values: list[int]) -> list[int]:
@@ -35,52 +37,76 @@ def _require_positive(name: str, value: int) -> None:
 
 @dataclass
 class EncoderConfig:
-    """Hyper-parameters of the four DETACH encoders (defaults follow the paper, method.md).
+    """Hyper-parameters of the four DETACH encoders; defaults are the released code's (docs/method.md).
 
     Attributes:
-        embed_dim: Output size d of every encoder (256 in the paper).
-        video_backbone: Per-frame 2D CNN of the video spatial encoder: ``"resnet18"`` (the
-            paper's, torchvision, randomly initialised) or ``"small_cnn"`` (a light 4-block CNN
-            for CPU demos).
+        embed_dim: Output size d of every encoder (256).
+        video_backbone: Per-frame 2D CNN of f_v: ``"plain_cnn"`` (released: conv 7×7 stride 2,
+            then 3×3 stride-2 convs, each with BatchNorm + ReLU, no bias; 256×14×14 at 224 px)
+            or ``"resnet18"`` (torchvision, randomly initialised or from `backbone_weights`).
+        video_cnn_channels: Output channels of the ``plain_cnn`` convs ([64, 128, 256, 256]).
         backbone_weights: Optional path to a LOCAL state-dict file for the video backbone
             (e.g. torchvision ResNet-18 ImageNet weights saved with ``torch.save``). Nothing is
             ever downloaded.
-        small_cnn_width: Channels of the first ``small_cnn`` block (doubled in each of 4 blocks).
-        video_temporal_channels: Output channels of the Conv3d blocks of the video temporal
-            encoder.
-        sensor_spatial_channels: Output channels of the 1D-CNN blocks of the sensor spatial
-            encoder (the first block has kernel 5, dilation 2 and a max-pool; the rest kernel 3).
-        sensor_spatial_pool: Length the sensor spatial feature sequence is adaptively pooled to.
-        sensor_temporal_channels: Output channels of the dilated conv blocks of the sensor
-            temporal encoder.
-        sensor_temporal_dilations: Dilation of each sensor temporal conv block (one per block).
+        video_normalization: Frames enter f_v as [0, 1] values (``"none"``, released) or
+            standardised with the ImageNet mean/std (``"imagenet"``, for ImageNet weights).
+        object_pooling: Object head pooling: ``"mean"`` of a·f over the H·W positions (released)
+            or the attention-weighted average Σa·f / Σa (``"weighted"``).
+        video_temporal_channels: Output channels of the Conv3d blocks of g_v.
+        video_temporal_scale: A learnable output scale on g_v's cosine-normalised head (the
+            released head has none; u_v and S^tm only use h_v's direction either way).
+        sensor_spatial_style: f_s blocks. ``"released"``: conv without padding, dilation 2,
+            no bias → ReLU → BatchNorm, max-pool 2 after every block but the last (kernel 5, then
+            3); ``"paper"``: "same" padding, kernel 5 dilation 2 + max-pool in the first block,
+            then kernel-3 dilation-1 blocks, no BatchNorm.
+        sensor_spatial_channels: Output channels of the f_s conv blocks.
+        sensor_spatial_pool: Length the f_s feature sequence is adaptively pooled to (32).
+        sensor_spatial_groups: GroupNorm groups of f_s (4).
+        sensor_temporal_style: g_s blocks. ``"released"``: conv with padding (k//2)·dilation, no
+            bias → BatchNorm → ReLU, max-pool 2 after every block but the last (kernel 5, then 3;
+            128 → 64 → 32 → 32 steps); ``"paper"``: kernel 3, "same" padding, ReLU, no BatchNorm,
+            no pooling (the BiGRU runs over all L steps).
+        sensor_temporal_channels: Output channels of the g_s conv blocks.
+        sensor_temporal_dilations: Dilation of each g_s conv block (one per block).
+        sensor_temporal_groups: GroupNorm groups of g_s (8).
         gru_hidden: Hidden size of the sensor GRUs (per direction).
         amplitude_percentile: Quantile q of |s| over time used as the sensor amplitude feature.
-        groupnorm_groups: Groups of the GroupNorm layers in the sensor encoders; must divide the
-            last channel count of both sensor encoders.
     """
 
     embed_dim: int = 256
-    video_backbone: Literal["small_cnn", "resnet18"] = "resnet18"
+    video_backbone: Literal["plain_cnn", "resnet18"] = "plain_cnn"
+    video_cnn_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
     backbone_weights: str | None = None
-    small_cnn_width: int = 32
+    video_normalization: Literal["none", "imagenet"] = "none"
+    object_pooling: Literal["mean", "weighted"] = "mean"
     video_temporal_channels: list[int] = field(default_factory=lambda: [32, 64, 256])
+    video_temporal_scale: bool = False
+    sensor_spatial_style: Literal["released", "paper"] = "released"
     sensor_spatial_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     sensor_spatial_pool: int = 32
+    sensor_spatial_groups: int = 4
+    sensor_temporal_style: Literal["released", "paper"] = "released"
     sensor_temporal_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     sensor_temporal_dilations: list[int] = field(default_factory=lambda: [1, 2, 4])
+    sensor_temporal_groups: int = 8
     gru_hidden: int = 256
     amplitude_percentile: float = 0.99
-    groupnorm_groups: int = 8
 
     def __post_init__(self) -> None:
         """Validate every field and normalise sequences to lists of ints."""
         _require_positive("embed_dim", self.embed_dim)
-        if self.video_backbone not in VIDEO_BACKBONES:
-            raise ValueError(
-                f"EncoderConfig.video_backbone must be one of {list(VIDEO_BACKBONES)}, "
-                f"got {self.video_backbone!r}"
-            )
+        choices = {
+            "video_backbone": VIDEO_BACKBONES,
+            "video_normalization": ("none", "imagenet"),
+            "object_pooling": ("mean", "weighted"),
+            "sensor_spatial_style": SENSOR_STYLES,
+            "sensor_temporal_style": SENSOR_STYLES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"EncoderConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
+                )
         if self.backbone_weights is not None and not isinstance(self.backbone_weights, str):
             raise ValueError(
                 "EncoderConfig.backbone_weights must be a file path string or None, "
@@ -88,22 +114,16 @@ class EncoderConfig:
             )
         if self.backbone_weights == "":
             raise ValueError("EncoderConfig.backbone_weights must be a non-empty path or None")
-        _require_positive("small_cnn_width", self.small_cnn_width)
-        _require_positive("sensor_spatial_pool", self.sensor_spatial_pool)
-        _require_positive("gru_hidden", self.gru_hidden)
-        _require_positive("groupnorm_groups", self.groupnorm_groups)
-        self.video_temporal_channels = _positive_int_list(
-            "video_temporal_channels", self.video_temporal_channels
-        )
-        self.sensor_spatial_channels = _positive_int_list(
-            "sensor_spatial_channels", self.sensor_spatial_channels
-        )
-        self.sensor_temporal_channels = _positive_int_list(
-            "sensor_temporal_channels", self.sensor_temporal_channels
-        )
-        self.sensor_temporal_dilations = _positive_int_list(
-            "sensor_temporal_dilations", self.sensor_temporal_dilations
-        )
+        for name in ("sensor_spatial_pool", "gru_hidden", "sensor_spatial_groups", "sensor_temporal_groups"):
+            _require_positive(name, getattr(self, name))
+        for name in (
+            "video_cnn_channels",
+            "video_temporal_channels",
+            "sensor_spatial_channels",
+            "sensor_temporal_channels",
+            "sensor_temporal_dilations",
+        ):
+            setattr(self, name, _positive_int_list(name, getattr(self, name)))
         if len(self.sensor_temporal_dilations) != len(self.sensor_temporal_channels):
             raise ValueError(
                 "EncoderConfig.sensor_temporal_dilations needs one dilation per entry of "
@@ -115,12 +135,30 @@ class EncoderConfig:
                 "EncoderConfig.amplitude_percentile must be a quantile in (0, 1], got "
                 f"{self.amplitude_percentile!r}"
             )
-        for name, channels in (
-            ("sensor_spatial_channels", self.sensor_spatial_channels),
-            ("sensor_temporal_channels", self.sensor_temporal_channels),
+        for groups, channels in (
+            ("sensor_spatial_groups", "sensor_spatial_channels"),
+            ("sensor_temporal_groups", "sensor_temporal_channels"),
         ):
-            if channels[-1] % self.groupnorm_groups != 0:
+            if getattr(self, channels)[-1] % getattr(self, groups) != 0:
                 raise ValueError(
-                    f"EncoderConfig.groupnorm_groups={self.groupnorm_groups} must divide the last "
-                    f"entry of {name} ({channels[-1]})"
+                    f"EncoderConfig.{groups}={getattr(self, groups)} must divide the last entry of "
+                    f"{channels} ({getattr(self, channels)[-1]})"
                 )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EncoderConfig:
+        """Build from a plain dict (a YAML file or a checkpoint's hyper-parameters).
+
+        Raises:
+            ValueError: The dict is from before the released-code encoders (it has
+                `groupnorm_groups` or `small_cnn_width`): those weights fit other layers.
+        """
+        legacy = [key for key in LEGACY_KEYS if key in values]
+        if legacy:
+            raise ValueError(
+                f"this encoder configuration has {legacy}, settings of the encoders before they "
+                "followed the released code (sensor_spatial_groups / sensor_temporal_groups, "
+                "video_backbone plain_cnn with video_cnn_channels now); its weights do not fit the "
+                "current layers: retrain the stages, or update the encoder YAML"
+            )
+        return cls(**values)

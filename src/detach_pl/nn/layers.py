@@ -14,24 +14,25 @@ class CosineLinear(nn.Module):
 
     Normalising both the input and each weight row makes the output depend on the direction of
     x only, not on its magnitude (the magnitude of a frame-difference feature mostly reflects how
-    much pixels change, not which way the action goes). The learnable ``scale`` restores a useful
-    dynamic range.
+    much pixels change, not which way the action goes). The released layer has no scale (1); an
+    optional learnable ``scale`` restores a dynamic range for uses that read magnitudes.
 
     Args:
         in_features: Size of each input vector.
         out_features: Size of each output vector.
-        init_scale: Initial value of the learnable scale.
+        init_scale: Initial value of a learnable scale, or None for none (released).
     """
 
-    def __init__(self, in_features: int, out_features: int, init_scale: float = 10.0) -> None:
+    def __init__(self, in_features: int, out_features: int, init_scale: float | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.scale = nn.Parameter(torch.tensor(float(init_scale)))
+        self.scale = None if init_scale is None else nn.Parameter(torch.tensor(float(init_scale)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Map (..., in_features) to (..., out_features)."""
-        return self.scale * F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t()
+        out = F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t()
+        return out if self.scale is None else self.scale * out
 
 
 class SelfAttentionPooling(nn.Module):
@@ -57,15 +58,17 @@ class SelfAttentionPooling(nn.Module):
         return (attention @ value).mean(dim=1)
 
 
-def joint_embedding(spatial: Tensor, temporal: Tensor) -> Tensor:
+def joint_embedding(spatial: Tensor, temporal: Tensor, normalize_output: bool = True) -> Tensor:
     """Joint embedding of one modality: u_x = normalize([normalize(z_x), normalize(h_x)]).
 
     Args:
         spatial: z_x, shape (N, d_z).
         temporal: h_x, shape (N, d_h).
+        normalize_output: The final normalisation (alignment). The released probe reads
+            [normalize(z_s), normalize(h_s)] without it (norm √2).
 
     Returns:
-        u_x, shape (N, d_z + d_h), unit L2 norm per row.
+        u_x, shape (N, d_z + d_h), unit L2 norm per row (√2 without the final normalisation).
     """
     if spatial.shape[:-1] != temporal.shape[:-1]:
         raise ValueError(
@@ -73,4 +76,4 @@ def joint_embedding(spatial: Tensor, temporal: Tensor) -> Tensor:
             f"got {tuple(spatial.shape)} and {tuple(temporal.shape)}"
         )
     combined = torch.cat([F.normalize(spatial, dim=-1), F.normalize(temporal, dim=-1)], dim=-1)
-    return F.normalize(combined, dim=-1)
+    return F.normalize(combined, dim=-1) if normalize_output else combined

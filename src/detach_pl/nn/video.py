@@ -15,7 +15,6 @@ from detach_pl.nn.layers import CosineLinear
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 RESNET18_CHANNELS = 512
-SMALL_CNN_BLOCKS = 4
 
 
 def check_video(video: Tensor, min_frames: int = 1) -> None:
@@ -56,12 +55,30 @@ def _load_backbone_weights(
         )
 
 
+def plain_cnn(channels: list[int]) -> nn.Sequential:
+    """The released per-frame CNN: conv 7×7 stride 2, then 3×3 stride-2 convs; BN + ReLU, no bias.
+
+    With channels [64, 128, 256, 256] a 224-px frame gives a 256×14×14 map (0.97 M parameters).
+    """
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for block, out_channels in enumerate(channels):
+        kernel = 7 if block == 0 else 3
+        layers += [
+            nn.Conv2d(in_channels, out_channels, kernel, stride=2, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+        in_channels = out_channels
+    return nn.Sequential(*layers)
+
+
 def build_video_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
     """Build the per-frame 2D CNN trunk (no pooling, no classifier).
 
     Returns:
-        The module mapping (N, 3, H, W) to a feature map (N, C_b, H/32, W/32) or (N, C_b, H/16,
-        W/16) for ``small_cnn``, and C_b.
+        The module mapping (N, 3, H, W) to a feature map (N, C_b, H/16, W/16) for ``plain_cnn``
+        with four convs or (N, C_b, H/32, W/32) for ``resnet18``, and C_b.
     """
     if config.video_backbone == "resnet18":
         net = resnet18(weights=None)
@@ -70,18 +87,8 @@ def build_video_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
         channels = RESNET18_CHANNELS
         ignored: tuple[str, ...] = ("fc.",)
     else:
-        blocks: list[nn.Module] = []
-        in_channels = 3
-        for block in range(SMALL_CNN_BLOCKS):
-            out_channels = config.small_cnn_width * 2**block
-            blocks += [
-                nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-            ]
-            in_channels = out_channels
-        backbone = nn.Sequential(*blocks)
-        channels = in_channels
+        backbone = plain_cnn(config.video_cnn_channels)
+        channels = config.video_cnn_channels[-1]
         ignored = ()
     if config.backbone_weights is not None:
         _load_backbone_weights(backbone, config.backbone_weights, ignored)
@@ -103,9 +110,10 @@ class VideoSpatialEncoder(nn.Module):
     Every frame goes through a shared 2D CNN; the feature maps are averaged over time (a static
     camera sees one scene, so the average keeps the places that change and the background).
     Two heads read the averaged map: a *scene* head (conv, global average pool) and an *object*
-    head (conv, 1×1-conv sigmoid attention a, attention-weighted pool Σ a·f / Σ a) that can focus
-    on the small region of a drawer or door (P1 in method.md). Their concatenation goes through
-    Linear → LayerNorm.
+    head (conv, 1×1-conv sigmoid attention a, pooled as the mean of a·f over the positions,
+    released; or Σ a·f / Σ a with `object_pooling: weighted`) that can focus on the small region of
+    a drawer or door (P1 in docs/method.md). Their concatenation goes through Linear → LayerNorm.
+    Frames enter as [0, 1] values (released) unless `video_normalization: imagenet`.
 
     Args:
         config: Architecture hyper-parameters.
@@ -120,14 +128,20 @@ class VideoSpatialEncoder(nn.Module):
         self.projection = nn.Sequential(
             nn.Linear(2 * config.embed_dim, config.embed_dim), nn.LayerNorm(config.embed_dim)
         )
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.object_pooling = config.object_pooling
+        imagenet = config.video_normalization == "imagenet"
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else ((0.0,) * 3, (1.0,) * 3)
+        self.normalize_input = imagenet
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def feature_map(self, video: Tensor) -> Tensor:
         """Time-averaged backbone feature map: (B, T, 3, H, W) in [0, 1] → (B, C_b, h, w)."""
         check_video(video)
         batch, frames = video.shape[:2]
-        images = (video.flatten(0, 1) - self.mean) / self.std
+        images = video.flatten(0, 1)
+        if self.normalize_input:
+            images = (images - self.mean) / self.std
         features = self.backbone(images)
         return features.view(batch, frames, *features.shape[1:]).mean(dim=1)
 
@@ -146,8 +160,11 @@ class VideoSpatialEncoder(nn.Module):
         features = self.feature_map(video)
         scene = self.scene_head(features).mean(dim=(2, 3))
         object_features, attention = self._object_features_and_attention(features)
-        weight_sum = attention.sum(dim=(2, 3)).clamp_min(1e-6)
-        object_pooled = (attention * object_features).sum(dim=(2, 3)) / weight_sum
+        if self.object_pooling == "mean":
+            object_pooled = (attention * object_features).mean(dim=(2, 3))
+        else:
+            weight_sum = attention.sum(dim=(2, 3)).clamp_min(1e-6)
+            object_pooled = (attention * object_features).sum(dim=(2, 3)) / weight_sum
         return self.projection(torch.cat([scene, object_pooled], dim=1))
 
 
@@ -159,7 +176,8 @@ class VideoTemporalEncoder(nn.Module):
     sequence is differenced over time and averaged, mean_t (x_{t+1} − x_t), which telescopes to
     (x_{T'} − x_1) / (T' − 1): the net direction of change over the clip. That direction is what
     separates opening from closing the same object (whose frame-difference magnitudes are alike).
-    A cosine-normalised linear layer maps it to embed_dim.
+    A cosine-normalised linear layer maps it to embed_dim (no scale, as released, unless
+    `video_temporal_scale`).
 
     Args:
         config: Architecture hyper-parameters.
@@ -179,7 +197,9 @@ class VideoTemporalEncoder(nn.Module):
             ]
             in_channels = out_channels
         self.blocks = nn.Sequential(*blocks)
-        self.head = CosineLinear(in_channels, config.embed_dim)
+        self.head = CosineLinear(
+            in_channels, config.embed_dim, init_scale=10.0 if config.video_temporal_scale else None
+        )
 
     def forward(self, video: Tensor) -> Tensor:
         """Encode clips (B, T, 3, H, W), T ≥ 3, values in [0, 1], into h_v (B, embed_dim)."""
