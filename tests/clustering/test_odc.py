@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detach_pl.clustering import OdcMemory, kmeans
-from detach_pl.clustering.odc import _lloyd_centroids
+from detach_pl.clustering import DissolveMode, OdcMemory, kmeans
+from detach_pl.clustering.odc import _euclidean_lloyd, _euclidean_seeds, _lloyd_centroids, _per_cluster_quantile
 
 
 def _blobs(sizes: list[int], dim: int = 8, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,20 +72,20 @@ def _partitions_equal(labels: torch.Tensor, truth: torch.Tensor) -> bool:
     return len(pairs) == len(set(labels.tolist())) == len(set(truth.tolist()))
 
 
-def test_kmeans_recovers_separated_blobs_and_is_deterministic() -> None:
+def test_cosine_kmeans_recovers_separated_blobs_and_is_deterministic() -> None:
     features, truth = _blobs([40, 25, 30, 15])
-    centroids, labels = kmeans(features, 4, seed=1)
+    centroids, labels = kmeans(features, 4, seed=1, metric="cosine", num_inits=1)
     assert _partitions_equal(labels, truth)
     assert torch.allclose(centroids.norm(dim=1), torch.ones(4))
     assert torch.equal(labels, _reference_nearest(F.normalize(features, dim=1), centroids))
-    again_centroids, again_labels = kmeans(features, 4, seed=1)
+    again_centroids, again_labels = kmeans(features, 4, seed=1, metric="cosine", num_inits=1)
     assert torch.equal(centroids, again_centroids) and torch.equal(labels, again_labels)
 
 
-def test_kmeans_same_seed_same_result_on_random_data() -> None:
+def test_cosine_kmeans_same_seed_same_result_on_random_data() -> None:
     features = torch.randn(150, 6, generator=torch.Generator().manual_seed(3))
-    first = kmeans(features, 5, seed=7, num_iters=3)
-    second = kmeans(features, 5, seed=7, num_iters=3)
+    first = kmeans(features, 5, seed=7, num_iters=3, metric="cosine", num_inits=1)
+    second = kmeans(features, 5, seed=7, num_iters=3, metric="cosine", num_inits=1)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert torch.equal(first[1], _reference_nearest(F.normalize(features, dim=1), first[0]))
 
@@ -115,12 +115,12 @@ def test_kmeans_rejects_bad_input(features: torch.Tensor, num_clusters: int, mes
         kmeans(features, num_clusters)
 
 
-def test_initialize_matches_kmeans_and_nearest_centroid() -> None:
+def test_cosine_initialize_matches_kmeans_and_nearest_centroid() -> None:
     features = torch.randn(120, 10, generator=torch.Generator().manual_seed(1))
     memory = OdcMemory(120, 10, 4)
-    memory.initialize(features, seed=5)
+    memory.initialize(features, seed=5, metric="cosine", num_inits=1)
     bank = F.normalize(features, dim=1)
-    centroids, labels = kmeans(bank, 4, seed=5)
+    centroids, labels = kmeans(bank, 4, seed=5, metric="cosine", num_inits=1)
     assert memory.initialized
     assert torch.equal(memory.features, bank)
     assert torch.equal(memory.centroids, centroids)
@@ -197,27 +197,30 @@ def test_update_centroids_equal_normalised_member_means() -> None:
     assert torch.allclose(memory.centroids, _reference_member_means(memory.features, memory.labels, 3), atol=1e-6)
 
 
-def test_small_cluster_dissolved_and_empty_clusters_split() -> None:
+@pytest.mark.parametrize("dissolve", ["cluster", "members"])
+def test_small_cluster_dissolved_and_empty_clusters_split(dissolve: DissolveMode) -> None:
     features, truth = _blobs([40, 30, 3], dim=6, seed=3)
     num_clusters = 4
     centroids = torch.eye(6)[:num_clusters]
     memory = _memory_with_state(features, truth, centroids)
     bank = memory.features.clone()
-    info = memory.update_centroids(min_cluster_size=5)
+    info = memory.update_centroids(min_cluster_size=5, dissolve=dissolve)
 
     # Reference, step by step with explicit loops.
     labels = truth.clone()
     means = _reference_member_means(bank, labels, 3)
+    whole_target = int(_reference_nearest(means[2:3], means[:2])[0])
     for i in range(len(labels)):
-        if labels[i] == 2:  # tiny cluster: nearest of the kept clusters 0 and 1
-            labels[i] = int(_reference_nearest(bank[i : i + 1], means[:2])[0])
+        if labels[i] == 2:  # tiny cluster: into the kept clusters 0 and 1
+            member_target = int(_reference_nearest(bank[i : i + 1], means[:2])[0])
+            labels[i] = whole_target if dissolve == "cluster" else member_target
     for empty_cluster in (2, 3):
         sizes = [int((labels == k).sum()) for k in range(num_clusters)]
         largest = max(range(num_clusters), key=lambda k: (sizes[k], -k))
         centroid = _reference_member_means(bank, labels, num_clusters)[largest]
         members = [i for i in range(len(labels)) if labels[i] == largest]
         members.sort(key=lambda i: -(1.0 - float(torch.dot(bank[i], centroid))))
-        for i in members[: len(members) // 2]:
+        for i in members[: math.ceil(len(members) / 2)]:
             labels[i] = empty_cluster
 
     assert torch.equal(memory.labels, labels)
@@ -355,3 +358,387 @@ def test_to_returns_self_with_tensors_on_device() -> None:
     memory = OdcMemory(10, 3, 2)
     assert memory.to("cpu") is memory
     assert memory.device == torch.device("cpu")
+
+
+def _reference_spherical_kmeans(
+    features: torch.Tensor, num_clusters: int, num_iters: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The earlier spherical k-means as plain loops: k-means++ on unit vectors, Lloyd with re-seeding.
+
+    Written from the implementation that preceded the Euclidean default (and checked against it
+    before the change): same CPU generator draws, argmax-cosine labels (ties: lowest k), normalised
+    member sums, each empty cluster re-seeded with the unused point farthest from its own centroid.
+    """
+    points = F.normalize(features, dim=1)
+    n = points.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [int(torch.randint(n, (1,), generator=generator))]
+    while len(chosen) < num_clusters:
+        weights = torch.tensor(
+            [max(0.0, min(2.0 - 2.0 * float(points[i] @ points[c]) for c in chosen)) for i in range(n)],
+            dtype=torch.float64,
+        )
+        if float(weights.sum()) <= 0.0:
+            weights = torch.ones(n, dtype=torch.float64)
+        chosen.append(int(torch.multinomial(weights, 1, generator=generator)))
+    centroids = [points[c].clone() for c in chosen]
+
+    def nearest(cents: list[torch.Tensor]) -> list[int]:
+        return [max(range(num_clusters), key=lambda k: (float(points[i] @ cents[k]), -k)) for i in range(n)]
+
+    labels = nearest(centroids)
+    for _ in range(num_iters):
+        new_centroids: list[torch.Tensor | None] = []
+        for k in range(num_clusters):
+            members = [points[i] for i in range(n) if labels[i] == k]
+            new_centroids.append(F.normalize(torch.stack(members).sum(0), dim=0) if members else None)
+        used: set[int] = set()
+        for k in range(num_clusters):
+            if new_centroids[k] is None:
+                far = max(
+                    (i for i in range(n) if i not in used),
+                    key=lambda i: (1.0 - float(points[i] @ new_centroids[labels[i]]), -i),  # type: ignore[operator]
+                )
+                used.add(far)
+                new_centroids[k] = points[far].clone()
+        centroids = [c for c in new_centroids if c is not None]
+        new_labels = nearest(centroids)
+        settled = new_labels == labels
+        labels = new_labels
+        if settled:
+            break
+    return torch.stack(centroids), torch.tensor(labels)
+
+
+def _reference_euclidean_nearest(features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Nearest centroid by explicit squared Euclidean distances in float64 (lowest id on ties)."""
+    x, c = features.double(), centroids.double()
+    return torch.tensor(
+        [min(range(c.shape[0]), key=lambda k: (float(((row - c[k]) ** 2).sum()), k)) for row in x]
+    )
+
+
+def _reference_inertia(features: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor) -> float:
+    """Σ_i ||x_i − c_{y_i}||² by a loop in float64."""
+    x, c = features.double(), centroids.double()
+    return sum(float(((x[i] - c[y]) ** 2).sum()) for i, y in enumerate(labels.tolist()))
+
+
+def _raw_member_means(features: torch.Tensor, labels: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """Plain (unnormalised) mean of the members of each cluster, by a loop in float64."""
+    means = torch.zeros(num_clusters, features.shape[1], dtype=torch.float64)
+    for k in range(num_clusters):
+        members = [features[i].double() for i in range(features.shape[0]) if int(labels[i]) == k]
+        means[k] = torch.stack(members).mean(0)
+    return means
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("num_iters", [1, 2, 50])
+def test_cosine_kmeans_with_one_init_reproduces_the_earlier_spherical_kmeans(seed: int, num_iters: int) -> None:
+    features = torch.randn(60, 5, generator=torch.Generator().manual_seed(seed))
+    centroids, labels = kmeans(features, 4, seed=seed, num_iters=num_iters, metric="cosine", num_inits=1)
+    expected_centroids, expected_labels = _reference_spherical_kmeans(features, 4, num_iters, seed)
+    assert torch.equal(labels, expected_labels)
+    torch.testing.assert_close(centroids, expected_centroids, rtol=0, atol=1e-6)
+
+
+def test_cosine_kmeans_with_several_inits_keeps_the_lowest_cosine_cost() -> None:
+    features = torch.randn(80, 4, generator=torch.Generator().manual_seed(21))
+    centroids, labels = kmeans(features, 5, seed=3, metric="cosine", num_inits=4)
+    points = F.normalize(features, dim=1)
+    cost = float((1 - (points * centroids[labels]).sum(1)).double().sum())
+    single = kmeans(features, 5, seed=3, metric="cosine", num_inits=1)
+    assert cost <= float((1 - (points * single[0][single[1]]).sum(1)).double().sum()) + 1e-9
+    assert torch.equal(labels, _reference_nearest(points, centroids))
+
+
+def _shifted_blobs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four Gaussian blobs far from the origin with different spreads and sizes; returns (x, truth)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[10.0, 0.0, 0.0], [14.0, 0.0, 0.0], [10.0, 5.0, 0.0], [10.0, 0.0, 6.0]])
+    sizes, spreads = [50, 30, 40, 20], [0.3, 0.5, 0.4, 0.6]
+    points = [c + s * torch.randn(n, 3, generator=generator) for c, n, s in zip(centres, sizes, spreads)]
+    truth = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+    order = torch.randperm(sum(sizes), generator=generator)
+    return torch.cat(points)[order], truth[order]
+
+
+def test_euclidean_kmeans_recovers_blobs_on_raw_features() -> None:
+    features, truth = _shifted_blobs()
+    centroids, labels = kmeans(features, 4, seed=42)
+    assert _partitions_equal(labels, truth)
+    # Converged: centroids are the plain member means (not normalised) and labels their nearest.
+    torch.testing.assert_close(centroids.double(), _raw_member_means(features, labels, 4), rtol=0, atol=1e-4)
+    assert torch.equal(labels, _reference_euclidean_nearest(features, centroids))
+    # Blobs 0 and 1 lie along the same direction: cosine k-means (on normalised features) cannot
+    # separate them, Euclidean k-means on the raw features does.
+    _, cosine_labels = kmeans(features, 4, seed=42, metric="cosine")
+    assert not _partitions_equal(cosine_labels, truth)
+
+
+def test_euclidean_kmeans_is_deterministic_and_labels_are_nearest_centroids() -> None:
+    features = 3.0 + torch.randn(200, 6, generator=torch.Generator().manual_seed(4))
+    for num_iters in (1, 3, 50):
+        first = kmeans(features, 5, seed=7, num_iters=num_iters)
+        second = kmeans(features.clone(), 5, seed=7, num_iters=num_iters)
+        assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+        assert torch.equal(first[1], _reference_euclidean_nearest(features, first[0]))
+        assert first[0].dtype == features.dtype and first[1].dtype == torch.int64
+
+
+def test_euclidean_kmeans_keeps_the_lowest_inertia_init() -> None:
+    features = torch.randn(150, 4, generator=torch.Generator().manual_seed(5))  # no clear structure
+    num_clusters, num_inits, seed = 6, 8, 11
+    centroids, labels = kmeans(features, num_clusters, seed=seed, num_inits=num_inits)
+
+    # Each init alone: the same k-means++ seeds (centred features, as kmeans does), its own Lloyd.
+    mean = features.double().mean(0).float()
+    centred = features - mean
+    seeds = _euclidean_seeds(centred, num_clusters, num_inits, torch.Generator().manual_seed(seed))
+    assert seeds.shape == (num_inits, num_clusters, 4)
+    runs = [_euclidean_lloyd(centred, seeds[r : r + 1], 50) for r in range(num_inits)]
+    inertias = [_reference_inertia(centred, c[0], y[0]) for c, y in runs]
+    assert max(inertias) > min(inertias) * 1.01  # the choice matters on this input
+    best = min(range(num_inits), key=lambda r: (inertias[r], r))
+    assert torch.equal(labels, runs[best][1][0])
+    torch.testing.assert_close(centroids, runs[best][0][0] + mean, rtol=0, atol=1e-5)
+    assert _reference_inertia(features, centroids, labels) == pytest.approx(min(inertias), rel=1e-6)
+
+    # All inits iterated together give what each gives alone.
+    batched_centroids, batched_labels = _euclidean_lloyd(centred, seeds, 50)
+    for r, (c, y) in enumerate(runs):
+        assert torch.equal(batched_labels[r], y[0])
+        torch.testing.assert_close(batched_centroids[r], c[0], rtol=0, atol=1e-5)
+
+    # One init: its own k-means++ draws (the runs draw together, so they depend on num_inits).
+    single_centroids, single_labels = kmeans(features, num_clusters, seed=seed, num_inits=1)
+    single_seeds = _euclidean_seeds(centred, num_clusters, 1, torch.Generator().manual_seed(seed))
+    assert torch.equal(single_labels, _euclidean_lloyd(centred, single_seeds, 50)[1][0])
+
+
+def test_euclidean_seeds_are_distinct_data_points_and_reproducible() -> None:
+    points = torch.randn(40, 3, generator=torch.Generator().manual_seed(6))
+    seeds = _euclidean_seeds(points, 5, 3, torch.Generator().manual_seed(1))
+    again = _euclidean_seeds(points, 5, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(seeds, again)
+    for run in seeds:
+        rows = [int(torch.nonzero((points == centre).all(dim=1))[0]) for centre in run]
+        assert len(set(rows)) == 5  # D² of a chosen point is 0: never drawn twice
+
+
+def test_euclidean_lloyd_reseeds_empty_cluster_with_farthest_point() -> None:
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [10.0, 0.0], [11.0, 0.0], [30.0, 0.0]])
+    # Seeds with a third centre far from everything: cluster 2 gets no point in the first step.
+    seeds = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [-100.0, -100.0]]])
+    centroids, labels = _euclidean_lloyd(points, seeds, 1)
+    # Step: means of {0,1,2} and {3,4,5}; the farthest point from its own mean (x=30 from 17) seeds 2.
+    assert torch.equal(centroids[0, 2], torch.tensor([30.0, 0.0]))
+    assert labels[0].tolist() == [0, 0, 0, 1, 1, 2]
+
+
+def test_kmeans_rejects_bad_metric_and_inits() -> None:
+    with pytest.raises(ValueError, match="metric must be one of"):
+        kmeans(torch.randn(10, 3), 2, metric="manhattan")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_inits must be >= 1"):
+        kmeans(torch.randn(10, 3), 2, num_inits=0)
+
+
+def test_euclidean_initialize_keeps_kmeans_labels_and_normalised_centroids() -> None:
+    features, _ = _shifted_blobs(seed=1)
+    memory = OdcMemory(features.shape[0], 3, 4)
+    memory.initialize(features, seed=42)
+    centroids, labels = kmeans(features, 4, seed=42)
+    assert torch.equal(memory.features, F.normalize(features, dim=1))
+    assert torch.equal(memory.centroids, F.normalize(centroids, dim=1))
+    assert torch.equal(memory.labels, labels)
+    # Blobs 0 and 1 share a direction, so the k-means labels are not the nearest-cosine labels of
+    # the normalised centroids: the bank keeps the k-means ones.
+    assert not torch.equal(memory.labels, _reference_nearest(memory.features, memory.centroids))
+    assert torch.isfinite(memory.thresholds).all()
+
+
+def test_per_cluster_quantile_equals_torch_quantile_per_cluster() -> None:
+    generator = torch.Generator().manual_seed(7)
+    sizes = [1, 2, 0, 5, 17, 4, 0, 100]
+    labels = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+    labels = labels[torch.randperm(labels.numel(), generator=generator)]
+    distances = 2.0 * torch.rand(labels.numel(), generator=generator)
+    distances[:6] = distances[6]  # some exact ties
+    for quantile in (0.0, 0.1, 0.33, 0.5, 0.75, 0.9, 1.0):
+        thresholds = _per_cluster_quantile(distances, labels, len(sizes), quantile)
+        for k, n in enumerate(sizes):
+            if n:
+                assert torch.equal(thresholds[k], torch.quantile(distances[labels == k], quantile)), (k, quantile)
+            else:
+                assert thresholds[k].item() == -math.inf
+
+
+def _tiny_bank() -> OdcMemory:
+    """2-D unit vectors: cluster 0 (5 rows) around c0 = (1, 0), cluster 1 (4 rows) around c1 = (0, 1),
+    cluster 2 (centroid (−1, 0)) empty. All components are exact enough that normalize() keeps them."""
+    features = torch.tensor(
+        [[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [-0.6, 0.8],  # cluster 0
+         [0.0, 1.0], [0.6, 0.8], [1.0, 0.0], [0.0, -1.0]]  # cluster 1
+    )
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    memory = OdcMemory(9, 2, 3, confidence_quantile=0.75)
+    memory.load_state_dict(
+        {"features": features, "labels": labels, "centroids": centroids,
+         "thresholds": torch.zeros(3), "initialized": torch.tensor(True)}
+    )
+    assert torch.equal(F.normalize(features, dim=1), features)  # the hand-computed values hold
+    return memory
+
+
+def test_batch_confident_mask_hand_computed_thresholds_and_strict_tie() -> None:
+    memory = _tiny_bank()
+    # Cluster 0 distances to (1, 0): 0, sqrt(0.4), sqrt(0.8), sqrt(2), sqrt(3.2); 0.75·(5−1) = 3 →
+    # the 4th smallest, sqrt(2). Cluster 1 to (0, 1): 0, sqrt(0.4), sqrt(2), 2; 0.75·3 = 2.25 →
+    # sqrt(2) + 0.25·(2 − sqrt(2)). Cluster 2 is empty: −inf.
+    thresholds = memory.bank_thresholds("euclidean")
+    expected = [math.sqrt(2.0), math.sqrt(2.0) + 0.25 * (2.0 - math.sqrt(2.0))]
+    assert thresholds[:2].tolist() == pytest.approx(expected, abs=1e-6)
+    assert thresholds[2].item() == -math.inf
+    for k in range(2):  # the same as a per-cluster loop with torch.quantile
+        member = torch.linalg.vector_norm(memory.features[memory.labels == k] - memory.centroids[k], dim=1)
+        assert torch.equal(thresholds[k], torch.quantile(member, 0.75))
+
+    # Batch: the current features (not the bank's) against the centroid of the stored label.
+    indices = torch.tensor([0, 3, 3, 2, 5, 8, 7])
+    current = torch.tensor([[0.0, 3.0], [0.0, 1.0], [0.6, 0.8], [2.0, 0.0], [-0.6, 0.8], [0.8, 0.6], [1.0, 0.0]])
+    mask = memory.batch_confident_mask(indices, current)
+    # Row 0: (0, 1) vs c0 → sqrt(2), exactly the threshold: not confident (strict <).
+    # Row 1: same feature, the tie again; row 2: (0.6, 0.8) vs c0 → sqrt(0.8) < sqrt(2).
+    # Row 3: (1, 0) vs c0 → 0. Row 4: (−0.6, 0.8) vs c1 → sqrt(0.4). Row 5: (0.8, 0.6) vs c1 →
+    # sqrt(0.8). Row 6: (1, 0) vs c1 → sqrt(2) < 1.5607 (cluster 1's interpolated threshold).
+    assert mask.tolist() == [False, False, True, True, True, True, True]
+    distance = torch.linalg.vector_norm(F.normalize(current, dim=1)[:2] - memory.centroids[0], dim=1)
+    assert torch.equal(distance, thresholds[torch.zeros(2, dtype=torch.long)])  # the tie is exact
+
+
+def test_batch_confident_mask_matches_loop_and_follows_the_bank_every_call() -> None:
+    features = torch.randn(120, 5, generator=torch.Generator().manual_seed(30))
+    memory = OdcMemory(120, 5, 4)
+    memory.initialize(features, seed=1)
+    generator = torch.Generator().manual_seed(31)
+    for _ in range(3):
+        indices = torch.randint(120, (32,), generator=generator)
+        current = torch.randn(32, 5, generator=generator)
+        mask = memory.batch_confident_mask(indices, current, check=False)
+        expected = []
+        for row, index in enumerate(indices.tolist()):
+            k = int(memory.labels[index])
+            bank = memory.features[memory.labels == k]
+            threshold = torch.quantile(torch.linalg.vector_norm(bank - memory.centroids[k], dim=1), 0.75)
+            d = torch.linalg.vector_norm(current[row] / current[row].norm() - memory.centroids[k])
+            expected.append(bool(d < threshold))
+        assert mask.tolist() == expected
+        assert torch.equal(mask, memory.batch_confident_mask(indices, current))
+        memory.update(indices, current, check=False)  # the next call sees the updated bank
+    with pytest.raises(ValueError, match=r"\[0, 120\)"):
+        memory.batch_confident_mask(torch.tensor([120]), torch.randn(1, 5))
+    with pytest.raises(ValueError, match="shape"):
+        memory.batch_confident_mask(torch.tensor([1, 2]), torch.randn(1, 5))
+
+
+def test_refresh_thresholds_equals_torch_quantile_exactly_with_empty_cluster() -> None:
+    features = torch.randn(90, 6, generator=torch.Generator().manual_seed(32))
+    memory = OdcMemory(90, 6, 4)
+    memory.initialize(features, seed=2)
+    state = memory.state_dict()
+    state["labels"][state["labels"] == 3] = 0  # cluster 3 now empty
+    memory.load_state_dict(state)
+    memory.refresh_thresholds()
+    distances = memory.distances()
+    for k in range(3):
+        assert torch.equal(memory.thresholds[k], torch.quantile(distances[memory.labels == k], 0.75))
+    assert memory.thresholds[3].item() == -math.inf
+    assert torch.equal(memory.thresholds, memory.bank_thresholds("cosine"))
+
+
+def test_dissolve_cluster_moves_the_whole_cluster_to_the_most_similar_centroid() -> None:
+    # Targets: A around e0 (20 rows) and B around e1 (20 rows). Small cluster S (3 rows): two rows
+    # near e0 and one, (0.6, 0.8, 0), nearer to B; S's centroid is nearer to A.
+    generator = torch.Generator().manual_seed(33)
+    a = torch.tensor([1.0, 0.0, 0.0]) + 0.05 * torch.randn(20, 3, generator=generator)
+    b = torch.tensor([0.0, 1.0, 0.0]) + 0.05 * torch.randn(20, 3, generator=generator)
+    s = torch.tensor([[0.9, 0.1, 0.4], [0.9, 0.0, 0.4], [0.6, 0.8, 0.0]])
+    features = torch.cat([a, b, s])
+    truth = torch.tensor([0] * 20 + [1] * 20 + [2] * 3)
+    results = {}
+    for dissolve in ("cluster", "members"):
+        memory = _memory_with_state(features, truth, torch.eye(3))
+        bank = memory.features.clone()
+        info = memory.update_centroids(min_cluster_size=5, dissolve=dissolve)  # type: ignore[arg-type]
+        results[dissolve] = (memory.labels.clone(), info)
+    means = _reference_member_means(bank, truth, 3)
+    assert int(_reference_nearest(means[2:3], means[:2])[0]) == 0  # S's centroid is nearest A
+    member_targets = _reference_nearest(bank[40:], means[:2])
+    assert member_targets.tolist() == [0, 0, 1]  # but its last row is nearest B
+
+    # "cluster": S's rows all went to A, then the empty cluster 2 took the farther ceil(23/2) = 12
+    # rows of A (the largest, 23 rows), by 1 − cos to A's new centroid.
+    labels, info = results["cluster"]
+    moved = torch.nonzero(labels == 2).flatten().tolist()
+    after_dissolve = truth.clone()
+    after_dissolve[40:] = 0
+    centroid_a = _reference_member_means(bank, after_dissolve, 3)[0]
+    members = [i for i in range(43) if after_dissolve[i] == 0]
+    members.sort(key=lambda i: -(1.0 - float(torch.dot(bank[i], centroid_a))))
+    assert sorted(moved) == sorted(members[:12])
+    assert info["dissolved_clusters"] == 1 and info["dissolved_samples"] == 3 and info["split_clusters"] == 1
+    assert (labels[20:40] == 1).all()
+
+    # "members": the last row of S went to B instead, so A has 22 rows and gives 11.
+    labels, _ = results["members"]
+    assert int((labels == 2).sum()) == 11 and int((labels == 1).sum()) == 21
+
+
+def test_empty_cluster_split_takes_ceil_half_of_the_largest() -> None:
+    features, truth = _blobs([21, 8], dim=4, seed=34)
+    memory = _memory_with_state(features, truth, torch.eye(4)[:3])  # cluster 2 empty
+    bank = memory.features.clone()
+    info = memory.update_centroids(min_cluster_size=1)
+    centroid = _reference_member_means(bank, truth, 2)[0]
+    members = [i for i in range(29) if truth[i] == 0]
+    members.sort(key=lambda i: -(1.0 - float(torch.dot(bank[i], centroid))))
+    assert sorted(torch.nonzero(memory.labels == 2).flatten().tolist()) == sorted(members[:11])  # ceil(21/2)
+    assert info["split_clusters"] == 1 and info["dissolved_clusters"] == 0
+    assert memory.cluster_sizes().tolist() == [10, 8, 11]
+
+
+def test_update_centroids_rejects_unknown_dissolve_mode() -> None:
+    memory = OdcMemory(10, 3, 2)
+    memory.initialize(torch.randn(10, 3, generator=torch.Generator().manual_seed(35)))
+    with pytest.raises(ValueError, match="dissolve must be one of"):
+        memory.update_centroids(2, dissolve="nearest")  # type: ignore[arg-type]
+
+
+def test_update_without_checks_equals_checked_update() -> None:
+    features = torch.randn(50, 4, generator=torch.Generator().manual_seed(36))
+    checked, unchecked = OdcMemory(50, 4, 3), OdcMemory(50, 4, 3)
+    checked.initialize(features)
+    unchecked.initialize(features)
+    indices = torch.tensor([3, 9, 9, 40])
+    batch = torch.randn(4, 4, generator=torch.Generator().manual_seed(37))
+    checked.update(indices, batch)
+    unchecked.update(indices, batch, check=False)
+    for key, value in checked.state_dict().items():
+        assert torch.equal(value, unchecked.state_dict()[key]), key
+    assert torch.equal(checked.confident_mask(indices), unchecked.confident_mask(indices, check=False))
+
+
+def test_memory_class_weights_pass_the_clamp_mode() -> None:
+    features, truth = _blobs([400, 1, 100], dim=5)
+    memory = _memory_with_state(features, truth, torch.eye(5)[:3])
+    sizes = torch.tensor([400, 1, 100])
+    from detach_pl.losses import class_balanced_weights
+
+    for clamp in ("raise_small", "cap_large"):
+        torch.testing.assert_close(
+            memory.class_weights(clamp=clamp),  # type: ignore[arg-type]
+            class_balanced_weights(sizes, clamp=clamp),  # type: ignore[arg-type]
+        )
+    assert not torch.allclose(memory.class_weights(), memory.class_weights(clamp="cap_large"))

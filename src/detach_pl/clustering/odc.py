@@ -5,31 +5,56 @@ centroids and per-cluster confidence thresholds. Every training step updates the
 batch (momentum blend, then relabel to the nearest centroid); once per epoch the centroids are
 recomputed from their members, small clusters are dissolved and empty clusters are refilled by
 splitting the largest one (Zhan et al., "Online Deep Clustering for Unsupervised Representation
-Learning", CVPR 2020).
+Learning", CVPR 2020). Defaults follow the authors' released code (method.md, "ODC details" and
+"Confident windows (1b), per step"); the previous readings stay available as named options.
 
-All similarities are cosines of L2-normalised vectors; the distance of a window to a centroid is
-``1 - cos`` (in [0, 2]), which orders points exactly like the Euclidean distance on the unit sphere
+Inside the bank all similarities are cosines of L2-normalised vectors; the distance of a window to a
+centroid is ``1 - cos`` (in [0, 2]) or, for the released per-step confidence rule, the Euclidean
+distance ``||f - c||`` (in [0, 2]); both order points alike on the unit sphere
 (``||a - b||^2 = 2 (1 - cos)``).
+
+The project keeps its own k-means instead of using scikit-learn's: it is deterministic given a
+seed (its random draws come from a CPU ``torch.Generator``, so they do not depend on the device),
+its sums are one-hot matrix products rather than floating-point atomics, so a rerun on the same
+device gives the same bank, it runs on the features' device without a copy to NumPy, and it adds
+no dependency. The initial clustering runs on rank 0 and is broadcast, so every rank holds the
+same bank.
+
+Per-step methods (:meth:`OdcMemory.update`, :meth:`OdcMemory.batch_confident_mask`,
+:meth:`OdcMemory.confident_mask`, :meth:`OdcMemory.class_weights`) take ``check``: with the
+default True they validate index ranges and finiteness, which reads values on the host (a device
+sync); a training step passes ``check=False`` and stays sync-free. Per-epoch and initialisation
+paths may sync.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detach_pl.losses.classification import class_balanced_weights
+from detach_pl.losses.classification import ClampMode, class_balanced_weights
 
-__all__ = ["OdcMemory", "kmeans"]
+__all__ = ["DissolveMode", "DistanceMetric", "KMeansMetric", "OdcMemory", "kmeans"]
+
+KMeansMetric = Literal["euclidean", "cosine"]
+DissolveMode = Literal["cluster", "members"]
+DistanceMetric = Literal["cosine", "euclidean"]
+
+_METRICS = ("euclidean", "cosine")
+_DISSOLVE_MODES = ("cluster", "members")
+_DISTANCE_METRICS = ("cosine", "euclidean")
 
 
-def _check_features_2d(features: Tensor, name: str) -> None:
-    """Raise ValueError unless ``features`` is a finite floating (N, d) tensor."""
+def _check_features_2d(features: Tensor, name: str, check_values: bool = True) -> None:
+    """Raise ValueError unless ``features`` is a floating (N, d) tensor (finite when checked: a sync)."""
     if features.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D (N, d) tensor, got shape {tuple(features.shape)}")
     if not features.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {features.dtype}")
-    if not bool(torch.isfinite(features).all()):
+    if check_values and not bool(torch.isfinite(features).all()):
         raise ValueError(f"{name}: contains NaN or Inf values")
 
 
@@ -49,6 +74,32 @@ def _normalised_member_means(features: Tensor, labels: Tensor, num_clusters: int
     sums = one_hot.T @ features
     sizes = one_hot.sum(dim=0).to(torch.int64)
     return F.normalize(sums, dim=1), sizes
+
+
+def _per_cluster_quantile(distances: Tensor, labels: Tensor, num_clusters: int, quantile: float) -> Tensor:
+    """thresholds_k = quantile_q({d_i : y_i = k}) for every k at once; −inf for an empty cluster.
+
+    Loop-free and sync-free: the rows are ordered by (label, distance) with two stable sorts, so
+    cluster k's sorted distances occupy positions [s_k, s_k + n_k) with n_k from ``bincount`` and
+    s_k = Σ_{j<k} n_j. Linear interpolation as ``torch.quantile`` (bit-identical to it): rank
+    r_k = q·(n_k − 1) in float64 with q rounded to the distances' dtype, then
+    lerp(d_(s_k + ⌊r_k⌋), d_(s_k + ⌈r_k⌉), r_k − ⌊r_k⌋).
+    """
+    num_rows = distances.shape[0]
+    by_distance = torch.sort(distances, stable=True).indices
+    order = by_distance[torch.sort(labels[by_distance], stable=True).indices]
+    sorted_distances = distances[order]
+    counts = torch.bincount(labels, minlength=num_clusters)
+    starts = torch.cumsum(counts, dim=0) - counts
+    q = float(torch.tensor(quantile, dtype=distances.dtype))  # rounded as torch.quantile does; on CPU
+    ranks = (counts - 1).clamp(min=0).double() * q
+    below = ranks.long()
+    above = ranks.ceil().long()
+    last_row = max(num_rows - 1, 0)
+    low = sorted_distances[(starts + below).clamp(max=last_row)]
+    high = sorted_distances[(starts + above).clamp(max=last_row)]
+    values = torch.lerp(low, high, (ranks - below).to(distances.dtype))
+    return torch.where(counts > 0, values, torch.full_like(values, -float("inf")))
 
 
 def _kmeans_plus_plus(features: Tensor, num_clusters: int, generator: torch.Generator) -> Tensor:
@@ -75,7 +126,7 @@ def _kmeans_plus_plus(features: Tensor, num_clusters: int, generator: torch.Gene
 
 
 def _lloyd_centroids(features: Tensor, labels: Tensor, num_clusters: int) -> Tensor:
-    """One Lloyd centroid step with empty-cluster re-seeding.
+    """One spherical Lloyd centroid step with empty-cluster re-seeding.
 
     Non-empty clusters get the normalised mean of their members. Each empty cluster (in ascending
     order) is re-seeded with the point farthest (1 - cos) from its current cluster's centroid; a
@@ -92,37 +143,10 @@ def _lloyd_centroids(features: Tensor, labels: Tensor, num_clusters: int) -> Ten
     return centroids
 
 
-def kmeans(features: Tensor, num_clusters: int, *, num_iters: int = 50, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Spherical k-means on L2-normalised features, deterministic given ``seed``.
-
-    Seeding is k-means++ (random draws from a CPU ``torch.Generator(seed)``), then Lloyd iterations
-    alternate y_i = argmax_k cos(x_i, c_k) and c_k = normalize(mean_{y_i = k} x_i) until the labels
-    stop changing or ``num_iters`` iterations have run. An empty cluster is re-seeded with the point
-    farthest from its centroid. The returned labels are always the nearest-centroid labels of the
-    returned centroids.
-
-    Args:
-        features: (N, d) features; they are L2-normalised here (a no-op if they already are).
-        num_clusters: K, 1 ≤ K ≤ N.
-        num_iters: maximum number of Lloyd iterations (≥ 1).
-        seed: seed of the k-means++ draws.
-
-    Returns:
-        (centroids, labels): (K, d) L2-normalised centroids and (N,) int64 labels in [0, K).
-
-    Raises:
-        ValueError: features not a finite (N, d) float tensor, K < 1, N < K, or num_iters < 1.
-    """
-    _check_features_2d(features, "kmeans features")
-    num_samples = features.shape[0]
-    if num_clusters < 1:
-        raise ValueError(f"kmeans: num_clusters must be >= 1, got {num_clusters}")
-    if num_samples < num_clusters:
-        raise ValueError(f"kmeans: need at least num_clusters={num_clusters} samples, got N={num_samples}")
-    if num_iters < 1:
-        raise ValueError(f"kmeans: num_iters must be >= 1, got {num_iters}")
-    points = F.normalize(features.detach(), dim=1)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+def _spherical_kmeans(
+    points: Tensor, num_clusters: int, num_iters: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """One spherical k-means run on unit vectors: k-means++ seeds, then Lloyd until labels settle."""
     centroids = _kmeans_plus_plus(points, num_clusters, generator)
     labels = _nearest_centroid(points, centroids)
     for _ in range(num_iters):
@@ -133,6 +157,200 @@ def kmeans(features: Tensor, num_clusters: int, *, num_iters: int = 50, seed: in
         if converged:
             break
     return centroids, labels
+
+
+def _squared_distances(points: Tensor, point_sq_norms: Tensor, centroids: Tensor) -> Tensor:
+    """(N, M) squared Euclidean distances ||x_i||² − 2 x_i·c_m + ||c_m||², computed with one matmul."""
+    return point_sq_norms[:, None] - 2.0 * (points @ centroids.T) + centroids.pow(2).sum(dim=1)[None, :]
+
+
+def _euclidean_seeds(points: Tensor, num_clusters: int, num_inits: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeds of ``num_inits`` independent runs at once, shape (R, K, d).
+
+    Run r draws its first centre uniformly, then each next one with probability ∝ D_r(x)², the
+    squared Euclidean distance to run r's nearest chosen centre. Step by step, all runs draw
+    together (one ``torch.multinomial`` over R rows of the CPU ``generator``) and one matmul gives
+    the distances of every point to the R new centres. A run whose D² is 0 everywhere (every point
+    coincides with a chosen centre) draws uniformly.
+    """
+    num_samples = points.shape[0]
+    point_sq_norms = points.pow(2).sum(dim=1)
+    chosen = torch.randint(num_samples, (num_inits,), generator=generator)
+    centres = [points[chosen.to(points.device)]]
+    min_sq_dist = _squared_distances(points, point_sq_norms, centres[0]).T.clamp_min(0.0)
+    rows = torch.arange(num_inits, device=points.device)
+    min_sq_dist[rows, chosen.to(points.device)] = 0.0
+    for _ in range(1, num_clusters):
+        weights = min_sq_dist.double().cpu()
+        totals = weights.sum(dim=1, keepdim=True)
+        weights = torch.where(totals > 0, weights, torch.ones_like(weights))
+        chosen = torch.multinomial(weights, 1, generator=generator)[:, 0]
+        new_centres = points[chosen.to(points.device)]
+        centres.append(new_centres)
+        sq_dist = _squared_distances(points, point_sq_norms, new_centres).T.clamp_min(0.0)
+        min_sq_dist = torch.minimum(min_sq_dist, sq_dist)
+        min_sq_dist[rows, chosen.to(points.device)] = 0.0
+    return torch.stack(centres, dim=1).clone()
+
+
+def _euclidean_assign(points: Tensor, centroids: Tensor) -> Tensor:
+    """(R, N) label of the nearest centroid (squared Euclidean; ties: lowest k) of every run.
+
+    argmin_k ||x − c_k||² = argmin_k (||c_k||² − 2 x·c_k): ||x||² is common to all k, so the
+    distances of all runs are one fused matmul (``addmm``) of the points with the (R·K, d) centroids.
+    """
+    num_runs, num_clusters, dim = centroids.shape
+    flat = centroids.reshape(num_runs * num_clusters, dim)
+    scores = torch.addmm(flat.pow(2).sum(dim=1)[None, :], points, flat.T, alpha=-2.0)
+    return scores.view(-1, num_runs, num_clusters).argmin(dim=2).T.contiguous()
+
+
+def _euclidean_lloyd_centroids(points: Tensor, labels: Tensor, num_clusters: int) -> Tensor:
+    """One Lloyd centroid step for R runs at once: member means, empty clusters re-seeded.
+
+    c_{r,k} = mean of the points with y_{r,i} = k, as one product of a (N, R·K) one-hot matrix with
+    the points (no floating-point atomics: bit-reproducible on GPU). Each empty cluster of a run (in
+    ascending order) is re-seeded with the point farthest (squared Euclidean) from its own
+    cluster's new centroid in that run; a point used for one re-seed is not used again.
+
+    Args:
+        points: (N, d) features.
+        labels: (R, N) labels of each run.
+        num_clusters: K.
+
+    Returns:
+        (R, K, d) centroids.
+    """
+    num_runs, num_samples = labels.shape
+    codes = labels + num_clusters * torch.arange(num_runs, device=labels.device)[:, None]
+    one_hot = torch.zeros(num_samples, num_runs * num_clusters, dtype=points.dtype, device=points.device)
+    one_hot.scatter_(1, codes.T, 1.0)
+    sums = one_hot.T @ points
+    sizes = torch.bincount(codes.flatten(), minlength=num_runs * num_clusters)
+    centroids = (sums / sizes.clamp(min=1)[:, None].to(points.dtype)).view(num_runs, num_clusters, -1)
+    empty_runs, empty_clusters = torch.nonzero(sizes.view(num_runs, num_clusters) == 0, as_tuple=True)
+    for run in sorted(set(empty_runs.tolist())):
+        own_distance = (points - centroids[run][labels[run]]).pow(2).sum(dim=1)
+        for cluster in empty_clusters[empty_runs == run].tolist():
+            farthest = int(own_distance.argmax())
+            centroids[run, cluster] = points[farthest]
+            own_distance[farthest] = -float("inf")
+    return centroids
+
+
+def _euclidean_lloyd(points: Tensor, seeds: Tensor, num_iters: int) -> tuple[Tensor, Tensor]:
+    """Batched Lloyd iterations of R Euclidean k-means runs from (R, K, d) seeds.
+
+    Each run alternates y_i = argmin_k ||x_i − c_k||² and c_k = mean_{y_i = k} x_i until its labels
+    stop changing or ``num_iters`` iterations have run. A run whose labels settled is a fixed point
+    and is not iterated further, so every run gives what it would give alone (up to the rounding of
+    differently shaped matmuls). The returned labels
+    are the nearest-centroid labels of the returned centroids.
+
+    Returns:
+        ((R, K, d) centroids, (R, N) labels).
+    """
+    num_clusters = seeds.shape[1]
+    centroids = seeds.clone()
+    labels = _euclidean_assign(points, centroids)
+    active = torch.arange(seeds.shape[0], device=points.device)
+    for _ in range(num_iters):
+        new_centroids = _euclidean_lloyd_centroids(points, labels[active], num_clusters)
+        new_labels = _euclidean_assign(points, new_centroids)
+        settled = (new_labels == labels[active]).all(dim=1)
+        centroids[active] = new_centroids
+        labels[active] = new_labels
+        active = active[~settled]
+        if active.numel() == 0:
+            break
+    return centroids, labels
+
+
+def _euclidean_inertia(points: Tensor, centroids: Tensor, labels: Tensor, chunk: int = 4096) -> Tensor:
+    """(R,) float64 inertia Σ_i ||x_i − c_{y_i}||² of each run, from direct differences.
+
+    Direct differences (not the matmul expansion) so that two runs with the same centroids and
+    labels get exactly the same inertia and the tie goes to the lower init index; computed in row
+    chunks that stay in cache.
+    """
+    totals = torch.zeros(labels.shape[0], dtype=torch.float64, device=points.device)
+    for start in range(0, points.shape[0], chunk):
+        rows = points[start : start + chunk]
+        for run in range(labels.shape[0]):
+            diff = rows - centroids[run][labels[run, start : start + chunk]]
+            totals[run] += (diff * diff).sum(dim=1).double().sum()
+    return totals
+
+
+def kmeans(
+    features: Tensor,
+    num_clusters: int,
+    *,
+    num_iters: int = 50,
+    seed: int = 0,
+    metric: KMeansMetric = "euclidean",
+    num_inits: int = 10,
+) -> tuple[Tensor, Tensor]:
+    """k-means with k-means++ seeding and several initialisations, deterministic given ``seed``.
+
+    ``metric="euclidean"`` (released code, default): on the raw features, minimising the inertia
+    Σ_i ||x_i − c_{y_i}||². ``num_inits`` runs are seeded by k-means++ and iterated together
+    (batched Lloyd: y_i = argmin_k ||x_i − c_k||², c_k = mean_{y_i = k} x_i); the run with the lowest
+    inertia is kept (ties: the lowest init index). The runs draw their seeds together, step by step,
+    so a run's seeds depend on ``num_inits`` as well as on ``seed``. The features are centred first (k-means is
+    translation invariant; it keeps ||x||² − 2x·c + ||c||² accurate) and the mean is added back.
+
+    ``metric="cosine"`` (the previous behaviour): spherical k-means on the L2-normalised features,
+    y_i = argmax_k cos(x_i, c_k) and c_k = normalize(Σ_{y_i = k} x_i); with several inits the run
+    with the lowest Σ_i (1 − cos(x_i, c_{y_i})) is kept. ``num_inits=1`` reproduces the earlier
+    single-run results exactly.
+
+    Both stop a run when its labels stop changing or after ``num_iters`` Lloyd iterations, and
+    re-seed an empty cluster with the point farthest from its own centroid. The random draws come
+    from a CPU ``torch.Generator(seed)``, so the seeding does not depend on the device. The returned
+    labels are always the nearest-centroid labels of the returned centroids; the centroids are the
+    member means of the labels before the last assignment (the same labels once converged).
+
+    Args:
+        features: (N, d) features (raw for "euclidean"; normalised here for "cosine").
+        num_clusters: K, 1 ≤ K ≤ N.
+        num_iters: maximum number of Lloyd iterations (≥ 1).
+        seed: seed of the k-means++ draws.
+        metric: "euclidean" or "cosine", see above.
+        num_inits: number of k-means++ initialisations (≥ 1).
+
+    Returns:
+        (centroids, labels): (K, d) centroids (member means in feature space for "euclidean",
+        L2-normalised for "cosine") in the features' dtype, and (N,) int64 labels in [0, K).
+
+    Raises:
+        ValueError: features not a finite (N, d) float tensor, K < 1, N < K, num_iters < 1,
+            num_inits < 1, or an unknown metric.
+    """
+    _check_features_2d(features, "kmeans features")
+    num_samples = features.shape[0]
+    if num_clusters < 1:
+        raise ValueError(f"kmeans: num_clusters must be >= 1, got {num_clusters}")
+    if num_samples < num_clusters:
+        raise ValueError(f"kmeans: need at least num_clusters={num_clusters} samples, got N={num_samples}")
+    if num_iters < 1:
+        raise ValueError(f"kmeans: num_iters must be >= 1, got {num_iters}")
+    if num_inits < 1:
+        raise ValueError(f"kmeans: num_inits must be >= 1, got {num_inits}")
+    if metric not in _METRICS:
+        raise ValueError(f"kmeans: metric must be one of {_METRICS}, got {metric!r}")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    if metric == "cosine":
+        points = F.normalize(features.detach(), dim=1)
+        runs = [_spherical_kmeans(points, num_clusters, num_iters, generator) for _ in range(num_inits)]
+        costs = torch.stack([(1.0 - (points * c[y]).sum(dim=1)).double().sum() for c, y in runs])
+        return runs[int(torch.argmin(costs))]
+    mean = features.detach().double().mean(dim=0)
+    points = features.detach() - mean.to(features.dtype)
+    seeds = _euclidean_seeds(points, num_clusters, num_inits, generator)
+    centroids, labels = _euclidean_lloyd(points, seeds, num_iters)
+    best_run = int(torch.argmin(_euclidean_inertia(points, centroids, labels)))
+    return centroids[best_run] + mean.to(features.dtype), labels[best_run].clone()
 
 
 class OdcMemory:
@@ -149,7 +367,8 @@ class OdcMemory:
         features: (N, d) float32 L2-normalised bank features.
         labels: (N,) int64 pseudo-labels in [0, K).
         centroids: (K, d) float32 L2-normalised centroids.
-        thresholds: (K,) per-cluster distance thresholds of the confident windows (method.md §1b).
+        thresholds: (K,) per-cluster 1 − cos thresholds of the per-epoch confidence rule
+            (:meth:`confident_mask`), refreshed by :meth:`refresh_thresholds`.
         initialized: whether :meth:`initialize` (or loading an initialised state) has happened.
     """
 
@@ -208,24 +427,24 @@ class OdcMemory:
         if not self.initialized:
             raise RuntimeError(f"OdcMemory.{operation}: the memory is not initialised; call initialize() first")
 
-    def _check_indices(self, indices: Tensor, operation: str) -> Tensor:
-        """Validate window indices (1-D integer, in [0, N)) and move them to the bank's device."""
+    def _check_indices(self, indices: Tensor, operation: str, check: bool = True) -> Tensor:
+        """Validate window indices (1-D integer; in [0, N) when checked: a sync), move them to the bank."""
         if indices.dim() != 1 or indices.is_floating_point() or indices.dtype == torch.bool:
             raise ValueError(
                 f"OdcMemory.{operation}: indices must be a 1-D integer tensor, got shape "
                 f"{tuple(indices.shape)} and dtype {indices.dtype}"
             )
         indices = indices.to(device=self.device, dtype=torch.int64)
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
+        if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
             raise ValueError(
                 f"OdcMemory.{operation}: indices must lie in [0, {self.num_samples}), got range "
                 f"[{int(indices.min())}, {int(indices.max())}]"
             )
         return indices
 
-    def _check_batch_features(self, features: Tensor, rows: int | None, operation: str) -> Tensor:
-        """Validate (rows, d) features and return them detached, float32, on the bank's device."""
-        _check_features_2d(features, f"OdcMemory.{operation} features")
+    def _check_batch_features(self, features: Tensor, rows: int | None, operation: str, check: bool = True) -> Tensor:
+        """Validate (rows, d) features (finite when checked: a sync); return them detached, float32, on the bank."""
+        _check_features_2d(features, f"OdcMemory.{operation} features", check_values=check)
         if features.shape[1] != self.dim or (rows is not None and features.shape[0] != rows):
             expected = f"({rows if rows is not None else 'B'}, {self.dim})"
             raise ValueError(
@@ -233,71 +452,100 @@ class OdcMemory:
             )
         return features.detach().to(device=self.device, dtype=torch.float32)
 
-    def initialize(self, features: Tensor, seed: int = 0, *, num_iters: int = 50) -> None:
+    def initialize(
+        self,
+        features: Tensor,
+        seed: int = 0,
+        *,
+        num_iters: int = 50,
+        metric: KMeansMetric = "euclidean",
+        num_inits: int = 10,
+    ) -> None:
         """Fill the bank from features of the whole training set and cluster them with k-means.
 
-        Bank features are normalize(features); centroids and labels come from
-        ``kmeans(bank, K, num_iters=num_iters, seed=seed)``; thresholds are then recomputed.
+        Bank features are normalize(features). ``metric="euclidean"`` (released code, default):
+        ``kmeans`` runs on the raw features; the bank centroids are the normalised k-means centroids
+        and the k-means labels are kept as the initial pseudo-labels (they need not be the
+        nearest-cosine labels of the normalised centroids). ``metric="cosine"`` (with
+        ``num_inits=1``: the previous behaviour): spherical k-means on the normalised bank. The
+        thresholds are then recomputed.
 
         Args:
             features: (N, d) sensor spatial features z_s of all training windows, row i = index i.
-            seed: k-means seed (use the same on every rank).
+            seed: k-means seed (the released code uses 42).
             num_iters: maximum number of Lloyd iterations.
+            metric: "euclidean" or "cosine", see `kmeans`.
+            num_inits: number of k-means++ initialisations, the lowest-inertia run is kept.
         """
-        bank = F.normalize(self._check_batch_features(features, self.num_samples, "initialize"), dim=1)
-        centroids, labels = kmeans(bank, self.num_clusters, num_iters=num_iters, seed=seed)
+        raw = self._check_batch_features(features, self.num_samples, "initialize")
+        bank = F.normalize(raw, dim=1)
+        points = raw if metric == "euclidean" else bank
+        centroids, labels = kmeans(
+            points, self.num_clusters, num_iters=num_iters, seed=seed, metric=metric, num_inits=num_inits
+        )
         self.features = bank
-        self.centroids = centroids
+        self.centroids = F.normalize(centroids, dim=1) if metric == "euclidean" else centroids
         self.labels = labels
         self.initialized = True
         self.refresh_thresholds()
 
-    def update(self, indices: Tensor, features: Tensor) -> None:
+    def update(self, indices: Tensor, features: Tensor, *, check: bool = True) -> None:
         """Momentum-update the bank rows of a batch, then relabel those rows to the nearest centroid.
 
         new_i = normalize(m·old_i + (1−m)·normalize(x_i)), y_i = argmax_k cos(new_i, c_k), with
         m = ``memory_momentum`` (0.1: "new = 0.1·old + 0.9·current"). Only the given rows change.
         If an index occurs more than once (DistributedSampler pads with repeated indices), the last
-        occurrence wins, so the result does not depend on scatter order. Under DDP call this with the
-        features and indices gathered from all ranks, in rank order, on every rank.
+        occurrence wins: every occurrence is computed from the last one's feature, so duplicate
+        writes carry identical values and the result does not depend on scatter order. Sync-free
+        with ``check=False`` (no ``unique``, whose output size would need the host). Under DDP call
+        this with the features and indices gathered from all ranks, in rank order, on every rank.
 
         Args:
             indices: (B,) window indices in [0, N).
             features: (B, d) current features of those windows (detached here).
+            check: validate the index range and finiteness (a device sync).
         """
         self._require_initialized("update")
-        indices = self._check_indices(indices, "update")
-        current = self._check_batch_features(features, indices.shape[0], "update")
+        indices = self._check_indices(indices, "update", check)
+        current = self._check_batch_features(features, indices.shape[0], "update", check)
         if indices.numel() == 0:
             return
-        unique_indices, inverse = torch.unique(indices, sorted=True, return_inverse=True)
         positions = torch.arange(indices.shape[0], device=self.device)
-        last_position = torch.zeros(unique_indices.shape[0], dtype=torch.int64, device=self.device)
-        last_position = last_position.scatter_reduce(0, inverse, positions, reduce="amax", include_self=False)
+        last_position = torch.full((self.num_samples,), -1, dtype=torch.int64, device=self.device)
+        last_position = last_position.scatter_reduce(0, indices, positions, reduce="amax")[indices]
         current = F.normalize(current[last_position], dim=1)
         momentum = self.memory_momentum
-        blended = F.normalize(momentum * self.features[unique_indices] + (1.0 - momentum) * current, dim=1)
-        self.features[unique_indices] = blended
-        self.labels[unique_indices] = _nearest_centroid(blended, self.centroids)
+        blended = F.normalize(momentum * self.features[indices] + (1.0 - momentum) * current, dim=1)
+        self.features[indices] = blended
+        self.labels[indices] = _nearest_centroid(blended, self.centroids)
 
-    def update_centroids(self, min_cluster_size: int) -> dict[str, int]:
+    def update_centroids(self, min_cluster_size: int, dissolve: DissolveMode = "cluster") -> dict[str, int]:
         """Once-per-epoch centroid update with small-cluster dissolution and empty-cluster splits.
 
         1. c_k = normalize(mean of the bank features labelled k) for every non-empty k.
-        2. Clusters with 0 < |C_k| < ``min_cluster_size`` are dissolved: their members are relabelled
-           to the nearest centroid among the clusters that are neither dissolved nor empty (if every
-           non-empty cluster is small, the largest one is kept). Centroids are recomputed.
-        3. Each empty cluster (ascending id) takes the farther half, floor(n/2) members by 1 − cos to
-           the centroid, of the currently largest cluster (ties: lowest id); both centroids are
-           recomputed.
+        2. Small clusters are those with |C_k| < ``min_cluster_size``, empty ones included (never
+           targets); the targets are the other, non-empty clusters (if every cluster is small, the
+           largest one is kept as the only target). Each non-empty small cluster is dissolved:
+
+           - ``dissolve="cluster"`` (released code, default): the whole cluster moves to the target
+             whose centroid is most similar (cosine) to its own centroid;
+           - ``dissolve="members"`` (the previous behaviour): each member moves to its own nearest
+             target centroid.
+
+           Centroids are recomputed.
+        3. Each empty cluster (ascending id) takes the farther ceil(n/2) members (by 1 − cos to the
+           centroid, stable sort: ties keep the lower window index first) of the currently largest
+           cluster (ties: lowest id); both centroids are recomputed.
         4. Thresholds are recomputed.
 
-        Afterwards every window has a label and no cluster is empty (guaranteed because K ≤ N).
+        Afterwards every window has a label and no cluster is empty (guaranteed because K ≤ N: while
+        a cluster is empty the largest holds ≥ 2 windows, so it keeps ≥ 1 after giving ceil(n/2)).
         Labels are otherwise left as they are (ODC relabels only in :meth:`update`).
 
         Args:
             min_cluster_size: minimum cluster size (100 on Opportunity++, 30 on HWU-USP); ≤ 1
                 disables dissolution.
+            dissolve: "cluster" or "members", see above.
 
         Returns:
             ``{"dissolved_clusters", "dissolved_samples", "split_clusters", "min_size", "max_size"}``.
@@ -305,22 +553,33 @@ class OdcMemory:
         self._require_initialized("update_centroids")
         if min_cluster_size < 0:
             raise ValueError(f"OdcMemory.update_centroids: min_cluster_size must be >= 0, got {min_cluster_size}")
+        if dissolve not in _DISSOLVE_MODES:
+            raise ValueError(f"OdcMemory.update_centroids: dissolve must be one of {_DISSOLVE_MODES}, got {dissolve!r}")
         self._recompute_centroids()
         sizes = self.cluster_sizes()
-        small = (sizes > 0) & (sizes < min_cluster_size)
-        targets = (sizes > 0) & ~small
-        if bool(small.any()) and not bool(targets.any()):
+        small = sizes < min_cluster_size
+        targets = ~small & (sizes > 0)
+        if not bool(targets.any()):
             largest = int(sizes.argmax())
             small[largest] = False
             targets[largest] = True
-        dissolved_clusters = int(small.sum())
+        dissolving = small & (sizes > 0)
+        dissolved_clusters = int(dissolving.sum())
         dissolved_samples = 0
         if dissolved_clusters:
-            members = torch.nonzero(small[self.labels]).flatten()
             target_ids = torch.nonzero(targets).flatten()
-            nearest = _nearest_centroid(self.features[members], self.centroids[target_ids])
-            self.labels[members] = target_ids[nearest]
-            dissolved_samples = int(members.numel())
+            if dissolve == "cluster":
+                sources = torch.nonzero(dissolving).flatten()
+                nearest = _nearest_centroid(self.centroids[sources], self.centroids[target_ids])
+                mapping = torch.arange(self.num_clusters, device=self.device)
+                mapping[sources] = target_ids[nearest]
+                self.labels = mapping[self.labels]
+                dissolved_samples = int(sizes[sources].sum())
+            else:
+                members = torch.nonzero(dissolving[self.labels]).flatten()
+                nearest = _nearest_centroid(self.features[members], self.centroids[target_ids])
+                self.labels[members] = target_ids[nearest]
+                dissolved_samples = int(members.numel())
             self._recompute_centroids()
             sizes = self.cluster_sizes()
         empty = torch.nonzero(sizes == 0).flatten().tolist()
@@ -342,69 +601,126 @@ class OdcMemory:
         self.centroids = torch.where((sizes > 0).unsqueeze(1), means, self.centroids)
 
     def _split_largest_into(self, empty_cluster: int, sizes: Tensor) -> None:
-        """Move the farther half of the largest cluster into ``empty_cluster``; updates ``sizes``."""
+        """Move the farther ceil(n/2) members of the largest cluster into ``empty_cluster``; updates ``sizes``."""
         largest = int(sizes.argmax())
         members = torch.nonzero(self.labels == largest).flatten()
         distance = 1.0 - self.features[members] @ self.centroids[largest]
         order = torch.sort(distance, descending=True, stable=True).indices
-        moved = members[order[: members.numel() // 2]]
+        moved = members[order[: (members.numel() + 1) // 2]]
         self.labels[moved] = empty_cluster
         self._recompute_centroids()
         sizes[largest] -= moved.numel()
         sizes[empty_cluster] = moved.numel()
 
-    def distances(self, indices: Tensor | None = None) -> Tensor:
-        """Distance of bank features to their own cluster's centroid: d_i = 1 − cos(f_i, c_{y_i}).
+    def distances(
+        self, indices: Tensor | None = None, *, metric: DistanceMetric = "cosine", check: bool = True
+    ) -> Tensor:
+        """Distance of bank features to their own cluster's centroid.
+
+        ``metric="cosine"``: d_i = 1 − cos(f_i, c_{y_i}); ``metric="euclidean"``:
+        d_i = ||f_i − c_{y_i}||₂ (the released per-step confidence rule). Both lie in [0, 2].
 
         Args:
             indices: (B,) window indices, or None for all N windows.
+            metric: "cosine" or "euclidean".
+            check: validate the index range (a device sync).
 
         Returns:
-            (B,) or (N,) distances in [0, 2].
+            (B,) or (N,) distances.
         """
         self._require_initialized("distances")
+        if metric not in _DISTANCE_METRICS:
+            raise ValueError(f"OdcMemory.distances: metric must be one of {_DISTANCE_METRICS}, got {metric!r}")
         if indices is None:
             features, labels = self.features, self.labels
         else:
-            indices = self._check_indices(indices, "distances")
+            indices = self._check_indices(indices, "distances", check)
             features, labels = self.features[indices], self.labels[indices]
-        return 1.0 - (features * self.centroids[labels]).sum(dim=1)
+        centroids = self.centroids[labels]
+        if metric == "euclidean":
+            return torch.linalg.vector_norm(features - centroids, dim=1)
+        return 1.0 - (features * centroids).sum(dim=1)
+
+    def bank_thresholds(self, metric: DistanceMetric = "euclidean") -> Tensor:
+        """(K,) thresholds_k = quantile_q({d_j : y_j = k}) over the current bank, q = confidence_quantile.
+
+        Linear interpolation, bit-identical to ``torch.quantile`` per cluster, but loop-free and
+        sync-free (see `_per_cluster_quantile`), so it can run every step. An empty cluster gets
+        −inf: with no members there is no statistic and nothing in it counts as confident.
+
+        Args:
+            metric: distance of :meth:`distances` ("euclidean" for the released per-step rule).
+        """
+        self._require_initialized("bank_thresholds")
+        return _per_cluster_quantile(
+            self.distances(metric=metric), self.labels, self.num_clusters, self.confidence_quantile
+        )
 
     def refresh_thresholds(self) -> None:
-        """thresholds_k = quantile_q({d_i : y_i = k}) (linear interpolation), q = confidence_quantile.
+        """thresholds_k = quantile_q({1 − cos(f_j, c_k) : y_j = k}), stored for :meth:`confident_mask`.
 
-        An empty cluster gets −inf: with no members there is no statistic, so nothing later
-        relabelled into it counts as confident until the next refresh.
+        An empty cluster gets −inf, so nothing later relabelled into it counts as confident until the
+        next refresh.
         """
         self._require_initialized("refresh_thresholds")
-        distances = self.distances()
-        thresholds = torch.full((self.num_clusters,), -float("inf"), device=self.device)
-        for cluster in range(self.num_clusters):
-            member_distances = distances[self.labels == cluster]
-            if member_distances.numel():
-                thresholds[cluster] = torch.quantile(member_distances, self.confidence_quantile)
-        self.thresholds = thresholds
+        self.thresholds = self.bank_thresholds("cosine")
 
-    def confident_mask(self, indices: Tensor) -> Tensor:
-        """m_i = [d_i ≤ threshold_{y_i}]: the confident windows of method.md §1b.
+    def batch_confident_mask(self, indices: Tensor, features: Tensor, *, check: bool = True) -> Tensor:
+        """Confident windows of a batch by the released per-step rule (method.md §1b, default).
+
+        m_i = [ ||normalize(x_i) − c_{y_i}||₂ < τ_{y_i} ] (strict), with x_i the window's *current*
+        feature (call this before :meth:`update`), y_i the bank's stored label of window
+        ``indices_i``, c the current centroids and τ_k the q-quantile (``confidence_quantile``,
+        0.75) of the Euclidean distances of the bank rows labelled k to c_k, recomputed from the
+        bank at every call (:meth:`bank_thresholds`). A cluster without members gives no confident
+        window. Sync-free when ``check=False``.
 
         Args:
             indices: (B,) window indices.
+            features: (B, d) current features z_s of those windows (detached here).
+            check: validate the index range and finiteness (a device sync).
 
         Returns:
             (B,) bool mask on the bank's device.
         """
-        indices = self._check_indices(indices, "confident_mask")
-        return self.distances(indices) <= self.thresholds[self.labels[indices]]
+        self._require_initialized("batch_confident_mask")
+        indices = self._check_indices(indices, "batch_confident_mask", check)
+        current = F.normalize(
+            self._check_batch_features(features, indices.shape[0], "batch_confident_mask", check), dim=1
+        )
+        labels = self.labels[indices]
+        distance = torch.linalg.vector_norm(current - self.centroids[labels], dim=1)
+        return distance < self.bank_thresholds("euclidean")[labels]
+
+    def confident_mask(self, indices: Tensor, *, check: bool = True) -> Tensor:
+        """Confident windows by the alternative, per-epoch rule: m_i = [d_i ≤ threshold_{y_i}].
+
+        d_i = 1 − cos of the window's *bank* feature to its centroid, thresholds from the last
+        :meth:`refresh_thresholds` (once per epoch, in :meth:`update_centroids`). The released code
+        uses :meth:`batch_confident_mask` instead.
+
+        Args:
+            indices: (B,) window indices.
+            check: validate the index range (a device sync).
+
+        Returns:
+            (B,) bool mask on the bank's device.
+        """
+        indices = self._check_indices(indices, "confident_mask", check)
+        return self.distances(indices, check=False) <= self.thresholds[self.labels[indices]]
 
     def cluster_sizes(self) -> Tensor:
         """(K,) int64 number of bank windows per cluster, |C_k|."""
         self._require_initialized("cluster_sizes")
         return torch.bincount(self.labels, minlength=self.num_clusters)
 
-    def class_weights(self, power: float = 0.5, max_ratio: float = 10.0) -> Tensor:
-        """Class-balanced weights w_k ∝ 1/|C_k|^power, max/min ≤ max_ratio, Σ_k w_k = K (method.md §1a)."""
-        return class_balanced_weights(self.cluster_sizes(), power=power, max_ratio=max_ratio)
+    def class_weights(self, power: float = 0.5, max_ratio: float = 10.0, clamp: ClampMode = "raise_small") -> Tensor:
+        """Class-balanced weights w_k ∝ 1/|C_k|^power, max/min ≤ max_ratio, Σ_k w_k = K (method.md §1a).
+
+        See `class_balanced_weights` for ``clamp``. Sync-free: the sizes come from ``bincount``, so
+        they need no value check.
+        """
+        return class_balanced_weights(self.cluster_sizes(), power=power, max_ratio=max_ratio, clamp=clamp, check=False)
 
     def prototype_logits(self, z: Tensor, temperature: float = 0.1) -> Tensor:
         """Prototype-head logits cos(z_i, c_k) / T; softmax of these is p(k | z) of method.md §1a.
