@@ -46,7 +46,7 @@ def test_probe_trains_only_its_linear_layer_and_memo_matches_direct_embedding(tm
 
 def test_standardised_probe_uses_training_set_statistics_and_plain_variant_is_linear(tmp_path) -> None:
     datamodule = tiny_datamodule(tmp_path)
-    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
+    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), standardize_features=True)
     standardize, linear = probe.classifier
     assert isinstance(standardize, FeatureStandardizer) and not bool(standardize.fitted)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -61,12 +61,26 @@ def test_standardised_probe_uses_training_set_statistics_and_plain_variant_is_li
     reference = (u_s - embeddings.mean(0).float()) / embeddings.std(0, unbiased=False).float()
     torch.testing.assert_close(probe.classifier(u_s), reference @ linear.weight.T + linear.bias, rtol=1e-4, atol=1e-5)
     # A fitted standardiser travels in the state dict (a resumed or tested probe reuses it).
-    restored = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
+    restored = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), standardize_features=True)
     restored.load_state_dict(probe.state_dict())
     assert bool(restored.classifier[0].fitted) and torch.equal(restored.classifier[0].std, standardize.std)
-    plain = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), standardize_features=False)
+    plain = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())  # released default
     assert isinstance(plain.classifier[0], torch.nn.Identity)
     torch.testing.assert_close(plain.classifier(u_s), plain.classifier[1](u_s))
+
+
+def test_released_probe_reads_the_unnormalised_joint_embedding(tmp_path) -> None:
+    """Default u_s = [normalize(z_s), normalize(h_s)] (norm √2); normalize_embedding gives the paper's."""
+    datamodule = tiny_datamodule(tmp_path)
+    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder()).eval()
+    sensor = torch.randn(5, datamodule.data_info.num_channels, 128)
+    z_s, h_s = probe.encoders["sensor_spatial"](sensor), probe.encoders["sensor_temporal"](sensor)
+    expected = torch.cat([z_s / z_s.norm(dim=1, keepdim=True), h_s / h_s.norm(dim=1, keepdim=True)], dim=1)
+    torch.testing.assert_close(probe.embed(sensor), expected)
+    torch.testing.assert_close(probe.embed(sensor).norm(dim=1), torch.full((5,), 2.0).sqrt())
+    paper = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), normalize_embedding=True).eval()
+    paper.load_state_dict(probe.state_dict())
+    torch.testing.assert_close(paper.embed(sensor), expected / 2.0**0.5)
 
 
 def test_standardizer_centres_a_constant_dimension_and_refuses_an_empty_set() -> None:
@@ -82,7 +96,7 @@ def test_standardised_probe_without_a_datamodule_names_the_setting(tmp_path) -> 
     datamodule = tiny_datamodule(tmp_path, purpose="probe")
     datamodule.prepare_data()
     datamodule.setup("fit")
-    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
+    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), standardize_features=True)
     loader = torch.utils.data.DataLoader(datamodule.datasets["train"], batch_size=4)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)

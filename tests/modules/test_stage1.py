@@ -80,19 +80,23 @@ def test_invalid_schedule_is_rejected(tmp_path) -> None:
         make_module(tiny_datamodule(tmp_path), video_start_epoch=6, refine_start_epoch=3)
 
 
-def test_each_phase_trains_what_the_schedule_says(tmp_path) -> None:
+@pytest.mark.parametrize("video_in_refine", ["train", "frozen"])
+def test_each_phase_trains_what_the_schedule_says(tmp_path, video_in_refine: str) -> None:
+    """Cluster only; + video; + refinement, with L_video still training (released) or frozen (paper)."""
     datamodule = tiny_datamodule(tmp_path)
-    module = make_module(datamodule)
+    module = make_module(datamodule, video_in_refine=video_in_refine)
     snapshots = ParameterSnapshots()
     trainer(tmp_path, epochs=3, callbacks=[snapshots]).fit(module, datamodule=datamodule)
 
     assert "train/loss_video" not in module.logged[0] and "train/loss_refine" not in module.logged[0]
     assert "train/loss_video" in module.logged[1] and "train/loss_refine" not in module.logged[1]
-    assert "train/loss_refine" in module.logged[2] and "train/loss_video" not in module.logged[2]
-    # The video branch learns only in the joint phase: frozen while clustering and refining.
+    assert "train/loss_refine" in module.logged[2]
+    assert ("train/loss_video" in module.logged[2]) == (video_in_refine == "train")
+    # The video branch is idle while clustering, learns in the joint phase, and in the refinement
+    # phase only when it keeps training.
     assert torch.equal(snapshots.start[0], snapshots.end[0])
     assert not torch.equal(snapshots.start[1], snapshots.end[1])
-    assert torch.equal(snapshots.start[2], snapshots.end[2])
+    assert torch.equal(snapshots.start[2], snapshots.end[2]) == (video_in_refine == "frozen")
 
 
 def test_memory_bank_is_initialised_by_kmeans_and_saved_in_checkpoints(tmp_path) -> None:

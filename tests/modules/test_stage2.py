@@ -87,6 +87,24 @@ def test_spatial_encoders_come_from_stage1_and_stay_frozen(tmp_path, stage1_chec
     assert probe.checked == 4  # 2 steps × 2 temporal encoders
 
 
+@pytest.mark.parametrize("frozen_mode", ["train", "eval"])
+def test_frozen_encoders_batchnorm_mode(tmp_path, stage1_checkpoint, frozen_mode: str) -> None:
+    """Released: frozen spatial and EMA encoders run in training mode, so their BatchNorm running
+    statistics keep moving (weights never do); "eval" keeps the stage-1 statistics."""
+    path, trained = stage1_checkpoint
+    datamodule = tiny_datamodule(tmp_path)
+    module = stage2(datamodule, path, frozen_mode=frozen_mode)
+
+    def running_stats(encoder: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([b.flatten() for n, b in encoder.named_buffers() if "running_mean" in n])
+
+    quick_trainer(tmp_path).fit(module, datamodule=datamodule)
+    for name in ("video_spatial", "sensor_spatial"):
+        assert torch.equal(flat(module.encoders[name]), flat(trained.encoders[name])), name
+        moved = not torch.equal(running_stats(module.encoders[name]), running_stats(trained.encoders[name]))
+        assert moved == (frozen_mode == "train"), name
+
+
 def test_without_both_weights_the_loss_is_symmetric_info_nce(tmp_path, stage1_checkpoint) -> None:
     path, _ = stage1_checkpoint
     datamodule = tiny_datamodule(tmp_path, purpose="alignment")

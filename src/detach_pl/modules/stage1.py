@@ -1,9 +1,11 @@
-"""Stage 1: spatial grounding by mutual supervision (method.md §Stage 1).
+"""Stage 1: spatial grounding by mutual supervision (docs/method.md, Stage 1).
 
-Epochs [0, video_start_epoch): ODC clustering of the sensor spatial features only.
-Epochs [video_start_epoch, refine_start_epoch): clustering + the video spatial encoder learns the
-confident sensor pseudo-labels. Epochs [refine_start_epoch, …): the video branch is frozen and its
-confident predictions relabel the ambiguous sensor windows.
+Epochs [0, video_start_epoch): ODC clustering of the sensor spatial features only, on all windows.
+Epochs [video_start_epoch, refine_start_epoch): clustering (on confident windows) + the video
+spatial encoder learns the confident sensor pseudo-labels. Epochs [refine_start_epoch, …): the
+video's confident predictions, computed without gradient, relabel the ambiguous sensor windows,
+while L_video keeps training on the confident ones (released code; `video_in_refine: frozen` is
+the paper text's frozen video branch).
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ from detach_pl.distributed import (
     global_mean_factor,
     rank,
 )
-from detach_pl.losses import class_balanced_cross_entropy, masked_cross_entropy
+from detach_pl.losses.classification import (
+    ClampMode,
+    Reduction,
+    class_balanced_cross_entropy,
+    class_balanced_denominator,
+    class_balanced_weights,
+    masked_cross_entropy,
+)
 from detach_pl.metrics import cluster_quality
 from detach_pl.modules.base import DetachModule
 from detach_pl.nn import EncoderConfig
-from detach_pl.transforms import sinusoidal_time_warp
+from detach_pl.seeding import batch_generator
+from detach_pl.transforms import RELEASED_WARP_PHASE_END, sinusoidal_time_warp
 
 Phase = Literal["cluster", "joint", "refine"]
 
@@ -44,6 +54,17 @@ class SpatialGroundingModule(DetachModule):
         min_cluster_size: Clusters smaller than this are dissolved each epoch (100 Opp++, 30 HWU).
         balance_power: Class weights w_k ∝ 1/|C_k|^power (0.5).
         balance_max_ratio: Clamp of max/min class weight (10).
+        balance_clamp: "raise_small" (released: weights below max/10 are raised to it) or
+            "cap_large" (weights above 10·min are capped).
+        cluster_loss_reduction: "weighted_mean" (released, `cross_entropy(weight=w)`:
+            Σ w ℓ / Σ w) or "mean" (the paper's formula: Σ w ℓ / N).
+        confident_windows: "step" (released: the batch's current z_s against its stored
+            label's centroid, strictly below the cluster's 75th percentile of the bank's
+            Euclidean distances, recomputed every step) or "epoch" (the bank row's distance,
+            ≤ thresholds refreshed once per epoch).
+        video_in_refine: "train" (released: L_video keeps training on confident windows during
+            refinement; the refinement targets are its predictions without gradient) or
+            "frozen" (the paper text: the video branch is frozen for those epochs).
         alpha: Weight of L_cluster in L_sensor (1.0).
         beta: Weight of L_refine in L_sensor (1.5).
         video_gate: Minimum softmax confidence of a video prediction used for refinement
@@ -52,11 +73,18 @@ class SpatialGroundingModule(DetachModule):
         refine_start_epoch: First epoch of refinement (15); train for 25 epochs in total.
         cluster_loss_on: During the joint phases, L_cluster on "confident" windows (released
             code) or on "all" (a paper note).
-        warp_start_epoch: First epoch with the sinusoidal time warp (1: "from the second
-            clustering epoch on").
+        warp_start_epoch: First epoch with the sinusoidal time warp (2, released; the paper
+            says "from the second clustering epoch on", 1).
         warp_sigma: Time-warp strength σ (0.2).
+        warp_phase_end: End of the warp's sine phase (4·3.14 released, 4π the paper's formula).
+        kmeans_metric: Initial k-means: "euclidean" on the raw z_s (released) or "cosine"
+            (spherical, on L2-normalised z_s: the paper's reading).
+        kmeans_inits: k-means++ initialisations; the lowest-inertia run is kept (10).
         kmeans_iters: Lloyd iterations of the initial k-means.
         kmeans_seed: Seed of the initial k-means.
+        dissolve_small: Per-epoch handling of clusters below `min_cluster_size`: "cluster"
+            (released: the whole cluster joins the most similar non-small centroid) or "members"
+            (each member to its nearest non-small centroid).
         encode_batch_size: Batch size when encoding the training set for initialisation.
         lr: AdamW learning rate (1e-4).
         weight_decay: AdamW weight decay (1e-4).
@@ -75,16 +103,24 @@ class SpatialGroundingModule(DetachModule):
         min_cluster_size: int = 100,
         balance_power: float = 0.5,
         balance_max_ratio: float = 10.0,
+        balance_clamp: ClampMode = "raise_small",
+        cluster_loss_reduction: Reduction = "weighted_mean",
+        confident_windows: Literal["step", "epoch"] = "step",
+        video_in_refine: Literal["train", "frozen"] = "train",
         alpha: float = 1.0,
         beta: float = 1.5,
         video_gate: float = 0.90,
         video_start_epoch: int = 5,
         refine_start_epoch: int = 15,
         cluster_loss_on: Literal["confident", "all"] = "confident",
-        warp_start_epoch: int = 1,
+        warp_start_epoch: int = 2,
         warp_sigma: float = 0.2,
+        warp_phase_end: float = RELEASED_WARP_PHASE_END,
+        kmeans_metric: Literal["euclidean", "cosine"] = "euclidean",
+        kmeans_inits: int = 10,
         kmeans_iters: int = 50,
         kmeans_seed: int = 42,
+        dissolve_small: Literal["cluster", "members"] = "cluster",
         encode_batch_size: int = 512,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -101,9 +137,19 @@ class SpatialGroundingModule(DetachModule):
                 f"model: video_gate={video_gate} must lie in [0, 1] and "
                 f"prototype_temperature={prototype_temperature} be > 0"
             )
+        choices = {
+            "confident_windows": (confident_windows, ("step", "epoch")),
+            "video_in_refine": (video_in_refine, ("train", "frozen")),
+            "kmeans_metric": (kmeans_metric, ("euclidean", "cosine")),
+            "dissolve_small": (dissolve_small, ("cluster", "members")),
+        }
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"model.init_args.{name} must be one of {list(allowed)}, got {value!r}")
         self.num_clusters = num_clusters or self.data_info.num_places
         self.video_classifier = nn.Linear(self.encoder_config.embed_dim, self.num_clusters)
         self.memory: OdcMemory | None = None
+        self._inputs_checked = False
 
     def setup(self, stage: str) -> None:
         """Under DDP, tolerate the video branch's idle epochs (see `allow_unused_parameters`)."""
@@ -149,7 +195,13 @@ class SpatialGroundingModule(DetachModule):
         )
         features = self.encode_sensor(train_sensor)
         if rank() == 0:
-            memory.initialize(features, seed=self.hparams.kmeans_seed, num_iters=self.hparams.kmeans_iters)
+            memory.initialize(
+                features,
+                seed=self.hparams.kmeans_seed,
+                num_iters=self.hparams.kmeans_iters,
+                metric=self.hparams.kmeans_metric,
+                num_inits=self.hparams.kmeans_inits,
+            )
         state = {key: broadcast_from_rank0(value.to(self.device)) for key, value in memory.state_dict().items()}
         state["initialized"] = torch.tensor(True)
         memory.load_state_dict(state)
@@ -193,44 +245,67 @@ class SpatialGroundingModule(DetachModule):
 
     # ---- training ---------------------------------------------------------------------------
 
+    def cluster_loss(self, logits_s: Tensor, pseudo: Tensor, mask: Tensor, check: bool) -> Tensor:
+        """α-free L_cluster with class-balanced weights, as this rank's share of the global loss."""
+        hp = self.hparams
+        weights = class_balanced_weights(
+            self.memory.cluster_sizes(), hp.balance_power, hp.balance_max_ratio, clamp=hp.balance_clamp, check=check
+        )
+        reduction = hp.cluster_loss_reduction
+        loss = class_balanced_cross_entropy(logits_s, pseudo, weights, mask, reduction, check=check)
+        return loss * global_mean_factor(class_balanced_denominator(pseudo, weights, mask, reduction))
+
+    def confident(self, indices: Tensor, z_s: Tensor) -> Tensor:
+        """m_i of the batch by the `confident_windows` rule (before the bank update)."""
+        if self.hparams.confident_windows == "step":
+            return self.memory.batch_confident_mask(indices, z_s.detach())
+        return self.memory.confident_mask(indices)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """L = α·L_cluster (+ L_video in the joint phase) (+ β·L_refine in the refine phase)."""
+        """L = α·L_cluster (+ L_video from the joint phase on) (+ β·L_refine in the refine phase).
+
+        Inputs are validated on the first step of a run only: the checks read tensor values on
+        the host, which would stall the device every step.
+        """
         assert self.memory is not None, "memory bank is initialised in on_train_start"
+        hp = self.hparams
+        check, self._inputs_checked = not self._inputs_checked, True
         phase = self.phase()
         indices = batch["index"]
         sensor = batch["sensor"]
-        if self.current_epoch >= self.hparams.warp_start_epoch:
-            sensor = sinusoidal_time_warp(sensor, self.hparams.warp_sigma)
+        if self.current_epoch >= hp.warp_start_epoch:
+            sensor = sinusoidal_time_warp(
+                sensor, hp.warp_sigma, generator=batch_generator(self), phase_end=hp.warp_phase_end
+            )
         z_s = self.encoders["sensor_spatial"](sensor)
-        logits_s = self.memory.prototype_logits(z_s, self.hparams.prototype_temperature)
+        logits_s = self.memory.prototype_logits(z_s, hp.prototype_temperature)
         pseudo = self.memory.labels[indices]
-        confident = self.memory.confident_mask(indices)
-        use_confident = phase != "cluster" and self.hparams.cluster_loss_on == "confident"
+        confident = self.confident(indices, z_s)
+        use_confident = phase != "cluster" and hp.cluster_loss_on == "confident"
         cluster_mask = confident if use_confident else torch.ones_like(confident)
-        loss_cluster = class_balanced_cross_entropy(
-            logits_s,
-            pseudo,
-            self.memory.class_weights(self.hparams.balance_power, self.hparams.balance_max_ratio),
-            mask=cluster_mask,
-        ) * global_mean_factor(cluster_mask.sum())
-        loss = self.hparams.alpha * loss_cluster
+        loss_cluster = self.cluster_loss(logits_s, pseudo, cluster_mask, check)
+        loss = hp.alpha * loss_cluster
         logs = {"train/loss_cluster": loss_cluster, "train/confident_share": confident.float().mean()}
-        if phase == "joint":
+        video_trains = phase == "joint" or (phase == "refine" and hp.video_in_refine == "train")
+        if video_trains:
             logits_v = self.video_classifier(self.encoders["video_spatial"](batch["video"]))
-            loss_video = masked_cross_entropy(logits_v, pseudo, confident) * global_mean_factor(confident.sum())
+            loss_video = masked_cross_entropy(logits_v, pseudo, confident, check=check)
+            loss_video = loss_video * global_mean_factor(confident.sum())
             loss = loss + loss_video
             logs["train/loss_video"] = loss_video
             logs["train/video_agreement"] = (logits_v.argmax(1) == pseudo).float().mean()
-        elif phase == "refine":
-            with torch.no_grad():
-                self.encoders["video_spatial"].eval()
-                probs = self.video_classifier(self.encoders["video_spatial"](batch["video"])).softmax(1)
+        if phase == "refine":
+            if video_trains:
+                probs = logits_v.detach().softmax(1)
+            else:
+                with torch.no_grad():
+                    self.encoders["video_spatial"].eval()
+                    probs = self.video_classifier(self.encoders["video_spatial"](batch["video"])).softmax(1)
             confidence, video_label = probs.max(dim=1)
-            refine_mask = ~confident & (confidence >= self.hparams.video_gate)
-            loss_refine = masked_cross_entropy(logits_s, video_label, refine_mask) * global_mean_factor(
-                refine_mask.sum()
-            )
-            loss = loss + self.hparams.beta * loss_refine
+            refine_mask = ~confident & (confidence >= hp.video_gate)
+            loss_refine = masked_cross_entropy(logits_s, video_label, refine_mask, check=check)
+            loss_refine = loss_refine * global_mean_factor(refine_mask.sum())
+            loss = loss + hp.beta * loss_refine
             logs["train/loss_refine"] = loss_refine
             logs["train/refined_share"] = refine_mask.float().mean()
         logs["train/loss"] = loss
@@ -257,7 +332,7 @@ class SpatialGroundingModule(DetachModule):
         update exactly once, as the uninterrupted run does.
         """
         assert self.memory is not None
-        changes = self.memory.update_centroids(self.hparams.min_cluster_size)
+        changes = self.memory.update_centroids(self.hparams.min_cluster_size, dissolve=self.hparams.dissolve_small)
         metrics = {f"cluster/{key}": float(value) for key, value in changes.items()}
         known = self._train_places >= 0
         if known.any():

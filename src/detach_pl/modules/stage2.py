@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,8 @@ from detach_pl.losses import (
 )
 from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
 from detach_pl.nn import EncoderConfig, joint_embedding, make_ema_copy, update_ema
-from detach_pl.transforms import sinusoidal_time_warp
+from detach_pl.seeding import batch_generator
+from detach_pl.transforms import RELEASED_WARP_PHASE_END, sinusoidal_time_warp
 
 SPATIAL = ("video_spatial", "sensor_spatial")
 TEMPORAL = ("video_temporal", "sensor_temporal")
@@ -56,6 +57,10 @@ class TemporalAlignmentModule(DetachModule):
         use_temporal_weight: W^tm on (False: "w/o W_temporal"); both False: plain InfoNCE.
         gather_distributed: Negatives from the global batch across ranks (True) or local only.
         warp_sigma: σ of the time warp seen by the online sensor encoders (0.2).
+        warp_phase_end: End of the warp's sine phase (4·3.14 released, 4π the paper's formula).
+        frozen_mode: Mode of the frozen spatial encoders and the EMA temporal encoders: "train"
+            (released: BatchNorm uses batch statistics and its running statistics keep updating)
+            or "eval" (fixed statistics; the features of a window do not depend on its batch).
         lr: AdamW learning rate (1e-4).
         weight_decay: AdamW weight decay (1e-4).
     """
@@ -75,6 +80,8 @@ class TemporalAlignmentModule(DetachModule):
         use_temporal_weight: bool = True,
         gather_distributed: bool = True,
         warp_sigma: float = 0.2,
+        warp_phase_end: float = RELEASED_WARP_PHASE_END,
+        frozen_mode: Literal["train", "eval"] = "train",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
     ) -> None:
@@ -85,12 +92,16 @@ class TemporalAlignmentModule(DetachModule):
                 f"model: temperature={temperature} must be > 0, ema_momentum={ema_momentum} in "
                 f"[0, 1), lambda_hard={lambda_hard} >= 1"
             )
+        if frozen_mode not in ("train", "eval"):
+            raise ValueError(f"model.init_args.frozen_mode must be 'train' or 'eval', got {frozen_mode!r}")
         self.freeze_encoders(SPATIAL)
         self.ema = nn.ModuleDict({name: make_ema_copy(self.encoders[name]) for name in TEMPORAL})
         self.diagnostics = AlignmentDiagnostics()
 
     def frozen_parts(self) -> list[nn.Module]:
-        """Frozen spatial encoders and the EMA copies stay in eval mode."""
+        """Modules kept in eval mode: the frozen spatial encoders and EMA copies with `frozen_mode: eval`."""
+        if self.hparams.frozen_mode == "train":
+            return []
         return super().frozen_parts() + list(self.ema.values())
 
     def setup(self, stage: str) -> None:
@@ -100,6 +111,9 @@ class TemporalAlignmentModule(DetachModule):
             checkpoint = load_stage_checkpoint(path, "model.init_args.stage1_checkpoint")
             copy_encoder_weights(self, checkpoint, SPATIAL, "model.init_args.stage1_checkpoint", path)
             self.freeze_encoders(SPATIAL)
+            if self.hparams.frozen_mode == "train":  # Lightning keeps each module's mode from here
+                for module in [*(self.encoders[name] for name in SPATIAL), *self.ema.values()]:
+                    module.train()
 
     def embed(self, video: Tensor, sensor: Tensor, sensor_online: Tensor) -> dict[str, Tensor]:
         """Spatial (frozen), temporal (online) and EMA temporal features of one local batch."""
@@ -145,7 +159,12 @@ class TemporalAlignmentModule(DetachModule):
 
     def alignment_loss(self, video: Tensor, sensor: Tensor, *, warp: bool) -> tuple[Tensor, AlignmentBatch, Tensor]:
         """L_CL of one local batch against the (global) batch; returns the loss, batch and W."""
-        online = sinusoidal_time_warp(sensor, self.hparams.warp_sigma) if warp else sensor
+        hp = self.hparams
+        online = (
+            sinusoidal_time_warp(sensor, hp.warp_sigma, generator=batch_generator(self), phase_end=hp.warp_phase_end)
+            if warp
+            else sensor
+        )
         batch = self.gather(self.embed(video, sensor, online))
         weights, _, _ = self.weights(batch)
         loss = weighted_info_nce(
