@@ -95,13 +95,13 @@ class LinearProbeModule(DetachModule):
     Window batches are classified per window. Sequence batches (`sensor` of shape
     (B, W, C, L) with a `mask`) have their window embeddings mean-pooled over each run first.
 
-    By default each dimension of u_s is standardised with the mean and standard deviation of the
-    training embeddings (`FeatureStandardizer`, computed once before the first epoch) before the
+    With `standardize_features` each dimension of u_s is standardised with the mean and standard
+    deviation of the training embeddings (`FeatureStandardizer`, computed once before the first epoch) before the
     Linear layer. That is a fixed affine map, so the classifier stays linear in u_s; what it changes
     is the optimisation: u_s is a unit vector whose coordinates are ~1/sqrt(2d) in size, and with
     the paper's Adam budget a plain Linear layer stops far from its optimum on small training sets
-    (the probe would then rank optimisation budgets, not features). `standardize_features: false`
-    gives the plain Linear layer of method.md.
+    (the probe would then rank optimisation budgets, not features). The default is the released
+    plain Linear layer on [normalize(z_s), normalize(h_s)] with batch 8 (`data.probe_batch_size`).
 
     Args:
         data_info: Linked from the DataModule (num_channels, num_classes, class names).
@@ -111,7 +111,10 @@ class LinearProbeModule(DetachModule):
         lr: Adam learning rate (1e-3).
         weight_decay: Adam weight decay (0).
         standardize_features: Standardise u_s per dimension with the training set's statistics
-            before the Linear layer (default), or feed u_s to it as is (method.md's plain probe).
+            before the Linear layer (this project's improvement, see above), or feed u_s to it as
+            is (default: the released plain probe).
+        normalize_embedding: Normalise [normalize(z_s), normalize(h_s)] once more (the paper's
+            u_s, norm 1) or not (released: norm √2).
     """
 
     data_purpose = "probe"
@@ -123,7 +126,8 @@ class LinearProbeModule(DetachModule):
         encoder_checkpoint: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        standardize_features: bool = True,
+        standardize_features: bool = False,
+        normalize_embedding: bool = False,
     ) -> None:
         super().__init__(data_info, encoder, SENSOR, lr, weight_decay)
         self.save_hyperparameters()
@@ -153,7 +157,9 @@ class LinearProbeModule(DetachModule):
         """u_s per window (B, 2d), or mean-pooled over each run's valid windows (sequence batch)."""
         if mask is None:
             return joint_embedding(
-                self.encoders["sensor_spatial"](sensor), self.encoders["sensor_temporal"](sensor)
+                self.encoders["sensor_spatial"](sensor),
+                self.encoders["sensor_temporal"](sensor),
+                normalize_output=self.hparams.normalize_embedding,
             )
         batch, windows = mask.shape
         flat = sensor[mask]
