@@ -742,3 +742,31 @@ def test_memory_class_weights_pass_the_clamp_mode() -> None:
             class_balanced_weights(sizes, clamp=clamp),  # type: ignore[arg-type]
         )
     assert not torch.allclose(memory.class_weights(), memory.class_weights(clamp="cap_large"))
+
+
+def test_per_step_paths_read_no_tensor_value_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With check=False, the per-step calls never turn a tensor into a Python value (a GPU sync)."""
+    from detach_pl.losses import class_balanced_cross_entropy, class_balanced_denominator, masked_cross_entropy
+
+    memory = OdcMemory(64, 5, 3)
+    memory.initialize(torch.randn(64, 5, generator=torch.Generator().manual_seed(40)))
+    indices = torch.tensor([1, 7, 7, 30, 63])
+    z = torch.randn(5, 5, generator=torch.Generator().manual_seed(41), requires_grad=True)
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a tensor value was read on the host")
+
+    for name in ("__bool__", "__int__", "__float__", "__index__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    logits = memory.prototype_logits(z)
+    pseudo = memory.labels[indices]
+    confident = memory.batch_confident_mask(indices, z.detach(), check=False)
+    weights = memory.class_weights()
+    loss = class_balanced_cross_entropy(logits, pseudo, weights, confident, check=False)
+    denominator = class_balanced_denominator(pseudo, weights, confident)
+    video = masked_cross_entropy(logits, pseudo, confident, check=False)
+    memory.update(indices, z.detach(), check=False)
+    old_rule = memory.confident_mask(indices, check=False)
+    monkeypatch.undo()
+    assert torch.isfinite(loss) and torch.isfinite(video) and float(denominator) >= 0
+    assert confident.dtype == torch.bool and old_rule.dtype == torch.bool

@@ -76,11 +76,21 @@ def _normalised_member_means(features: Tensor, labels: Tensor, num_clusters: int
     return F.normalize(sums, dim=1), sizes
 
 
+def _cluster_counts(labels: Tensor, num_clusters: int) -> Tensor:
+    """(K,) int64 n_k = #{i : y_i = k}, by an integer ``scatter_add_``.
+
+    Not ``torch.bincount``: on CUDA it reads the labels' maximum on the host to size its output (a
+    device sync), and this runs every step. Integer atomics are exact, so it stays deterministic.
+    """
+    counts = torch.zeros(num_clusters, dtype=torch.int64, device=labels.device)
+    return counts.scatter_add_(0, labels, torch.ones_like(labels, dtype=torch.int64))
+
+
 def _per_cluster_quantile(distances: Tensor, labels: Tensor, num_clusters: int, quantile: float) -> Tensor:
     """thresholds_k = quantile_q({d_i : y_i = k}) for every k at once; −inf for an empty cluster.
 
     Loop-free and sync-free: the rows are ordered by (label, distance) with two stable sorts, so
-    cluster k's sorted distances occupy positions [s_k, s_k + n_k) with n_k from ``bincount`` and
+    cluster k's sorted distances occupy positions [s_k, s_k + n_k) with n_k the cluster sizes and
     s_k = Σ_{j<k} n_j. Linear interpolation as ``torch.quantile`` (bit-identical to it): rank
     r_k = q·(n_k − 1) in float64 with q rounded to the distances' dtype, then
     lerp(d_(s_k + ⌊r_k⌋), d_(s_k + ⌈r_k⌉), r_k − ⌊r_k⌋).
@@ -89,9 +99,9 @@ def _per_cluster_quantile(distances: Tensor, labels: Tensor, num_clusters: int, 
     by_distance = torch.sort(distances, stable=True).indices
     order = by_distance[torch.sort(labels[by_distance], stable=True).indices]
     sorted_distances = distances[order]
-    counts = torch.bincount(labels, minlength=num_clusters)
+    counts = _cluster_counts(labels, num_clusters)
     starts = torch.cumsum(counts, dim=0) - counts
-    q = float(torch.tensor(quantile, dtype=distances.dtype))  # rounded as torch.quantile does; on CPU
+    q = torch.tensor(quantile, dtype=distances.dtype).double()  # rounded as torch.quantile does; a CPU scalar
     ranks = (counts - 1).clamp(min=0).double() * q
     below = ranks.long()
     above = ranks.ceil().long()
@@ -712,12 +722,12 @@ class OdcMemory:
     def cluster_sizes(self) -> Tensor:
         """(K,) int64 number of bank windows per cluster, |C_k|."""
         self._require_initialized("cluster_sizes")
-        return torch.bincount(self.labels, minlength=self.num_clusters)
+        return _cluster_counts(self.labels, self.num_clusters)
 
     def class_weights(self, power: float = 0.5, max_ratio: float = 10.0, clamp: ClampMode = "raise_small") -> Tensor:
         """Class-balanced weights w_k ∝ 1/|C_k|^power, max/min ≤ max_ratio, Σ_k w_k = K (method.md §1a).
 
-        See `class_balanced_weights` for ``clamp``. Sync-free: the sizes come from ``bincount``, so
+        See `class_balanced_weights` for ``clamp``. Sync-free: the sizes are counts of the labels, so
         they need no value check.
         """
         return class_balanced_weights(self.cluster_sizes(), power=power, max_ratio=max_ratio, clamp=clamp, check=False)
