@@ -255,11 +255,11 @@ class SpatialGroundingModule(DetachModule):
         loss = class_balanced_cross_entropy(logits_s, pseudo, weights, mask, reduction, check=check)
         return loss * global_mean_factor(class_balanced_denominator(pseudo, weights, mask, reduction))
 
-    def confident(self, indices: Tensor, z_s: Tensor) -> Tensor:
+    def confident(self, indices: Tensor, z_s: Tensor, check: bool) -> Tensor:
         """m_i of the batch by the `confident_windows` rule (before the bank update)."""
         if self.hparams.confident_windows == "step":
-            return self.memory.batch_confident_mask(indices, z_s.detach())
-        return self.memory.confident_mask(indices)
+            return self.memory.batch_confident_mask(indices, z_s.detach(), check=check)
+        return self.memory.confident_mask(indices, check=check)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """L = α·L_cluster (+ L_video from the joint phase on) (+ β·L_refine in the refine phase).
@@ -280,7 +280,7 @@ class SpatialGroundingModule(DetachModule):
         z_s = self.encoders["sensor_spatial"](sensor)
         logits_s = self.memory.prototype_logits(z_s, hp.prototype_temperature)
         pseudo = self.memory.labels[indices]
-        confident = self.confident(indices, z_s)
+        confident = self.confident(indices, z_s, check)
         use_confident = phase != "cluster" and hp.cluster_loss_on == "confident"
         cluster_mask = confident if use_confident else torch.ones_like(confident)
         loss_cluster = self.cluster_loss(logits_s, pseudo, cluster_mask, check)
@@ -311,7 +311,7 @@ class SpatialGroundingModule(DetachModule):
         logs["train/loss"] = loss
         logs["train/phase"] = torch.tensor(float(("cluster", "joint", "refine").index(phase)))
         self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=indices.shape[0])
-        self.memory.update(gather_no_grad(indices), gather_no_grad(z_s.detach()))
+        self.memory.update(gather_no_grad(indices), gather_no_grad(z_s.detach()), check=check)
         return loss
 
     def on_train_epoch_start(self) -> None:
