@@ -4,41 +4,224 @@
 `detach predict …`. The DataModule's `data_info` (channels, classes, places) is linked into the
 model after instantiation, so one config never states the same fact twice. Without a `data:`
 section the built-in synthetic kitchen is used.
+
+What the CLI adds to LightningCLI, so a mistake fails early and in the user's own terms:
+
+- errors raised by the DataModule or the model come out as raised, not wrapped in jsonargparse's
+  link or union messages;
+- `--ckpt_path` is checked before Lightning reads it (a truncated file is named as such);
+- `detach fit --trainer.max_epochs 0` is refused (it would write no checkpoint for the next stage);
+- the cache folder is checked for writing before a cache is built (`data.init_args.cache_dir`);
+- TensorBoard loggers get no `hp_metric` placeholder, any logger gets a learning-rate scalar
+  (`LearningRateMonitor`), and log lines are written above the progress bars, not through them.
 """
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+import dataclasses
+import logging
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.modules.base import DetachModule
 
 
+#: `--ckpt_path` values Lightning resolves itself (not file names).
+CKPT_KEYWORDS = ("last", "best", "hpc")
+
+#: Loggers that may print on their own (Lightning's do when the root logger has no handler).
+OWN_CONSOLE_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
+def console_loggers() -> list[logging.Logger]:
+    """The root logger and every logger that prints without passing its lines to the root."""
+    own = [logging.getLogger(name) for name in OWN_CONSOLE_LOGGERS]
+    return [logging.getLogger(), *(logger for logger in own if not logger.propagate)]
+
+
+def linked_data_info(data: WindowDataModule) -> dict[str, Any]:
+    """The DataModule's `DataInfo` as a plain dict (linked into the model).
+
+    A dict, not the dataclass, so the saved hyper-parameters (`hparams.yaml`, checkpoints) hold
+    plain data that `yaml.safe_load` and `torch.load(weights_only=True)` read.
+    """
+    return dataclasses.asdict(data.data_info)
+
+
+def check_checkpoint_file(path: str | Path, setting: str = "--ckpt_path") -> None:
+    """Make sure `path` is a complete PyTorch checkpoint before Lightning opens it.
+
+    Lightning's own failure on a truncated file is a `PytorchStreamReader` traceback that never
+    names the file. A checkpoint is a zip archive: its member checksums are verified (no
+    unpickling); a file that is not a zip (truncated, or an old-format save) is loaded once.
+
+    Raises:
+        FileNotFoundError: There is no such file.
+        ValueError: The file is truncated, damaged or not a PyTorch checkpoint.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{setting} {file}: no such checkpoint file")
+    size = file.stat().st_size
+    what = f"{setting} {file} ({size} bytes)"
+    if zipfile.is_zipfile(file):
+        try:
+            with zipfile.ZipFile(file) as archive:
+                damaged = archive.testzip()
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+            raise ValueError(f"{what} is damaged: {error}") from error
+        if damaged is not None:
+            raise ValueError(f"{what} is damaged: {damaged} fails its checksum")
+        if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            raise ValueError(f"{what} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
+        return
+    try:
+        torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means "not a usable checkpoint"
+        raise ValueError(
+            f"{what} is not a readable checkpoint: the file is truncated (e.g. copied or written "
+            f"while a run was killed) or not a checkpoint at all ({type(error).__name__}: "
+            f"{(str(error).splitlines() or [''])[0][:160]})"
+        ) from error
+
+
+class _RecordErrors:
+    """Wraps an instantiator and remembers what a constructor raised.
+
+    jsonargparse resolves `Optional[DataModule]` as a union and, when the constructor raises a
+    ValueError, reports every union member's failure (and the whole config) instead of the one
+    message that matters; the recorded exception is raised in its place.
+    """
+
+    def __init__(self, instantiator: Callable[..., Any], errors: list[BaseException]) -> None:
+        self.instantiator = instantiator
+        self.errors = errors
+
+    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
+        try:
+            return self.instantiator(class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs)
+        except Exception as error:
+            self.errors.append(error)
+            raise
+
+
+def original_error(error: BaseException, recorded: list[BaseException]) -> BaseException | None:
+    """The exception a user should read instead of jsonargparse's wrapper of it (None: `error`)."""
+    if str(error).startswith("Call to compute_fn of link") and error.__cause__ is not None:
+        return error.__cause__
+    for candidate in reversed(recorded):
+        if candidate is not error and str(candidate) and str(candidate) in str(error):
+            return candidate
+    return None
+
+
+def _tensorboard_entries(logger: Any) -> list[Namespace]:
+    """The TensorBoardLogger entries of a parsed `trainer.logger` value (one or a list)."""
+    entries = logger if isinstance(logger, list) else [logger]
+    return [
+        entry
+        for entry in entries
+        if isinstance(entry, Namespace)
+        and str(entry.get("class_path", "")).rsplit(".", 1)[-1] == "TensorBoardLogger"
+        and isinstance(entry.get("init_args"), Namespace)
+    ]
+
+
 class DetachCLI(LightningCLI):
-    """LightningCLI with the data → model link and the synthetic default."""
+    """LightningCLI with the data → model link, the synthetic default and early, plain errors."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments(
             "data",
             "model.init_args.data_info",
-            compute_fn=lambda data: data.data_info,
+            compute_fn=linked_data_info,
             apply_on="instantiate",
         )
         parser.set_defaults({"data": {"class_path": "detach_pl.data.synthetic.SyntheticKitchenDataModule"}})
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then refuse settings that would fail late or do nothing (before anything loads)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and str(ckpt_path) not in CKPT_KEYWORDS and not str(ckpt_path).startswith("registry"):
+            check_checkpoint_file(ckpt_path)
+        if subcommand == "fit":
+            for setting in ("max_epochs", "max_steps"):
+                if config.trainer.get(setting) == 0:
+                    raise ValueError(
+                        f"--trainer.{setting} 0: `detach fit` would train nothing and write no "
+                        "checkpoint for the next stage; give at least 1 (or use `detach validate`)"
+                    )
+
+    def _add_instantiators(self) -> None:
+        """Lightning's instantiators, wrapped to record constructor errors (`_RecordErrors`)."""
+        super()._add_instantiators()
+        self._constructor_errors: list[BaseException] = []
+        instantiators = self.parser._instantiators or {}
+        self.parser._instantiators = {
+            key: _RecordErrors(instantiator, self._constructor_errors) for key, instantiator in instantiators.items()
+        }
+
+    def before_instantiate_classes(self) -> None:
+        """Switch off TensorBoard's `hp_metric = -1` placeholder (the probe logs real metrics)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        for entry in _tensorboard_entries(config.get("trainer", Namespace()).get("logger")):
+            entry.init_args.default_hp_metric = False
+
+    def instantiate_classes(self) -> None:
+        """Instantiate, raising a constructor's or a `data_info` property's own exception."""
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            cause = original_error(error, getattr(self, "_constructor_errors", []))
+            if cause is None:
+                raise
+            raise cause from None
+
+    def after_instantiate_classes(self) -> None:
+        """Check the cache folder before any build; add a learning-rate scalar to logged runs."""
+        data = self.datamodule
+        if isinstance(data, WindowDataModule) and not data.cache_path.is_file():
+            ensure_writable_folder(data.cache_dir, "data.init_args.cache_dir")
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.loggers and not any(
+            isinstance(callback, LearningRateMonitor) for callback in trainer.callbacks
+        ):
+            trainer.callbacks.append(LearningRateMonitor())
+
 
 def main(args: list[str] | None = None, run: bool = True) -> DetachCLI:
-    """Entry point of `detach`; `args` lets tests call it in-process."""
-    return DetachCLI(
-        DetachModule,
-        WindowDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    """Entry point of `detach`; `args` lets tests call it in-process.
+
+    Log lines go through `logging_redirect_tqdm`, so warnings print above the progress bars
+    instead of breaking them.
+    """
+    with logging_redirect_tqdm(loggers=console_loggers()):
+        return DetachCLI(
+            DetachModule,
+            WindowDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
 
 
 def console_main() -> None:

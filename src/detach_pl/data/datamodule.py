@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cache, cache_key
+from detach_pl.data.checks import resolve_num_workers
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings, standardize_windows
 from detach_pl.transforms import augment_clip
@@ -126,7 +127,8 @@ class WindowDataModule(pl.LightningDataModule):
         cache_dir: Folder of prepared caches (one file per dataset and shaping settings).
         windows: Settings that shape the cached windows; changing any builds a new cache.
         batch_size: Batch size per device (global batch = batch_size × devices × nodes).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes per device; None: min(4, CPUs available − 1)
+            (`detach_pl.data.checks.resolve_num_workers`).
         num_frames: Frames sampled uniformly per clip at read time (T).
         train_runs: Runs used for pre-training, for the sensor statistics and (unless
             `probe_train_runs` is set) for probe training (None: the dataset's default).
@@ -157,7 +159,7 @@ class WindowDataModule(pl.LightningDataModule):
         cache_dir: str = "data/cache",
         windows: WindowSettings = WindowSettings(),
         batch_size: int = 64,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         num_frames: int = 20,
         train_runs: list[str] | None = None,
         val_runs: list[str] | None = None,
@@ -172,15 +174,19 @@ class WindowDataModule(pl.LightningDataModule):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        if batch_size < 1 or num_workers < 0 or num_frames < 3:
+        if batch_size < 1:
+            raise ValueError(f"data.init_args.batch_size={batch_size} must be >= 1")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"data.init_args.num_workers={num_workers} must be >= 0 (or null: chosen from the CPUs)")
+        if num_frames < 3:
             raise ValueError(
-                f"data: batch_size={batch_size} (>= 1), num_workers={num_workers} (>= 0), "
-                f"num_frames={num_frames} (>= 3: the temporal video encoder needs frame differences)"
+                f"data.init_args.num_frames={num_frames} must be >= 3 (the temporal video encoder "
+                "needs frame differences)"
             )
         self.cache_dir = Path(cache_dir).expanduser()
         self.windows = windows
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = resolve_num_workers(num_workers)
         self.num_frames = num_frames
         self._splits = {"train_runs": train_runs, "val_runs": val_runs, "test_runs": test_runs}
         self.probe_train_runs = None if probe_train_runs is None else list(probe_train_runs)

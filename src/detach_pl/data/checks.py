@@ -1,0 +1,56 @@
+"""Up-front checks and defaults of data settings, so a bad setting fails before any work starts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+#: Upper bound of the automatic DataLoader worker count (per process).
+MAX_AUTO_WORKERS = 4
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a SLURM allocation), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_num_workers(num_workers: int | None) -> int:
+    """DataLoader workers: the setting, or for None min(4, CPUs − 1) (one CPU left for training).
+
+    Choosing from the CPUs present keeps a laptop or a 2-core VM from starting more loader
+    processes than it has cores.
+    """
+    if num_workers is not None:
+        return num_workers
+    return max(0, min(MAX_AUTO_WORKERS, available_cpus() - 1))
+
+
+def ensure_writable_folder(folder: str | Path, setting: str) -> Path:
+    """Create `folder` if needed and prove it writable, naming the setting when it is not.
+
+    Without this check an unwritable cache folder surfaces minutes later as an error about a
+    hidden temporary file that the user never named.
+
+    Raises:
+        NotADirectoryError: The path, or a parent of it, is a file.
+        PermissionError: The folder cannot be created or written.
+    """
+    folder = Path(folder).expanduser()
+    hint = f"choose a folder you can write, e.g. --{setting} ~/detach-cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise NotADirectoryError(f"{setting}={str(folder)!r} is not a folder ({error}); {hint}") from error
+    except OSError as error:
+        raise PermissionError(f"{setting}={str(folder)!r} cannot be created ({error}); {hint}") from error
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    except OSError as error:
+        raise PermissionError(f"{setting}={str(folder)!r} is not writable ({error}); {hint}") from error
+    os.close(handle)
+    os.unlink(probe)
+    return folder

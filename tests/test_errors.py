@@ -1,0 +1,100 @@
+"""Mistakes a new user makes, each answered by one message that names the setting or file."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import DEMO, REPO, TINY_DATA
+from opportunity_standin import FIXTURES
+from tqdm.contrib.logging import _TqdmLoggingHandler
+
+from detach_pl import cli
+from detach_pl.cli import main
+from detach_pl.data import checks
+
+OPP = REPO / "configs" / "opp"
+
+
+def release_without_legend(root: Path) -> Path:
+    """An Opportunity++ folder with `column_names.txt` but no `label_legend.txt`."""
+    (root / "data").mkdir(parents=True)
+    shutil.copyfile(FIXTURES / "column_names.txt", root / "data" / "column_names.txt")
+    return root
+
+
+def test_missing_label_legend_is_the_datasets_own_message(in_scratch) -> None:
+    root = release_without_legend(in_scratch / "Opportunity++")
+    with pytest.raises(FileNotFoundError) as error:
+        main(["fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", str(root)])
+    assert str(error.value).startswith("Opportunity++: label_legend.txt not found")
+    assert "compute_fn" not in str(error.value)
+
+
+def test_root_that_is_not_a_folder_is_the_datasets_own_message(in_scratch) -> None:
+    with pytest.raises(FileNotFoundError) as error:
+        main(["fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", "no/such/release"])
+    assert str(error.value).startswith("data.init_args.root='no/such/release' is not a folder")
+    assert "compute_fn" not in str(error.value)
+
+
+def test_negative_batch_size_names_only_that_setting(in_scratch) -> None:
+    with pytest.raises(ValueError) as error:
+        main(["fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, "--data.init_args.batch_size", "-3"])
+    assert str(error.value) == "data.init_args.batch_size=-3 must be >= 1"
+
+
+def test_truncated_checkpoint_is_named_before_lightning_reads_it(in_scratch) -> None:
+    whole = in_scratch / "whole.ckpt"
+    torch.save({"state_dict": {"weight": torch.zeros(1000)}, "hyper_parameters": {}}, whole)
+    truncated = in_scratch / "last.ckpt"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"--ckpt_path .*last\.ckpt \(\d+ bytes\) is not a readable checkpoint: the file is truncated"):
+        main(["test", "--config", str(DEMO / "probe.yaml"), *TINY_DATA, "--ckpt_path", str(truncated)])
+
+
+def test_damaged_checkpoint_member_is_named(in_scratch) -> None:
+    path = in_scratch / "damaged.ckpt"
+    torch.save({"state_dict": {"weight": torch.arange(1000.0)}}, path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"damaged\.ckpt \(\d+ bytes\) is damaged"):
+        cli.check_checkpoint_file(path)
+
+
+def test_fit_with_zero_epochs_is_refused(in_scratch) -> None:
+    with pytest.raises(ValueError, match=r"--trainer.max_epochs 0: `detach fit` would train nothing and write no checkpoint"):
+        main(["fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, "--trainer.max_epochs", "0"])
+    assert not (in_scratch / "runs").exists()
+
+
+def test_unwritable_cache_folder_names_the_setting(in_scratch) -> None:
+    (in_scratch / "a_file").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"^data.init_args.cache_dir='a_file/cache' is not a folder"):
+        main([
+            "fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA,
+            "--data.init_args.cache_dir", "a_file/cache", "--trainer.fast_dev_run", "1",
+        ])
+
+
+def test_log_lines_are_written_through_tqdm_while_the_cli_runs(monkeypatch) -> None:
+    seen: list[list[logging.Handler]] = []
+    monkeypatch.setattr(cli, "DetachCLI", lambda *args, **kwargs: seen.append(list(logging.getLogger().handlers)))
+    main(["fit"])
+    assert any(isinstance(handler, _TqdmLoggingHandler) for handler in seen[0])
+    assert not any(isinstance(handler, _TqdmLoggingHandler) for handler in logging.getLogger().handlers)
+
+
+def test_loader_workers_default_to_the_cpus_present(monkeypatch) -> None:
+    monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert checks.resolve_num_workers(None) == 1
+    assert checks.resolve_num_workers(6) == 6
+    monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert checks.resolve_num_workers(None) == checks.MAX_AUTO_WORKERS
+    for dataset in ("opp", "hwu"):
+        assert yaml.safe_load((REPO / "configs" / dataset / "data.yaml").read_text())["init_args"]["num_workers"] is None
