@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from helpers import DEMO, TINY_DATA
 
 from detach_pl.cli import main
@@ -51,3 +52,18 @@ def test_checkpoint_chain_stage1_stage2_probe_test(in_scratch) -> None:
 def test_stage2_with_missing_checkpoint_names_the_setting(in_scratch) -> None:
     with pytest.raises(FileNotFoundError, match="stage1_checkpoint: checkpoint runs/demo/stage1/checkpoints/last.ckpt does not exist"):
         run("fit", "--config", str(DEMO / "stage2.yaml"), "--trainer.fast_dev_run", "1")
+
+
+def test_logged_run_has_plain_hparams_no_hp_metric_and_a_learning_rate(in_scratch) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    run("fit", "--config", str(DEMO / "probe_random.yaml"), *short, "--trainer.log_every_n_steps", "1")
+    (hparams,) = (in_scratch / "runs/demo/probe_random/tensorboard").rglob("hparams.yaml")
+    saved = yaml.safe_load(hparams.read_text())
+    assert saved["data_info"]["num_classes"] == 14 and isinstance(saved["encoder"], dict)
+    events = EventAccumulator(str(hparams.parent))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert "hp_metric" not in scalars
+    assert any(tag.startswith("lr-") for tag in scalars)

@@ -15,7 +15,6 @@ from tqdm.contrib.logging import _TqdmLoggingHandler
 
 from detach_pl import cli
 from detach_pl.cli import main
-from detach_pl.data import checks
 
 OPP = REPO / "configs" / "opp"
 
@@ -91,6 +90,8 @@ def test_log_lines_are_written_through_tqdm_while_the_cli_runs(monkeypatch) -> N
 
 
 def test_loader_workers_default_to_the_cpus_present(monkeypatch) -> None:
+    from detach_pl.data import checks
+
     monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid: {0, 1})
     assert checks.resolve_num_workers(None) == 1
     assert checks.resolve_num_workers(6) == 6
