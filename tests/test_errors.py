@@ -99,3 +99,31 @@ def test_loader_workers_default_to_the_cpus_present(monkeypatch) -> None:
     assert checks.resolve_num_workers(None) == checks.MAX_AUTO_WORKERS
     for dataset in ("opp", "hwu"):
         assert yaml.safe_load((REPO / "configs" / dataset / "data.yaml").read_text())["init_args"]["num_workers"] is None
+
+
+def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch) -> None:
+    from opportunity_standin import write_standin_release
+
+    from detach_pl.data import opportunity
+    from detach_pl.data.windows import WindowSettings
+
+    release = write_standin_release(tmp_path / "Opportunity++", seconds=8.0)
+    runs = list(release.runs)
+    release.runs[runs[3]].video_path.write_bytes(b"not a video")
+    matrix = release.runs[runs[4]].sensor_path
+    lines = matrix.read_text().splitlines()
+    lines[20] = " ".join(lines[20].split()[:-1])
+    matrix.write_text("\n".join(lines) + "\n")
+    decoded: list[Path] = []
+    monkeypatch.setattr(opportunity, "iter_frames", lambda path, size: decoded.append(path) or iter(()))
+    module = opportunity.OpportunityDataModule(
+        root=str(release.root), cache_dir=str(tmp_path / "cache"), windows=WindowSettings(image_size=16),
+        num_workers=0, runs=runs, train_runs=runs[:3], val_runs=runs[3:4], test_runs=runs[4:], progress=False,
+    )
+    with pytest.raises(ValueError) as error:
+        module.prepare_data()
+    message = str(error.value)
+    assert "2 problem(s) in the files of 5 run(s), found before building the cache" in message
+    assert f"{runs[3]}: video {release.runs[runs[3]].video_path}: unreadable" in message
+    assert f"{runs[4]}: {matrix}:21: 249 columns, expected 250" in message
+    assert decoded == []

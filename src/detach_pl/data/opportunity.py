@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport
+from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.info import DataInfo
 from detach_pl.data.video import VideoInfo, iter_frames, probe_video
@@ -278,6 +279,64 @@ def parse_sensor_matrix(path: str | Path, num_columns: int) -> np.ndarray:
         _raise_first_bad_line(path, num_columns)
         raise ValueError(f"{path}: {matrix.shape[1]} columns, expected {num_columns}")
     return matrix
+
+
+#: Bytes a sensor matrix line may hold: digits, signs, decimal point, exponent, NaN, whitespace.
+_MATRIX_BYTES = b"0123456789+-.eENaAn \t\r\n"
+
+
+def check_sensor_matrix(path: str | Path, num_columns: int, time_column: int = 0) -> int:
+    """Check a sensor matrix's shape and clock in one fast pass, without parsing it.
+
+    Every line must hold `num_columns` tokens made of number characters, and the time column must
+    be finite and strictly increasing: the cheap checks that find a truncated, garbled or
+    misplaced file before a cache build spends minutes on the runs before it.
+
+    Returns:
+        The number of data lines.
+
+    Raises:
+        ValueError: The file is empty, or a line has another column count, a token that is not a
+            number, or a time that is not finite or does not increase (file:line).
+    """
+    path = Path(path)
+    rows, previous = 0, -np.inf
+    with path.open("rb") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) != num_columns:
+                raise ValueError(
+                    f"{path}:{line_number}: {len(tokens)} columns, expected {num_columns} "
+                    "(as listed in column_names.txt)"
+                )
+            if line.translate(None, _MATRIX_BYTES):
+                bad = [c for c, token in enumerate(tokens) if token.translate(None, _MATRIX_BYTES)]
+                raise ValueError(
+                    f"{path}:{line_number}: column {bad[0] + 1} holds "
+                    f"{tokens[bad[0]].decode(errors='replace')!r}, which is not a number "
+                    "(expected an integer, a decimal or NaN)"
+                )
+            try:
+                time = float(tokens[time_column])
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{line_number}: column {time_column + 1} holds "
+                    f"{tokens[time_column].decode(errors='replace')!r}, which is not a number"
+                ) from None
+            if not np.isfinite(time):
+                raise ValueError(f"{path}:{line_number}: {TIME_COLUMN} (column {time_column + 1}) is {time}")
+            if time <= previous:
+                raise ValueError(
+                    f"{path}:{line_number}: {TIME_COLUMN} goes from {previous:.0f} to {time:.0f} ms "
+                    "(expected strictly increasing times)"
+                )
+            previous = time
+            rows += 1
+    if rows == 0:
+        raise ValueError(f"{path}: the sensor matrix has no rows")
+    return rows
 
 
 @dataclass(frozen=True)
@@ -740,9 +799,46 @@ class OpportunityDataModule(WindowDataModule):
 
     # ---- reading the release ------------------------------------------------------------------
 
+    def check_release(self, runs: Sequence[str]) -> None:
+        """Check every run's files before any is read: probe each video, scan each sensor matrix.
+
+        Without this a damaged file of a late run is found only after the runs before it were
+        parsed and decoded (minutes each at full size). Every problem is listed at once.
+
+        Raises:
+            ValueError: A run's video cannot be opened, its matrix has a bad line, or an SRT
+                track cannot be parsed (each run and file named).
+        """
+        files = self.run_files()
+        num_columns = len(self.column_names)
+        time_column = self._named_column(TIME_COLUMN)
+        problems = []
+        for run in runs:
+            entry = files[run]
+            checks = [
+                lambda: probe_video(entry.video),
+                lambda: check_sensor_matrix(entry.sensor, num_columns, time_column),
+            ]
+            if self.check_srt:
+                checks += [lambda path=path: parse_srt(path) for path in entry.subtitles]
+            for check in checks:
+                try:
+                    check()
+                except (OSError, ValueError) as error:
+                    problems.append(f"{run}: {error}")
+        if problems:
+            raise ValueError(
+                f"Opportunity++ release at {self.root}: {len(problems)} problem(s) in the files of "
+                f"{len(runs)} run(s), found before building the cache:\n  " + "\n  ".join(problems)
+            )
+
     def recordings(self) -> Iterator[RunRecording]:
-        """Parse the runs one at a time (sensor matrix, labels, SRT check, video stream)."""
+        """Parse the runs one at a time (sensor matrix, labels, SRT check, video stream).
+
+        All runs' files are checked first (`check_release`), before the first run is read.
+        """
         runs = self.available_runs()
+        self.check_release(runs)
         num_columns = len(self.column_names)
         time_column = self._named_column(TIME_COLUMN)
         label_column = self._named_column(self.label_track)
@@ -897,6 +993,8 @@ class OpportunityDataModule(WindowDataModule):
     def prepare_data(self) -> None:
         """Build the cache if needed, then save (or load) what preparing found next to it."""
         existed = self.cache_path.is_file()
+        if not existed:
+            ensure_writable_folder(self.cache_dir, "data.init_args.cache_dir")
         super().prepare_data()
         if existed:
             if self.report_path.is_file():
