@@ -127,3 +127,31 @@ def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch)
     assert f"{runs[3]}: video {release.runs[runs[3]].video_path}: unreadable" in message
     assert f"{runs[4]}: {matrix}:21: 249 columns, expected 250" in message
     assert decoded == []
+
+
+def test_hwu_checks_every_trial_before_decoding_any(tmp_path, monkeypatch) -> None:
+    from hwu_standin import write_standin
+
+    from detach_pl.data import hwu_usp
+    from detach_pl.data.windows import WindowSettings
+
+    release = write_standin(tmp_path / "hwu", layout="flat", subjects=(1, 2, 3, 4), seconds=6.0)
+    trials = sorted(release.trials.values(), key=lambda t: (t.subject, hwu_usp.ACTIVITIES.index(t.activity)))
+    late = trials[-2].ambient
+    lines = late.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[lines[0].split(",").index("Ktch_Motion_1")] = "x"
+    lines[5] = ",".join(cells)
+    late.write_text("\n".join(lines) + "\n")
+    decoded: list[Path] = []
+    monkeypatch.setattr(hwu_usp, "iter_frames", lambda path, size: decoded.append(path) or iter(()))
+    module = hwu_usp.HwuUspDataModule(
+        root=str(release.root), classes=["cereals", "tea", "dishes"], num_folds=2, fold=1,
+        cache_dir=str(tmp_path / "cache"), windows=WindowSettings(image_size=16), num_workers=0, progress=False,
+    )
+    with pytest.raises(ValueError) as error:
+        module.prepare_data()
+    message = str(error.value)
+    assert f"1 of {len(trials)} trial(s) cannot be read, found before building the cache" in message
+    assert f"{trials[-2].name}: {late}: line 6" in message and "'x' is not a number" in message
+    assert decoded == []

@@ -57,9 +57,10 @@ from typing import Any, Literal
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, WindowCache
+from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import SequenceDataset, WindowDataModule
 from detach_pl.data.info import DataInfo
-from detach_pl.data.video import iter_frames, probe_video
+from detach_pl.data.video import VideoInfo, iter_frames, probe_video
 
 log = logging.getLogger(__name__)
 
@@ -851,8 +852,8 @@ class HwuUspDataModule(WindowDataModule):
         """Subjects with at least one complete trial."""
         return sorted({trial.subject for trial in self.discovery.trials.values()})
 
-    def read_trial(self, trial: Trial) -> RunRecording:
-        """Read one trial's ambient CSV and measure its video (frames stream later, once).
+    def check_trial(self, trial: Trial) -> tuple[VideoInfo, AmbientTable]:
+        """Measure one trial's video and read its ambient CSV, without decoding a frame.
 
         Raises:
             ValueError: The video is more than `max_video_shortfall` shorter than the sensor table
@@ -877,6 +878,43 @@ class HwuUspDataModule(WindowDataModule):
                     f"ambient table {trial.ambient} {table.seconds:.2f} s (more than "
                     f"{self.max_video_shortfall:.0%} shorter; data.init_args.max_video_shortfall)"
                 )
+        return info, table
+
+    def check_trials(self, trials: Sequence[Trial]) -> dict[str, tuple[VideoInfo, AmbientTable]]:
+        """Check every trial's files before any frame is decoded, listing every problem at once.
+
+        Without this a bad cell of a late trial is found only after the trials before it were
+        decoded. The tables read here are kept for the build (they are small).
+
+        Raises:
+            ValueError: One or more trials have a file that cannot be read (each named).
+        """
+        checked: dict[str, tuple[VideoInfo, AmbientTable]] = {}
+        problems = []
+        for trial in trials:
+            try:
+                checked[trial.name] = self.check_trial(trial)
+            except (OSError, ValueError) as error:
+                problems.append(f"{trial.name}: {error}")
+        if problems:
+            raise ValueError(
+                f"HWU-USP under {self.discovery.root}: {len(problems)} of {len(trials)} trial(s) "
+                "cannot be read, found before building the cache:\n  " + "\n  ".join(problems)
+            )
+        return checked
+
+    def read_trial(self, trial: Trial, checked: tuple[VideoInfo, AmbientTable] | None = None) -> RunRecording:
+        """One trial as a recording (frames stream later, once).
+
+        Args:
+            trial: The trial.
+            checked: Its `check_trial` result when already known (else measured here).
+
+        Raises:
+            ValueError: See `check_trial`.
+        """
+        info, table = checked if checked is not None else self.check_trial(trial)
+        video_seconds = info.num_frames / info.fps if info.num_frames else info.duration_seconds
         notes = [*table.notes, f"video {info.fps:.3f} fps, {video_seconds or float('nan'):.2f} s"]
         self.trial_notes[trial.name] = notes
         log.info("trial %s: %s", trial.name, "; ".join(notes))
@@ -913,8 +951,11 @@ class HwuUspDataModule(WindowDataModule):
         }
 
     def recordings(self) -> Iterator[RunRecording]:
-        for trial in self.trials():
-            yield self.read_trial(trial)
+        """The trials in release order; every trial's files are checked first (`check_trials`)."""
+        trials = self.trials()
+        checked = self.check_trials(trials)
+        for trial in trials:
+            yield self.read_trial(trial, checked.pop(trial.name))
 
     @property
     def report_path(self) -> Path:
@@ -929,6 +970,7 @@ class HwuUspDataModule(WindowDataModule):
         """
         if self.cache_path.is_file():
             return
+        ensure_writable_folder(self.cache_dir, "data.init_args.cache_dir")
         super().prepare_data()
         report = {
             "root": str(self.discovery.root),
