@@ -92,7 +92,7 @@ def test_print_config_shows_dataset_and_inherited_options(
     assert (model["min_cluster_size"], model["video_gate"]) == (30, 0.99)
     assert (model["video_start_epoch"], model["refine_start_epoch"]) == (5, 15)
     assert printed["trainer"]["max_epochs"] == 25
-    assert model["encoder"]["embed_dim"] == 256 and model["encoder"]["video_backbone"] == "resnet18"
+    assert model["encoder"]["embed_dim"] == 256 and model["encoder"]["video_backbone"] == "plain_cnn"
 
 
 def test_stage1_fast_dev_run(in_scratch: Path, tiny: list[str]) -> None:

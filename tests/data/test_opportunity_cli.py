@@ -59,7 +59,7 @@ def test_print_config_shows_the_inherited_data_options_and_the_paper_settings(in
         "skip_incomplete_runs: false", "batch_size: 64", "num_frames: 20", "image_size: 224",
         "window_seconds: 2.0", "hop_seconds: 1.0", "pretrain_windows: all", "max_epochs: 25",
         "video_start_epoch: 5", "refine_start_epoch: 15", "min_cluster_size: 100", "video_gate: 0.9",
-        "video_backbone: resnet18", "embed_dim: 256", "accelerator: auto", "devices: auto",
+        "video_backbone: plain_cnn", "embed_dim: 256", "accelerator: auto", "devices: auto",
     ):
         assert text in printed, text
 
