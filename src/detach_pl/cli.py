@@ -25,9 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -203,6 +204,36 @@ class DetachCLI(LightningCLI):
             isinstance(callback, LearningRateMonitor) for callback in trainer.callbacks
         ):
             trainer.callbacks.append(LearningRateMonitor())
+
+    def before_fit(self) -> None:
+        """Refuse `--ckpt_path last` when there is no last checkpoint (see `check_resumable`)."""
+        if self.config_init[self.subcommand].get("ckpt_path") == "last":
+            check_resumable(self.trainer)
+
+
+def check_resumable(trainer: pl.Trainer) -> None:
+    """Raise when `ckpt_path="last"` would find no checkpoint, naming the folders searched.
+
+    Lightning only warns and trains from epoch 0, which after a killed run silently throws the
+    finished epochs away and overwrites their checkpoint.
+    """
+    folders, found = [], False
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            folders.append(str(callback.dirpath or f"{trainer.default_root_dir} (default checkpoint folder)"))
+            found = found or bool(callback._find_last_checkpoints(trainer))
+    for callback in trainer.callbacks:
+        if isinstance(callback, OnExceptionCheckpoint):
+            folders.append(str(callback.dirpath))
+            found = found or Path(callback.ckpt_path).is_file()
+    if found:
+        return
+    if not folders:
+        raise FileNotFoundError("--ckpt_path last: no ModelCheckpoint callback is configured: nothing to resume")
+    raise FileNotFoundError(
+        f"--ckpt_path last: no last checkpoint (last*.ckpt) in {', '.join(folders)}; "
+        "nothing to resume: start without --ckpt_path, or give the path of a checkpoint"
+    )
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DetachCLI:

@@ -1,41 +1,132 @@
-"""A stage-1 run stopped after an epoch and resumed from last.ckpt ends where an uninterrupted run does."""
+"""A `detach fit` killed with SIGKILL mid-run and resumed with `--ckpt_path last` ends bit for bit
+where an uninterrupted run does, with DataLoader workers, time warp and video augmentation on."""
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
 import torch
-from helpers import tiny_datamodule, tiny_encoder
-from lightning.pytorch.callbacks import ModelCheckpoint
+from helpers import DEMO, TINY_DATA
 
-from detach_pl.modules import SpatialGroundingModule
+from detach_pl.cli import main
+
+CHECKPOINT = Path("runs/demo/stage1/checkpoints/last.ckpt")
+EPOCHS = 4
 
 
-def run(root, epochs: int, ckpt_path=None) -> SpatialGroundingModule:
-    pl.seed_everything(7)
-    datamodule = tiny_datamodule(root / "cache")
-    module = SpatialGroundingModule(
-        data_info=datamodule.data_info, encoder=tiny_encoder(), min_cluster_size=5,
-        video_start_epoch=1, refine_start_epoch=2, video_gate=0.0, lr=1e-3,
+def detach_command() -> list[str]:
+    """The `detach` console script of this environment (or the module, if it is not installed)."""
+    script = Path(sys.executable).with_name("detach")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "detach_pl.cli"]
+
+
+def fit_args(cache: Path, *extra: str) -> list[str]:
+    """A tiny stage 1 with 2 workers: all three phases, the warp from epoch 0, 3 batches an epoch."""
+    return [
+        *detach_command(), "fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA,
+        "--data.init_args.cache_dir", str(cache),
+        "--data.init_args.num_workers", "2",
+        "--trainer.max_epochs", str(EPOCHS),
+        "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.logger", "false",
+        "--model.init_args.min_cluster_size", "5",
+        "--model.init_args.video_start_epoch", "1",
+        "--model.init_args.refine_start_epoch", "2",
+        "--model.init_args.warp_start_epoch", "0",
+        "--model.init_args.video_gate", "0.0",
+        *extra,
+    ]
+
+
+def start(folder: Path, cache: Path, *extra: str) -> subprocess.Popen:
+    """Start `detach fit` in `folder` (the config writes `runs/` below the working directory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if key != "PL_GLOBAL_SEED"}
+    return subprocess.Popen(
+        fit_args(cache, *extra), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    trainer = pl.Trainer(
-        max_epochs=epochs, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-        callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0)],
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    return module
 
 
-def test_resumed_stage1_equals_uninterrupted(tmp_path) -> None:
-    # Time warp and video augmentation are on: the checkpoint must restore the random state too.
-    uninterrupted = run(tmp_path / "a", epochs=3)
-    run(tmp_path / "b", epochs=2)  # "killed" after epoch 2 (of 3): cluster → joint phases done
-    stopped = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert stopped["epoch"] == 2 and stopped["optimizer_states"] and "odc_memory" in stopped
-    resumed = run(tmp_path / "b", epochs=3, ckpt_path=tmp_path / "b" / "checkpoints" / "last.ckpt")
+def finish(process: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Wait for a run and fail with its output when it did not succeed."""
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
 
-    assert resumed.current_epoch == uninterrupted.current_epoch == 3
-    for key, value in uninterrupted.memory.state_dict().items():
-        assert torch.equal(resumed.memory.state_dict()[key], value), key
-    for key, value in uninterrupted.state_dict().items():
-        assert torch.equal(resumed.state_dict()[key], value), key
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch of a checkpoint on disk, None while there is none (it is replaced atomically)."""
+    if not path.is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except (OSError, RuntimeError, EOFError):
+        return None
+
+
+def kill_after_epoch(process: subprocess.Popen, path: Path, epoch: int, timeout: float = 240.0) -> int:
+    """SIGKILL `process` once `path` holds a checkpoint of `epoch` or later; returns that epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reached = saved_epoch(path)
+        if reached is not None and reached >= epoch:
+            assert process.poll() is None, "the run ended before it could be killed"
+            process.send_signal(signal.SIGKILL)
+            process.communicate()
+            return reached
+        if process.poll() is not None:
+            output, _ = process.communicate()
+            pytest.fail(f"the run ended (status {process.returncode}) before epoch {epoch}:\n{output[-4000:]}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"no checkpoint of epoch {epoch} within {timeout} s")
+
+
+def assert_same_tensors(ours: Any, theirs: Any, where: str) -> None:
+    """Nested dicts/lists of tensors equal bit for bit (exact dtype, shape and values)."""
+    if isinstance(ours, torch.Tensor):
+        assert isinstance(theirs, torch.Tensor) and ours.dtype == theirs.dtype, where
+        assert torch.equal(ours, theirs), where
+    elif isinstance(ours, dict):
+        assert ours.keys() == theirs.keys(), where
+        for key in ours:
+            assert_same_tensors(ours[key], theirs[key], f"{where}.{key}")
+    elif isinstance(ours, (list, tuple)):
+        assert len(ours) == len(theirs), where
+        for index, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same_tensors(a, b, f"{where}[{index}]")
+    else:
+        assert ours == theirs, where
+
+
+def test_sigkilled_stage1_resumes_bit_identical_with_two_workers(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    uninterrupted = start(tmp_path / "a", cache)
+    finish(uninterrupted)  # also builds the cache, so the killed run only trains
+    killed = start(tmp_path / "b", cache)
+    reached = kill_after_epoch(killed, tmp_path / "b" / CHECKPOINT, epoch=1)
+    assert killed.returncode == -signal.SIGKILL
+    assert 1 <= reached < EPOCHS - 1
+    finish(start(tmp_path / "b", cache, "--ckpt_path", "last"))
+
+    expected = torch.load(tmp_path / "a" / CHECKPOINT, map_location="cpu", weights_only=False)
+    resumed = torch.load(tmp_path / "b" / CHECKPOINT, map_location="cpu", weights_only=False)
+    assert expected["epoch"] == resumed["epoch"] == EPOCHS - 1
+    assert expected["global_step"] == resumed["global_step"]
+    assert_same_tensors(resumed["state_dict"], expected["state_dict"], "state_dict")
+    assert_same_tensors(resumed["odc_memory"], expected["odc_memory"], "odc_memory")
+    assert_same_tensors(resumed["optimizer_states"], expected["optimizer_states"], "optimizer_states")
+
+
+def test_resume_without_a_checkpoint_names_the_folder(in_scratch: Path) -> None:
+    message = r"no last checkpoint \(last\*\.ckpt\) in \S*runs/demo/stage1/checkpoints;"
+    with pytest.raises(FileNotFoundError, match=message):
+        main(["fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, "--ckpt_path", "last"])
+    assert not (in_scratch / "runs/demo/stage1/checkpoints").exists()

@@ -21,6 +21,7 @@ from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cac
 from detach_pl.data.checks import resolve_num_workers
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings, standardize_windows
+from detach_pl.seeding import loader_generator, run_seed, sample_generator
 from detach_pl.transforms import augment_clip
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,9 @@ class WindowDataModule(pl.LightningDataModule):
             return batch
         video = batch["video"].float().div_(255.0)
         if self.augment_video and self.trainer is not None and self.trainer.training:
-            video = torch.stack([augment_clip(clip) for clip in video])
+            seed, epoch = run_seed(), self.trainer.current_epoch
+            generators = [sample_generator(seed, epoch, index) for index in batch["index"].tolist()]
+            video = torch.stack([augment_clip(clip, generator=g) for clip, g in zip(video, generators)])
         batch["video"] = video
         return batch
 
@@ -346,8 +349,16 @@ class WindowDataModule(pl.LightningDataModule):
         return dataset.sensor
 
     def _loader(self, split: str, sampler: DistributedSampler | None = None) -> DataLoader:
+        """A loader with its own generator and its sampler at the epoch training is at.
+
+        Lightning creates the first iterator of a `fit` before it sets the sampler's epoch, and
+        worker processes fetch their first batches at once: without the epoch set here, a resumed
+        run with workers would replay epoch 0's order in its first epoch.
+        """
         dataset = self.datasets[split]
         sequences = isinstance(dataset, SequenceDataset)
+        if sampler is not None and self.trainer is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -356,6 +367,7 @@ class WindowDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_sequences if sequences else None,
+            generator=loader_generator(self.shuffle_seed, split),
         )
 
     def train_dataloader(self) -> DataLoader:

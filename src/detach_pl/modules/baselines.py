@@ -25,6 +25,7 @@ from detach_pl.losses import info_nce
 from detach_pl.modules.base import DetachModule
 from detach_pl.modules.probe import LinearProbeModule
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, joint_embedding
+from detach_pl.seeding import batch_generator
 from detach_pl.transforms import sinusoidal_time_warp
 
 
@@ -108,7 +109,7 @@ class GlobalAlignmentModule(DetachModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         sensor = batch["sensor"]
         if self.hparams.warp_sigma > 0:
-            sensor = sinusoidal_time_warp(sensor, self.hparams.warp_sigma)
+            sensor = sinusoidal_time_warp(sensor, self.hparams.warp_sigma, generator=batch_generator(self))
         loss, _, _, _ = self.alignment_loss(batch["video"], sensor)
         self.log_dict(
             {"train/loss": loss, "train/temperature": self.temperature.detach()},
@@ -198,7 +199,9 @@ class SupervisedSensorModule(LinearProbeModule):
         encoders train)."""
         sensor = batch["sensor"]
         if self.warp_sigma > 0:
-            warped = sinusoidal_time_warp(sensor.reshape(-1, *sensor.shape[-2:]), self.warp_sigma)
+            warped = sinusoidal_time_warp(
+                sensor.reshape(-1, *sensor.shape[-2:]), self.warp_sigma, generator=batch_generator(self)
+            )
             sensor = warped.reshape(sensor.shape)
         loss = nn.functional.cross_entropy(self(sensor, batch.get("mask")), batch["label"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch["label"].shape[0])
