@@ -14,6 +14,7 @@ from detach_pl.losses import (
     hard_negative_weights,
     spatial_similarity,
     temporal_similarity,
+    weighted_info_nce,
 )
 
 N = 7
@@ -151,3 +152,41 @@ def test_bad_input_raises() -> None:
         hard_negative_weights(torch.rand(3, 3), lambda_hard=-1.0)
     with pytest.raises(ValueError, match=r"\(N, N\)"):
         hard_negative_weights(torch.rand(3, 2))
+
+
+@pytest.mark.parametrize("mode", ["within", "cross"])
+def test_duplicated_rows_keep_similarities_in_unit_range_and_weights_non_negative(mode: str) -> None:
+    """Three copies of one window in a float32 batch of 19 (padding or identical idle windows).
+
+    Unclamped, their cosines round to 1 + 1e-7 and W^tm = 1 − S^sp·S^tm to about −1e-6 in
+    almost every batch; clamped where the cosines are built, S ∈ [0, 1] and W ≥ 0 in all 200.
+    """
+    for seed in range(200):
+        gen = torch.Generator().manual_seed(seed)
+        z_v, z_s, h_v, h_s = (torch.randn(19, dim, generator=gen) for dim in (16, 12, 16, 16))
+        for x in (z_v, z_s, h_v, h_s):
+            x[[5, 11, 17]] = x[2].clone()
+        s_sp = spatial_similarity(z_v, z_s)
+        s_tm = temporal_similarity(h_v, h_s, mode=mode)  # type: ignore[arg-type]
+        for matrix in (s_sp, s_tm):
+            assert bool(((matrix >= 0) & (matrix <= 1)).all()), seed
+        false_negative = false_negative_weights(s_sp, s_tm)
+        weights = alignment_weights(s_sp, s_tm)
+        for matrix in (false_negative, weights):
+            assert bool((torch.isfinite(matrix) & (matrix >= 0)).all()), seed
+        weighted_info_nce(z_v, z_v, weights, 0.1)  # checks W by default: must not raise
+
+
+def test_weighted_info_nce_checks_weights_only_when_asked() -> None:
+    """`check=False` (per-step training, W from `alignment_weights`) skips the device sync."""
+    video, sensor = torch.randn(4, 3), torch.randn(4, 3)
+    bad = torch.ones(4, 4)
+    bad[0, 1] = -1e-6
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        weighted_info_nce(video, sensor, bad, 0.1)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        weighted_info_nce(video, sensor, torch.ones(4, 4), torch.tensor(-1.0))
+    good = alignment_weights(spatial_similarity(video, sensor), temporal_similarity(video, sensor))
+    torch.testing.assert_close(
+        weighted_info_nce(video, sensor, good, 0.1, check=False), weighted_info_nce(video, sensor, good, 0.1)
+    )

@@ -3,6 +3,11 @@
 Pure functions. Under DDP pass the *global* (gathered) embeddings and weights and select this
 rank's rows as `anchors` (see `detach_pl.distributed.local_slice`); the mean is over the anchors,
 which is what `detach_pl.distributed.gather_with_grad` expects.
+
+Checks of tensor values (weights finite and ≥ 0, a tensor τ > 0) need the values on the host and
+force a device synchronisation. They run when ``check=True`` (the default, for direct users); a
+training step whose weights come from `detach_pl.losses.alignment_weights` (finite and ≥ 0 by
+construction) passes ``check=False`` and stays sync-free. Shape checks always run (they cost nothing).
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ def _anchor_indices(anchors: slice | None, num_pairs: int) -> range:
     return selected
 
 
-def _validate_inputs(video_emb: Tensor, sensor_emb: Tensor, temperature: float | Tensor) -> None:
-    """Raise ValueError unless both embeddings are matching (N, d) matrices and τ > 0."""
+def _validate_inputs(
+    video_emb: Tensor, sensor_emb: Tensor, temperature: float | Tensor, check: bool = True
+) -> None:
+    """Raise ValueError unless both embeddings are matching (N, d) matrices and τ > 0.
+
+    A tensor τ is only checked when `check` is True (reading it synchronises the device).
+    """
     if video_emb.dim() != 2 or sensor_emb.dim() != 2:
         raise ValueError(
             "video_emb and sensor_emb must be (N, d) matrices, got shapes "
@@ -38,6 +48,8 @@ def _validate_inputs(video_emb: Tensor, sensor_emb: Tensor, temperature: float |
         )
     if video_emb.shape[0] == 0:
         raise ValueError("video_emb and sensor_emb hold no pair (N = 0)")
+    if isinstance(temperature, Tensor) and not check:
+        return
     value = temperature.detach() if isinstance(temperature, Tensor) else temperature
     if not float(value) > 0.0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -50,6 +62,7 @@ def weighted_info_nce(
     temperature: float | Tensor,
     *,
     anchors: slice | None = None,
+    check: bool = True,
 ) -> Tensor:
     """Symmetric InfoNCE whose negatives are re-weighted by W (method.md, Stage 2).
 
@@ -70,15 +83,17 @@ def weighted_info_nce(
         temperature: τ > 0 (a float, or a 0-d tensor when τ is learnt).
         anchors: rows (v2s) and columns (s2v) used as anchors; under DDP, this rank's rows of the
             gathered batch. None means all N.
+        check: verify that W is finite and ≥ 0 and a tensor τ is > 0 (a device sync); pass False
+            in a per-step training loss whose W comes from `alignment_weights`.
 
     Returns:
         Scalar loss, differentiable w.r.t. both embeddings only.
 
     Raises:
-        ValueError: on mismatched shapes, τ ≤ 0, an empty anchor selection, or weights that are
-            negative or not finite.
+        ValueError: on mismatched shapes, τ ≤ 0, an empty anchor selection, or (when checked)
+            weights that are negative or not finite.
     """
-    _validate_inputs(video_emb, sensor_emb, temperature)
+    _validate_inputs(video_emb, sensor_emb, temperature, check)
     num_pairs = video_emb.shape[0]
     if weights.shape != (num_pairs, num_pairs):
         raise ValueError(
@@ -86,11 +101,12 @@ def weighted_info_nce(
             f"got {tuple(weights.shape)}"
         )
     weights = weights.detach()
-    if not bool(((weights >= 0) & torch.isfinite(weights)).all()):
+    if check and not bool(((weights >= 0) & torch.isfinite(weights)).all()):
         raise ValueError("weights must be finite and non-negative")
-    anchor_idx = torch.tensor(
-        list(_anchor_indices(anchors, num_pairs)), dtype=torch.long, device=video_emb.device
-    )
+    selected = _anchor_indices(anchors, num_pairs)
+    anchor_idx: slice | Tensor = slice(selected.start, selected.stop, selected.step)
+    if selected.step < 0:  # tensors take no negative steps; an index tensor costs a host copy
+        anchor_idx = torch.tensor(list(selected), dtype=torch.long, device=video_emb.device)
 
     u_v = F.normalize(video_emb, dim=1)
     u_s = F.normalize(sensor_emb, dim=1)
@@ -111,6 +127,7 @@ def info_nce(
     temperature: float | Tensor,
     *,
     anchors: slice | None = None,
+    check: bool = True,
 ) -> Tensor:
     """Plain symmetric InfoNCE: `weighted_info_nce` with W ≡ 1 (the "no weighting" ablation).
 
@@ -119,11 +136,12 @@ def info_nce(
         sensor_emb: (N, d) sensor embeddings; row i pairs with video row i.
         temperature: τ > 0 (a float, or a 0-d tensor when τ is learnt).
         anchors: see `weighted_info_nce`.
+        check: verify a tensor τ > 0 (a device sync); W ≡ 1 needs no check.
 
     Returns:
         Scalar loss ½(CE(S, I) over rows + CE(S, I) over columns).
     """
-    _validate_inputs(video_emb, sensor_emb, temperature)
+    _validate_inputs(video_emb, sensor_emb, temperature, check)
     num_pairs = video_emb.shape[0]
     ones = torch.ones(num_pairs, num_pairs, dtype=video_emb.dtype, device=video_emb.device)
-    return weighted_info_nce(video_emb, sensor_emb, ones, temperature, anchors=anchors)
+    return weighted_info_nce(video_emb, sensor_emb, ones, temperature, anchors=anchors, check=False)

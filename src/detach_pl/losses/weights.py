@@ -2,6 +2,11 @@
 
 All functions run under `torch.no_grad()`: the weights W steer which negatives matter but carry no
 gradient. Inputs are (N, d) features of the N pairs of the (global) batch; outputs are (N, N).
+
+Cosines are clamped to [−1, 1] where they are built: two identical rows (idle windows with the same
+sensor input, or repeated windows) give 1 + 1e-7 in float32, and S^sp·S^tm > 1 would make
+W^tm = 1 − S^sp·S^tm negative. With S^sp, S^tm ∈ [0, 1] exactly, every W is finite and ≥ 0 for finite
+features, so the loss needs no per-step check of W (which would cost a device synchronisation).
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ def _check_square(matrix: Tensor, name: str) -> None:
 
 
 def _pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
-    """(N, M) matrix of cos(a_i, b_j)."""
-    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    """(N, M) matrix of cos(a_i, b_j), clamped to [−1, 1] (rounding can exceed 1 by ~1e-7)."""
+    return (F.normalize(a, dim=1) @ F.normalize(b, dim=1).T).clamp_(-1.0, 1.0)
 
 
 @torch.no_grad()
@@ -44,7 +49,7 @@ def spatial_similarity(z_v: Tensor, z_s: Tensor) -> Tensor:
         z_s: (N, d') sensor spatial features.
 
     Returns:
-        (N, N) detached spatial similarity (the stronger of the two modalities).
+        (N, N) detached spatial similarity (the stronger of the two modalities), in [0, 1] exactly.
     """
     _check_pair_features(z_v, z_s, "z_v and z_s")
     return torch.maximum(_pairwise_cosine(z_v, z_v).relu(), _pairwise_cosine(z_s, z_s).relu())
@@ -63,7 +68,7 @@ def temporal_similarity(h_v: Tensor, h_s: Tensor, mode: TemporalMode = "within")
         mode: "within" or "cross".
 
     Returns:
-        (N, N) detached temporal similarity.
+        (N, N) detached temporal similarity, in [0, 1] exactly.
     """
     _check_pair_features(h_v, h_s, "h_v and h_s")
     if mode == "within":
