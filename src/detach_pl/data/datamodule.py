@@ -128,6 +128,8 @@ class WindowDataModule(pl.LightningDataModule):
         cache_dir: Folder of prepared caches (one file per dataset and shaping settings).
         windows: Settings that shape the cached windows; changing any builds a new cache.
         batch_size: Batch size per device (global batch = batch_size × devices × nodes).
+        probe_batch_size: Batch size per device when serving the probe (8, released); None
+            keeps `batch_size`.
         num_workers: DataLoader worker processes per device; None: min(4, CPUs available − 1)
             (`detach_pl.data.checks.resolve_num_workers`).
         num_frames: Frames sampled uniformly per clip at read time (T).
@@ -160,6 +162,7 @@ class WindowDataModule(pl.LightningDataModule):
         cache_dir: str = "data/cache",
         windows: WindowSettings = WindowSettings(),
         batch_size: int = 64,
+        probe_batch_size: int | None = 8,
         num_workers: int | None = None,
         num_frames: int = 20,
         train_runs: list[str] | None = None,
@@ -187,6 +190,10 @@ class WindowDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser()
         self.windows = windows
         self.batch_size = batch_size
+        if probe_batch_size is not None and probe_batch_size < 1:
+            raise ValueError(f"data.probe_batch_size must be >= 1 or null, got {probe_batch_size}")
+        self.alignment_batch_size = batch_size
+        self.probe_batch_size = probe_batch_size
         self.num_workers = resolve_num_workers(num_workers)
         self.num_frames = num_frames
         self._splits = {"train_runs": train_runs, "val_runs": val_runs, "test_runs": test_runs}
@@ -299,6 +306,9 @@ class WindowDataModule(pl.LightningDataModule):
         cache.run_indices(train_runs, setting="data.train_runs")
         self.mean, self.std = cache.channel_statistics(train_runs)
         purpose = self.resolved_purpose()
+        self.batch_size = self.alignment_batch_size
+        if purpose == "probe" and self.probe_batch_size is not None:
+            self.batch_size = self.probe_batch_size
         for split in ("train", "val", "test"):
             setting, runs = f"{split}_runs", self.split(f"{split}_runs")
             if split == "train" and purpose == "probe" and self.probe_train_runs is not None:

@@ -1070,7 +1070,8 @@ class HwuUspDataModule(WindowDataModule):
             self.cache = cache
         super().setup(stage)
         sequences = self.resolved_purpose() == "probe" and self.probe_unit == "sequence"
-        self.batch_size = self.trials_per_batch if sequences else self.window_batch_size
+        if sequences:
+            self.batch_size = self.trials_per_batch
         for split, dataset in self.datasets.items():
             if isinstance(dataset, SequenceDataset) and len(dataset) == 0:
                 raise ValueError(
