@@ -123,3 +123,21 @@ def test_probe_trains_on_probe_train_runs_with_the_alignment_runs_statistics(tmp
     wrong = tiny_datamodule(tmp_path, purpose="probe", probe_train_runs=["run07"], **runs)
     with pytest.raises(ValueError, match=r"data\.probe_train_runs: unknown run\(s\) \['run07'\]"):
         wrong.setup("fit")
+
+
+def test_probe_batches_hold_eight_windows_as_released(tmp_path) -> None:
+    """data.probe_batch_size (8) serves the probe; alignment keeps data.batch_size."""
+    probe_data = tiny_datamodule(tmp_path, purpose="probe", batch_size=16)
+    probe_data.prepare_data()
+    probe_data.setup("fit")
+    assert probe_data.batch_size == 8
+    assert len(probe_data.datasets["train"]) > 8
+    assert next(iter(probe_data.train_dataloader()))["sensor"].shape[0] == 8
+    alignment = tiny_datamodule(tmp_path, purpose="alignment", batch_size=16)
+    alignment.setup("fit")
+    assert alignment.batch_size == 16
+    kept = tiny_datamodule(tmp_path, purpose="probe", batch_size=16, probe_batch_size=None)
+    kept.setup("fit")
+    assert kept.batch_size == 16
+    with pytest.raises(ValueError, match="probe_batch_size"):
+        tiny_datamodule(tmp_path, probe_batch_size=0)
