@@ -126,13 +126,15 @@ def test_probe_trains_on_probe_train_runs_with_the_alignment_runs_statistics(tmp
 
 
 def test_probe_batches_hold_eight_windows_as_released(tmp_path) -> None:
-    """data.probe_batch_size (8) serves the probe; alignment keeps data.batch_size."""
+    """data.probe_batch_size (8 by default) serves the probe; alignment keeps data.batch_size."""
     probe_data = tiny_datamodule(tmp_path, purpose="probe", batch_size=16)
     probe_data.prepare_data()
     probe_data.setup("fit")
     assert probe_data.batch_size == 8
-    assert len(probe_data.datasets["train"]) > 8
-    assert next(iter(probe_data.train_dataloader()))["sensor"].shape[0] == 8
+    small = tiny_datamodule(tmp_path, purpose="probe", batch_size=16, probe_batch_size=3)
+    small.setup("fit")
+    assert len(small.datasets["train"]) > 3
+    assert next(iter(small.train_dataloader()))["sensor"].shape[0] == 3
     alignment = tiny_datamodule(tmp_path, purpose="alignment", batch_size=16)
     alignment.setup("fit")
     assert alignment.batch_size == 16
