@@ -132,6 +132,7 @@ class LinearProbeModule(DetachModule):
         super().__init__(data_info, encoder, SENSOR, lr, weight_decay)
         self.save_hyperparameters()
         self.freeze_encoders(SENSOR)
+        self.normalize_embedding = normalize_embedding
         num_classes = self.data_info.num_classes
         width = 2 * self.encoder_config.embed_dim
         standardize = FeatureStandardizer(width) if standardize_features else nn.Identity()
@@ -159,7 +160,7 @@ class LinearProbeModule(DetachModule):
             return joint_embedding(
                 self.encoders["sensor_spatial"](sensor),
                 self.encoders["sensor_temporal"](sensor),
-                normalize_output=self.hparams.normalize_embedding,
+                normalize_output=self.normalize_embedding,
             )
         batch, windows = mask.shape
         flat = sensor[mask]
