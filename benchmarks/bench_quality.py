@@ -48,6 +48,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 from detach_pl.cli import main as detach_main  # noqa: E402
+from detach_pl.io import write_atomically  # noqa: E402,F401  (bench_labels and bench_teacher import it from here)
 from detach_pl.report import latest_metrics  # noqa: E402
 
 StepKind = Literal["stage1", "stage2", "baseline", "supervised", "probe"]
@@ -703,13 +704,6 @@ class LoadMonitor:
         self._stop.set()
         self.samples.append(os.getloadavg()[0])
         return f"mean {statistics.fmean(self.samples):.1f}, max {max(self.samples):.1f}"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` through a temporary file and a rename: no reader (nor `--resume`) sees half a file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def repo_relative(path: Path) -> str:

@@ -41,6 +41,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from detach_pl.cli import main as cli_main
+from detach_pl.io import write_atomically
 
 REPORTED = ("f1_weighted", "map", "accuracy", "f1_macro")
 """Test metrics summarised over folds (logged by the probe as `test/<name>`)."""
@@ -144,7 +145,7 @@ def place_in_fold(
 
 def _write_yaml(path: Path, config: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_atomically(path, yaml.safe_dump(config, sort_keys=False))
 
 
 def fit_stage(config_path: Path, stage: str, fold: int) -> tuple[Path, LightningCLI]:
@@ -240,11 +241,11 @@ def run_fold(
             handover = (receives, previous) if receives is not None and previous is not None else None
             _write_yaml(config_path, place_in_fold(resolved[index], fold, run_dir, handover))
             previous, fitted = fit_stage(config_path, stage, fold)
-            done.write_text(json.dumps({"checkpoint": str(previous)}))
+            write_atomically(done, json.dumps({"checkpoint": str(previous)}))
         probe_config, probe_checkpoint = config_path, previous
     assert probe_config is not None and probe_checkpoint is not None
     metrics = evaluate_probe(probe_config, probe_checkpoint, fitted)
-    metrics_path.write_text(json.dumps(metrics, indent=2))
+    write_atomically(metrics_path, json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -312,7 +313,7 @@ def run_folds(
     summary = summarize(per_fold)
     result = {"folds": per_fold, "summary": summary}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    write_atomically(out / "summary.json", json.dumps(result, indent=2))
     return result
 
 

@@ -13,6 +13,7 @@ from detach_pl.data.info import DataInfo
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from detach_pl.distributed import all_reduce_sum
+from detach_pl.io import write_atomically
 from detach_pl.metrics import probe_metrics
 from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
 from detach_pl.nn import EncoderConfig, joint_embedding
@@ -257,6 +258,7 @@ class LinearProbeModule(DetachModule):
             experiment = getattr(self.logger, "experiment", None)
             if hasattr(experiment, "add_figure"):
                 experiment.add_figure("test/confusion_matrix", figure, self.global_step)
-            (folder / "test_metrics.json").write_text(
-                json.dumps({**metrics, "confusion_matrix": matrix.tolist()}, indent=2)
+            write_atomically(
+                folder / "test_metrics.json",
+                json.dumps({**metrics, "confusion_matrix": matrix.tolist()}, indent=2),
             )
