@@ -18,7 +18,7 @@ Arguments after `--` are passed to every step (data and trainer settings; relati
 like a dataset root, are relative to the step folder: give them absolute).
 
 Writes `--output` (default benchmarks/quality.md: mean ± std of weighted F1, mAP, accuracy per row
-with the paper's published numbers beside them, and the alignment diagnostics of method.md) and
+with the paper's published numbers beside them, and the alignment diagnostics of docs/method.md) and
 the bar chart next to it (quality.png).
 """
 

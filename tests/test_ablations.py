@@ -3,7 +3,7 @@
 Each overlay in configs/demo/ablations is parsed on top of its base config; the parsed model
 settings must differ from the base's in exactly the named keys, the trainer only in the run
 folders (its own, distinct from every other), the data not at all. The models they build are then
-checked on a random batch against the formulas of method.md (e.g. W^sp ≡ 1).
+checked on a random batch against the formulas of docs/method.md (e.g. W^sp ≡ 1).
 """
 
 from __future__ import annotations

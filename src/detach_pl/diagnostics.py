@@ -1,6 +1,6 @@
 """Alignment diagnostics: negative types, weight statistics per type, the inversion score ΔS.
 
-The paper's evidence that DETACH fixes P2 (method.md) is about *which* negatives a pair (i, j)
+The paper's evidence that DETACH fixes P2 (docs/method.md) is about *which* negatives a pair (i, j)
 is, judged with ground truth that training never sees:
 
 - **false** negative: same class (the same action at the same place);

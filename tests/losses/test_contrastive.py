@@ -19,7 +19,7 @@ TAU = 0.1
 def reference_anchor_terms(
     video_emb: Tensor, sensor_emb: Tensor, weights: Tensor, temperature: float
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """Per-anchor v2s and s2v terms of method.md's L_v2s / L_s2v, written with loops over i, j."""
+    """Per-anchor v2s and s2v terms of docs/method.md's L_v2s / L_s2v, written with loops over i, j."""
     n = video_emb.shape[0]
     u_v = [video_emb[i] / video_emb[i].norm() for i in range(n)]
     u_s = [sensor_emb[j] / sensor_emb[j].norm() for j in range(n)]

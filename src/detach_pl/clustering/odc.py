@@ -1,11 +1,11 @@
-"""Online Deep Clustering (ODC) memory bank for stage 1 of DETACH (method.md §1a/1b).
+"""Online Deep Clustering (ODC) memory bank for stage 1 of DETACH (docs/method.md, Stage 1).
 
 The bank holds one L2-normalised sensor feature and one pseudo-label per training window, K cluster
 centroids and per-cluster confidence thresholds. Every training step updates the bank rows of the
 batch (momentum blend, then relabel to the nearest centroid); once per epoch the centroids are
 recomputed from their members, small clusters are dissolved and empty clusters are refilled by
 splitting the largest one (Zhan et al., "Online Deep Clustering for Unsupervised Representation
-Learning", CVPR 2020). Defaults follow the authors' released code (method.md, "ODC details" and
+Learning", CVPR 2020). Defaults follow the authors' released code (docs/method.md, "ODC details" and
 "Confident windows (1b), per step"); the previous readings stay available as named options.
 
 Inside the bank all similarities are cosines of L2-normalised vectors; the distance of a window to a
@@ -398,7 +398,7 @@ class OdcMemory:
             num_samples: N, number of training windows (the dataset's ``index`` range).
             dim: d, feature size.
             num_clusters: K, number of clusters (places); K ≤ N.
-            memory_momentum: m in new = normalize(m·old + (1−m)·current); 0.1 by method.md §1a.
+            memory_momentum: m in new = normalize(m·old + (1−m)·current); 0.1 by docs/method.md, Stage 1.
             confidence_quantile: per-cluster distance quantile that marks confident windows (0.75).
             device: device of the bank tensors (CPU by default).
         """
@@ -676,7 +676,7 @@ class OdcMemory:
         self.thresholds = self.bank_thresholds("cosine")
 
     def batch_confident_mask(self, indices: Tensor, features: Tensor, *, check: bool = True) -> Tensor:
-        """Confident windows of a batch by the released per-step rule (method.md §1b, default).
+        """Confident windows of a batch by the released per-step rule (docs/method.md, confident windows, default).
 
         m_i = [ ||normalize(x_i) − c_{y_i}||₂ < τ_{y_i} ] (strict), with x_i the window's *current*
         feature (call this before :meth:`update`), y_i the bank's stored label of window
@@ -725,7 +725,7 @@ class OdcMemory:
         return _cluster_counts(self.labels, self.num_clusters)
 
     def class_weights(self, power: float = 0.5, max_ratio: float = 10.0, clamp: ClampMode = "raise_small") -> Tensor:
-        """Class-balanced weights w_k ∝ 1/|C_k|^power, max/min ≤ max_ratio, Σ_k w_k = K (method.md §1a).
+        """Class-balanced weights w_k ∝ 1/|C_k|^power, max/min ≤ max_ratio, Σ_k w_k = K (docs/method.md, Stage 1).
 
         See `class_balanced_weights` for ``clamp``. Sync-free: the sizes are counts of the labels, so
         they need no value check.
@@ -733,7 +733,7 @@ class OdcMemory:
         return class_balanced_weights(self.cluster_sizes(), power=power, max_ratio=max_ratio, clamp=clamp, check=False)
 
     def prototype_logits(self, z: Tensor, temperature: float = 0.1) -> Tensor:
-        """Prototype-head logits cos(z_i, c_k) / T; softmax of these is p(k | z) of method.md §1a.
+        """Prototype-head logits cos(z_i, c_k) / T; softmax of these is p(k | z) of docs/method.md, Stage 1.
 
         Gradients flow into ``z``; the centroids are constants.
 

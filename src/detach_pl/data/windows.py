@@ -40,7 +40,7 @@ class WindowSettings:
     """Everything that shapes the windows stored in a cache (part of the cache key).
 
     Attributes:
-        window_seconds: Window length (method.md: 2 s).
+        window_seconds: Window length (docs/method.md: 2 s).
         hop_seconds: Step between window starts (2 s windows with 1 s overlap → 1 s).
         sensor_length: Samples per window after resampling (128).
         lowpass_cutoff: Butterworth cutoff, normalised to Nyquist (0.1).

@@ -1,9 +1,9 @@
-"""Stage-1 classification losses: class-balanced and masked cross-entropy (method.md, Stage 1).
+"""Stage-1 classification losses: class-balanced and masked cross-entropy (docs/method.md, Stage 1).
 
 Pure functions. When no sample is included they return an exact 0 that is still connected to the
 logits (so `backward()` works and gives zero gradients), never NaN.
 
-Defaults follow the authors' released code (method.md, "ODC details"); the paper-text readings are
+Defaults follow the authors' released code (docs/method.md, "ODC details"); the paper-text readings are
 named options: ``clamp="cap_large"`` and ``reduction="mean"``.
 
 Value checks that need the tensor's contents on the host (negative counts, out-of-range targets)
@@ -223,7 +223,7 @@ def class_balanced_cross_entropy(
     *,
     check: bool = True,
 ) -> Tensor:
-    """L_cluster, the class-balanced cross-entropy over the included samples (method.md §1a).
+    """L_cluster, the class-balanced cross-entropy over the included samples (docs/method.md, Stage 1).
 
     With ℓ_i = −log softmax(logits_i)[y_i] and inclusion mask m:
 
@@ -267,7 +267,7 @@ def class_balanced_cross_entropy(
 
 
 def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor, *, check: bool = True) -> Tensor:
-    """L = −(1/Σ m_i) Σ_i m_i log p(y_i | ·) (L_video and L_refine of method.md, Stage 1).
+    """L = −(1/Σ m_i) Σ_i m_i log p(y_i | ·) (L_video and L_refine of docs/method.md, Stage 1).
 
     Args:
         logits: (N, K) class logits.

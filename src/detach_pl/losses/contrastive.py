@@ -64,7 +64,7 @@ def weighted_info_nce(
     anchors: slice | None = None,
     check: bool = True,
 ) -> Tensor:
-    """Symmetric InfoNCE whose negatives are re-weighted by W (method.md, Stage 2).
+    """Symmetric InfoNCE whose negatives are re-weighted by W (docs/method.md, Stage 2).
 
     S_ij = cos(u_v_i, u_s_j) / τ (the embeddings are L2-normalised here),
 

@@ -39,7 +39,7 @@ class DetachModule(pl.LightningModule):
         data_info: Channels, classes, places (linked from the DataModule).
         encoder: Architecture of the four encoders; every stage of one run uses the same.
         encoder_names: Which encoders this stage owns.
-        lr: AdamW learning rate (method.md: 1e-4 at a global batch of 256).
+        lr: AdamW learning rate (docs/method.md: 1e-4 at a global batch of 256).
         weight_decay: AdamW weight decay (1e-4).
     """
 

@@ -1,6 +1,6 @@
 """Reference points of the comparison: global alignment (IMU2CLIP style) and a supervised ceiling.
 
-- :class:`GlobalAlignmentModule` is what DETACH argues against (method.md, "Why not global
+- :class:`GlobalAlignmentModule` is what DETACH argues against (docs/method.md, "Why not global
   alignment"): one vector per clip and one per sensor window, pulled together by symmetric
   InfoNCE. For a fair comparison it trains DETACH's own four encoders (same capacity), jointly and
   from scratch, and pools each modality into u_x = joint_embedding(z_x, h_x), so the linear probe

@@ -1,4 +1,4 @@
-"""Stage 2: temporal alignment with the spatio-temporally weighted contrastive loss (method.md)."""
+"""Stage 2: temporal alignment with the spatio-temporally weighted contrastive loss (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ class TemporalAlignmentModule(DetachModule):
         return AlignmentBatch(**gathered, anchors=local_slice(batch_size))
 
     def weights(self, batch: AlignmentBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """(W, S^sp, S^tm) of method.md for the (global) batch, all without gradient."""
+        """(W, S^sp, S^tm) of docs/method.md for the (global) batch, all without gradient."""
         s_sp = spatial_similarity(batch.z_v, batch.z_s)
         s_tm = temporal_similarity(batch.h_v_ema, batch.h_s_ema, self.hparams.temporal_similarity)
         weights = alignment_weights(
@@ -173,7 +173,7 @@ class TemporalAlignmentModule(DetachModule):
         return loss, batch, weights
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """L_CL = ½(L_v2s + L_s2v) with the weights W of method.md."""
+        """L_CL = ½(L_v2s + L_s2v) with the weights W of docs/method.md."""
         loss, _, weights = self.alignment_loss(batch["video"], batch["sensor"], warp=True)
         off_diagonal = ~torch.eye(weights.shape[0], dtype=torch.bool, device=weights.device)
         self.log_dict(

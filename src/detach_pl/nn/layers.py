@@ -1,4 +1,4 @@
-"""Small building blocks shared by the encoders, and the joint embedding u_x of method.md."""
+"""Small building blocks shared by the encoders, and the joint embedding u_x of docs/method.md."""
 
 from __future__ import annotations
 
