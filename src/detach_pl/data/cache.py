@@ -3,9 +3,13 @@
 Layout (all datasets share it; `WindowCache` reads it):
 
 ```
-/                       attrs: format_version, settings (JSON), meta (JSON: channel/class/place names…)
+/                       attrs: format_version, settings (JSON), meta (JSON: channel/class/place names…),
+                        run_names (JSON), reports (JSON: one RunReport per run)
 /runs/<run>/frames      uint8 (F, H, W, 3), one chunk per frame: each run's video stored once,
                         never once per (overlapping) window
+/runs/<run>/frame_time_ms float64 (F,) when each frame is shown, on the sensor clock:
+                        video_offset_ms + (pts × time base − stream start) · 1000; NaN where a
+                        frame had no timestamp
 /runs/<run>/channel_sums float64 (3, C): count, sum, sum of squares of the raw non-NaN samples,
                         so any choice of training runs yields its standardisation statistics
 /runs/<run>             attrs: fps, subject, sequence_label, sensor_seconds, video_seconds
@@ -16,18 +20,35 @@ Layout (all datasets share it; `WindowCache` reads it):
 /windows/{run, frame_start, frame_stop, label, place, start_ms}   (N,) per-window table
 ```
 
-The file is written under a temporary name and renamed when complete, so an interrupted build
-never leaves a file that a later run would read.
+A window's frames [frame_start, frame_stop) are those whose `frame_time_ms` falls inside its time
+span, so a variable frame rate or a late stream start stays aligned with the sensors. When frame
+times break (a jump of more than `GAP_INTERVALS` frame intervals, a step back, a frame without a
+timestamp), the frames from there on cannot be placed: the windows that reach them are dropped
+and the run's report says so.
+
+The file is written under a temporary name (`.<name>.tmp-<host>-<pid>`) and renamed when
+complete, so an interrupted build never leaves a file that a later run would read. Builders take
+an exclusive lock on `<name>.lock` beside the cache: a second process waits and then reuses the
+finished cache; the first thing a builder does under the lock is to remove temporaries left by
+builders on this host that have died (kill -9). SIGTERM during a build is handled like Ctrl-C:
+the temporary is removed and the process stops with a message.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
+import signal
+import socket
+import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +56,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from detach_pl.data.video import TimedFrame
 from detach_pl.data.windows import (
     WindowSettings,
     fill_window_nans,
@@ -48,8 +70,12 @@ from detach_pl.data.windows import (
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
 _FRAME_BLOCK = 64
+GAP_INTERVALS = 3.0
+"""A step between frame times longer than this many (median) frame intervals is a gap."""
+_TIME_TOLERANCE_MS = 1e-3
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
 
 
 @dataclass
@@ -58,13 +84,15 @@ class RunRecording:
 
     Attributes:
         name: Run or trial name (unique within the dataset).
-        time_ms: (rows,) sensor sample times on the run's clock; frame k is at
-            `video_offset_ms + k * 1000 / fps` on the same clock.
+        time_ms: (rows,) sensor sample times on the run's clock; a frame is at
+            `video_offset_ms + its time · 1000` on the same clock.
         sensor: (rows, C) raw ambient channels, NaN where missing.
         row_label: (rows,) class id per row, −1 for null.
         row_place: (rows,) place id per row, −1 for none (diagnostics only).
-        frames: The video, frame by frame, as (H, W, 3) uint8 arrays already at the cache's
-            image size. An iterator is consumed once, so a long video never sits in memory.
+        frames: The video, frame by frame, already at the cache's image size: `TimedFrame`s
+            (presentation time in seconds from the stream start, (H, W, 3) uint8 image), or bare
+            arrays, which are taken as frame k at k / fps (generated video). An iterator is
+            consumed once, so a long video never sits in memory.
         fps: Measured frame rate of the video.
         subject: Subject id, −1 if unknown.
         sequence_label: Class of the whole recording (HWU-USP activity), −1 if none.
@@ -78,7 +106,7 @@ class RunRecording:
     sensor: np.ndarray
     row_label: np.ndarray
     row_place: np.ndarray
-    frames: Iterable[np.ndarray]
+    frames: Iterable[TimedFrame | np.ndarray]
     fps: float
     subject: int = -1
     sequence_label: int = -1
@@ -89,7 +117,11 @@ class RunRecording:
 
 @dataclass
 class RunReport:
-    """What the writer found while storing one run (durations, dropped windows)."""
+    """What the writer found while storing one run (durations, dropped windows).
+
+    `windows_unplaced` counts the windows dropped because their frames cannot be placed in time
+    (after a gap or a break in the frame timestamps); `notes` says where.
+    """
 
     name: str
     sensor_seconds: float
@@ -98,6 +130,86 @@ class RunReport:
     windows: int
     windows_without_video: int
     notes: list[str] = field(default_factory=list)
+    windows_unplaced: int = 0
+
+
+class CacheBuildInterrupted(KeyboardInterrupt):
+    """SIGTERM arrived while a cache was being built (handled like Ctrl-C: nothing half-written stays)."""
+
+
+@dataclass(frozen=True)
+class FramePlacement:
+    """Where a run's frames lie on the sensor clock, and up to where they can be trusted.
+
+    Attributes:
+        times_ms: (G,) times of the frames that can be placed (the first G stored frames),
+            strictly increasing.
+        end_ms: End of the placed video: the last placed frame's time + one frame interval.
+        video_end_ms: The same for every decoded frame (the video as a whole).
+        interval_ms: Median step between frame times (one frame interval).
+        problem: Why frames from G on cannot be placed, or None.
+    """
+
+    times_ms: np.ndarray
+    end_ms: float
+    video_end_ms: float
+    interval_ms: float
+    problem: str | None = None
+
+    @property
+    def start_ms(self) -> float:
+        """Time of the first placed frame (inf when none can be placed)."""
+        return float(self.times_ms[0]) if self.times_ms.size else float("inf")
+
+    def frame_range(self, start_ms: float, stop_ms: float) -> tuple[int, int] | None:
+        """The frames [first, stop) shown in [start_ms, stop_ms), or None if the span is not covered."""
+        if start_ms < self.start_ms - _TIME_TOLERANCE_MS or stop_ms > self.end_ms + _TIME_TOLERANCE_MS:
+            return None
+        first, stop = np.searchsorted(self.times_ms, [start_ms - _TIME_TOLERANCE_MS, stop_ms - _TIME_TOLERANCE_MS])
+        return (int(first), int(stop)) if stop > first else None
+
+    def unplaced(self, start_ms: float, stop_ms: float) -> bool:
+        """Whether [start_ms, stop_ms) reaches decoded frames that cannot be placed."""
+        return self.problem is not None and stop_ms > self.end_ms + _TIME_TOLERANCE_MS and start_ms < self.video_end_ms
+
+
+def place_frames(times_ms: np.ndarray, fps: float, video_offset_ms: float = 0.0) -> FramePlacement:
+    """Check a run's frame times and keep the prefix that can be placed on the sensor clock.
+
+    Frames stop being placeable at the first one without a timestamp, the first step back (or a
+    repeated time) and the first jump longer than `GAP_INTERVALS` median intervals: what follows
+    a damaged stretch is out of sync by an unknown amount. A video without any timestamp is placed
+    by index at `fps` (frame k at video_offset_ms + k · 1000 / fps).
+    """
+    times = np.asarray(times_ms, dtype=np.float64)
+    if times.size and np.isnan(times).all():
+        times = video_offset_ms + np.arange(times.size) * (1000.0 / fps)
+    steps = np.diff(times)
+    positive = steps[np.isfinite(steps) & (steps > 0)]
+    interval = float(np.median(positive)) if positive.size else 1000.0 / fps
+    finite = times[np.isfinite(times)]
+    video_end = float(finite.max()) + interval if finite.size else float("-inf")
+    problem: str | None = None
+    good = times.size
+    if times.size and np.isnan(times[0]):
+        good, problem = 0, "frame 0 has no timestamp"
+    else:
+        broken = np.flatnonzero(~np.isfinite(steps) | (steps <= 0) | (steps > GAP_INTERVALS * interval))
+        if broken.size:
+            good = int(broken[0]) + 1
+            before, after = times[good - 1] / 1000.0, times[good] / 1000.0
+            if np.isnan(after):
+                problem = f"frame {good} has no timestamp"
+            elif after <= before:
+                problem = f"frame {good}'s time goes back from {before:.3f} s to {after:.3f} s"
+            else:
+                problem = (
+                    f"frames jump from {before:.3f} s to {after:.3f} s (more than {GAP_INTERVALS:g} "
+                    f"frame intervals of {interval:.0f} ms: missing or damaged frames)"
+                )
+    placed = times[:good]
+    end = float(placed[-1]) + interval if good else float("-inf")
+    return FramePlacement(placed, end, video_end, interval, problem)
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -176,21 +288,27 @@ def _window_signals(
 
 
 def _prepare_run_windows(
-    run: RunRecording, settings: WindowSettings, num_frames: int
-) -> tuple[dict[str, np.ndarray], int]:
-    """Cut, NaN-handle, filter and resample the windows of one run; keep those the video covers."""
+    run: RunRecording, settings: WindowSettings, placement: FramePlacement
+) -> tuple[dict[str, np.ndarray], int, int]:
+    """Cut, NaN-handle, filter and resample the windows of one run; keep those the video covers.
+
+    A window's frames are the placed frames shown during its time span. Returns the arrays, the
+    number of windows outside the video and the number whose frames cannot be placed.
+    """
     starts = window_starts(run.time_ms, settings)
     window_ms = settings.window_seconds * 1000.0
-    frames_per_ms = run.fps / 1000.0
     rows: dict[str, list] = {key: [] for key in ("span", "frame_start", "frame_stop", "label", "place", "start_ms")}
-    dropped = 0
+    dropped = unplaced = 0
     for start_ms in starts:
         first, last = np.searchsorted(run.time_ms, [start_ms, start_ms + window_ms])
-        frame_start = int(np.ceil((start_ms - run.video_offset_ms) * frames_per_ms))
-        frame_stop = int(np.ceil((start_ms + window_ms - run.video_offset_ms) * frames_per_ms))
-        if frame_start < 0 or frame_stop > num_frames or frame_stop <= frame_start or last <= first:
-            dropped += 1
+        frames = placement.frame_range(start_ms, start_ms + window_ms)
+        if frames is None or last <= first:
+            if placement.unplaced(start_ms, start_ms + window_ms):
+                unplaced += 1
+            else:
+                dropped += 1
             continue
+        frame_start, frame_stop = frames
         rows["span"].append((int(first), int(last)))
         rows["frame_start"].append(frame_start)
         rows["frame_stop"].append(frame_stop)
@@ -208,7 +326,7 @@ def _prepare_run_windows(
         "place": np.asarray(rows["place"], dtype=np.int64),
         "start_ms": np.asarray(rows["start_ms"], dtype=np.float64),
     }
-    return arrays, dropped
+    return arrays, dropped, unplaced
 
 
 def _channel_sums(sensor: np.ndarray) -> np.ndarray:
@@ -217,7 +335,8 @@ def _channel_sums(sensor: np.ndarray) -> np.ndarray:
     return np.stack([known.sum(axis=0), values.sum(axis=0), (values**2).sum(axis=0)])
 
 
-def _write_frames(group: h5py.Group, run: RunRecording, image_size: int, progress: bool) -> int:
+def _write_frames(group: h5py.Group, run: RunRecording, image_size: int, progress: bool) -> np.ndarray:
+    """Store a run's frames as they stream in, and `frame_time_ms`; returns the frame times (ms)."""
     frames_ds = group.create_dataset(
         "frames",
         shape=(0, image_size, image_size, 3),
@@ -226,6 +345,7 @@ def _write_frames(group: h5py.Group, run: RunRecording, image_size: int, progres
         chunks=(1, image_size, image_size, 3),
     )
     block: list[np.ndarray] = []
+    times: list[float] = []
     count = 0
     bar = tqdm(
         total=run.num_frames, desc=f"  frames {run.name}", unit="fr", leave=False, disable=not progress
@@ -241,18 +361,140 @@ def _write_frames(group: h5py.Group, run: RunRecording, image_size: int, progres
         bar.update(len(block))
         block.clear()
 
-    for index, frame in enumerate(run.frames):
+    for index, item in enumerate(run.frames):
+        if isinstance(item, np.ndarray):
+            seconds, frame = index / run.fps, item
+        else:
+            seconds, frame = item
         if frame.shape != (image_size, image_size, 3) or frame.dtype != np.uint8:
             raise ValueError(
                 f"run {run.name!r}: frame {index} has shape {frame.shape} and dtype {frame.dtype}, "
                 f"expected ({image_size}, {image_size}, 3) uint8"
             )
+        times.append(float("nan") if seconds is None else run.video_offset_ms + 1000.0 * seconds)
         block.append(frame)
         if len(block) == _FRAME_BLOCK:
             flush()
     flush()
     bar.close()
-    return count
+    frame_time_ms = np.asarray(times, dtype=np.float64)
+    group.create_dataset("frame_time_ms", data=frame_time_ms)
+    return frame_time_ms
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporaries of `path` left by builders on this host that no longer run.
+
+    A temporary is `.<name>.tmp-<host>-<pid>` (or `.<name>.tmp-<pid>`, written before the host
+    was part of the name: taken as this host's). Temporaries of other hosts (a shared folder)
+    and of live processes are left alone. Returns what was removed.
+    """
+    host, removed = socket.gethostname(), []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        match = _TEMPORARY.match(candidate.name)
+        if match is None or match["name"] != path.name or match["host"] not in (None, host):
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            size = candidate.stat().st_size
+            candidate.unlink()
+            removed.append(candidate)
+            log.warning(
+                "removed %s (%.1f MB), left by an interrupted build of process %d, which has ended",
+                candidate, size / 1e6, pid,
+            )
+    return removed
+
+
+@contextlib.contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `<path>.lock` (flock) while the cache at `path` is built.
+
+    A second builder logs that it waits for the first (and which process that is), then blocks.
+    The holder deletes the lock file before releasing it, so a finished build leaves only the
+    cache; a waiter that then holds a deleted file's lock notices (inode check) and locks anew.
+
+    Raises:
+        OSError: The lock file cannot be created; the message names it.
+    """
+    lock_path = path.with_name(f"{path.name}.lock")
+    while True:
+        try:
+            handle = open(lock_path, "a+")
+        except OSError as error:
+            raise OSError(
+                error.errno, f"cannot create the lock file {lock_path} beside the window cache ({error.strerror})"
+            ) from error
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            log.warning("waiting for the other builder of %s (%s) to finish (lock %s)", path, holder, lock_path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()
+    with handle:
+        try:
+            handle.truncate(0)
+            handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(what: str) -> Iterator[None]:
+    """Turn SIGTERM into `CacheBuildInterrupted` (a KeyboardInterrupt) while `what` runs.
+
+    SLURM and other schedulers send SIGTERM at a time limit; by default it kills Python without
+    running `finally` blocks. Installed only in the main thread (signals are delivered there),
+    and the previous handler is restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise CacheBuildInterrupted(f"SIGTERM received while {what}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stored_reports(path: Path) -> list[RunReport]:
+    """The run reports saved in a finished cache (empty for a file without them)."""
+    with h5py.File(path, "r") as h5:
+        text = h5.attrs.get("reports")
+    return [RunReport(**report) for report in json.loads(text)] if text is not None else []
 
 
 def build_cache(
@@ -264,7 +506,11 @@ def build_cache(
     num_runs: int | None = None,
     progress: bool = True,
 ) -> list[RunReport]:
-    """Write a complete window cache at `path`, atomically.
+    """Write a complete window cache at `path`, atomically and once.
+
+    Under the lock beside the cache (see the module docstring): stale temporaries of dead
+    builders are removed first; if another process finished the cache meanwhile, it is reused
+    and `runs` is not read.
 
     Args:
         path: Final location of the cache.
@@ -277,89 +523,127 @@ def build_cache(
 
     Returns:
         One report per run (durations, windows kept and dropped).
+
+    Raises:
+        CacheBuildInterrupted: SIGTERM arrived during the build (the temporary is removed).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for key in ("channel_names", "class_names", "place_names"):
         if key not in meta:
             raise ValueError(f"cache meta lacks {key!r}")
+    with build_lock(path):
+        remove_stale_temporaries(path)
+        if path.is_file():
+            log.info("window cache %s was built by another process: reusing it", path)
+            return _stored_reports(path)
+        tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+        try:
+            with sigterm_as_interrupt(f"building the window cache {path}"):
+                reports = _write_cache(tmp, path.name, runs, settings, meta, num_runs, progress)
+                os.replace(tmp, path)
+        except KeyboardInterrupt as interrupt:
+            log.error("%s: the partial cache %s was removed; run again to build it", interrupt, tmp.name)
+            raise
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return reports
+
+
+def _write_cache(
+    tmp: Path,
+    title: str,
+    runs: Iterable[RunRecording],
+    settings: WindowSettings,
+    meta: dict[str, Any],
+    num_runs: int | None,
+    progress: bool,
+) -> list[RunReport]:
+    """Write every run into the HDF5 file `tmp` (the body of `build_cache`)."""
     num_channels = len(meta["channel_names"])
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     reports: list[RunReport] = []
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["format_version"] = CACHE_FORMAT_VERSION
-            h5.attrs["settings"] = json.dumps(settings.to_dict())
-            h5.attrs["meta"] = json.dumps(meta)
-            windows = h5.create_group("windows")
-            length = settings.sensor_length
-            specs = {
-                "sensor": ((num_channels, length), np.float32, (1, num_channels, length)),
-                "zeros": ((num_channels, length), np.float32, (64, num_channels, length)),
-                "dead": ((num_channels,), bool, None),
-                "run": ((), np.int32, None),
-                "frame_start": ((), np.int32, None),
-                "frame_stop": ((), np.int32, None),
-                "label": ((), np.int64, None),
-                "place": ((), np.int64, None),
-                "start_ms": ((), np.float64, None),
-            }
-            for name, (tail, dtype, chunks) in specs.items():
-                windows.create_dataset(
-                    name,
-                    shape=(0, *tail),
-                    maxshape=(None, *tail),
-                    dtype=dtype,
-                    chunks=chunks or (4096, *tail),
-                    compression="lzf" if name == "zeros" else None,  # mostly exact 0s and 1s
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["format_version"] = CACHE_FORMAT_VERSION
+        h5.attrs["settings"] = json.dumps(settings.to_dict())
+        h5.attrs["meta"] = json.dumps(meta)
+        windows = h5.create_group("windows")
+        length = settings.sensor_length
+        specs = {
+            "sensor": ((num_channels, length), np.float32, (1, num_channels, length)),
+            "zeros": ((num_channels, length), np.float32, (64, num_channels, length)),
+            "dead": ((num_channels,), bool, None),
+            "run": ((), np.int32, None),
+            "frame_start": ((), np.int32, None),
+            "frame_stop": ((), np.int32, None),
+            "label": ((), np.int64, None),
+            "place": ((), np.int64, None),
+            "start_ms": ((), np.float64, None),
+        }
+        for name, (tail, dtype, chunks) in specs.items():
+            windows.create_dataset(
+                name,
+                shape=(0, *tail),
+                maxshape=(None, *tail),
+                dtype=dtype,
+                chunks=chunks or (4096, *tail),
+                compression="lzf" if name == "zeros" else None,  # mostly exact 0s and 1s
+            )
+        run_names: list[str] = []
+        total = 0
+        for run in tqdm(runs, total=num_runs, desc=f"preparing {title}", unit="run", disable=not progress):
+            _validate_recording(run, num_channels)
+            if run.name in run_names:
+                raise ValueError(f"run name {run.name!r} appears twice")
+            group = h5.create_group(f"runs/{run.name}")
+            frame_time_ms = _write_frames(group, run, settings.image_size, progress)
+            num_frames = frame_time_ms.shape[0]
+            if num_frames == 0:
+                raise ValueError(f"run {run.name!r} ({run.source}): the video has no frames")
+            placement = place_frames(frame_time_ms, run.fps, run.video_offset_ms)
+            arrays, dropped, unplaced = _prepare_run_windows(run, settings, placement)
+            arrays["run"] = np.full(arrays["label"].shape, len(run_names), dtype=np.int32)
+            count = arrays["label"].shape[0]
+            for name, values in arrays.items():
+                windows[name].resize(total + count, axis=0)
+                windows[name][total : total + count] = values
+            total += count
+            group.create_dataset("channel_sums", data=_channel_sums(run.sensor))
+            sensor_seconds = float(run.time_ms[-1] - run.time_ms[0]) / 1000.0
+            first_frame_ms = float(np.nanmin(frame_time_ms)) if np.isfinite(frame_time_ms).any() else 0.0
+            video_seconds = max(placement.video_end_ms - first_frame_ms, 0.0) / 1000.0
+            group.attrs.update(
+                fps=run.fps,
+                subject=run.subject,
+                sequence_label=run.sequence_label,
+                sensor_seconds=sensor_seconds,
+                video_seconds=video_seconds,
+                video_offset_ms=run.video_offset_ms,
+            )
+            report = RunReport(
+                run.name, sensor_seconds, video_seconds, num_frames, count, dropped, windows_unplaced=unplaced
+            )
+            if abs(sensor_seconds - video_seconds) > max(1.0, 2.0 / run.fps):
+                report.notes.append(
+                    f"video lasts {video_seconds:.1f} s but the sensor timeline "
+                    f"{sensor_seconds:.1f} s: only the overlap is used"
                 )
-            run_names: list[str] = []
-            total = 0
-            for run in tqdm(runs, total=num_runs, desc=f"preparing {path.name}", unit="run", disable=not progress):
-                _validate_recording(run, num_channels)
-                if run.name in run_names:
-                    raise ValueError(f"run name {run.name!r} appears twice")
-                group = h5.create_group(f"runs/{run.name}")
-                num_frames = _write_frames(group, run, settings.image_size, progress)
-                if num_frames == 0:
-                    raise ValueError(f"run {run.name!r} ({run.source}): the video has no frames")
-                arrays, dropped = _prepare_run_windows(run, settings, num_frames)
-                arrays["run"] = np.full(arrays["label"].shape, len(run_names), dtype=np.int32)
-                count = arrays["label"].shape[0]
-                for name, values in arrays.items():
-                    windows[name].resize(total + count, axis=0)
-                    windows[name][total : total + count] = values
-                total += count
-                group.create_dataset("channel_sums", data=_channel_sums(run.sensor))
-                sensor_seconds = float(run.time_ms[-1] - run.time_ms[0]) / 1000.0
-                video_seconds = num_frames / run.fps
-                group.attrs.update(
-                    fps=run.fps,
-                    subject=run.subject,
-                    sequence_label=run.sequence_label,
-                    sensor_seconds=sensor_seconds,
-                    video_seconds=video_seconds,
-                    video_offset_ms=run.video_offset_ms,
+            if placement.problem is not None:
+                report.notes.append(
+                    f"video frames from {placement.end_ms / 1000.0:.3f} s on (frame "
+                    f"{placement.times_ms.size} of {num_frames}) cannot be placed in time: "
+                    f"{placement.problem}; {unplaced} window(s) reaching them were dropped"
                 )
-                report = RunReport(run.name, sensor_seconds, video_seconds, num_frames, count, dropped)
-                if abs(sensor_seconds - video_seconds) > max(1.0, 2.0 / run.fps):
-                    report.notes.append(
-                        f"video lasts {video_seconds:.1f} s but the sensor timeline "
-                        f"{sensor_seconds:.1f} s: only the overlap is used"
-                    )
-                if dropped:
-                    report.notes.append(f"{dropped} window(s) outside the video were dropped")
-                for note in report.notes:
-                    log.warning("run %s: %s", run.name, note)
-                reports.append(report)
-                run_names.append(run.name)
-            if not run_names:
-                raise ValueError("no runs were given to the cache writer")
-            h5.attrs["run_names"] = json.dumps(run_names)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            if dropped:
+                report.notes.append(f"{dropped} window(s) outside the video were dropped")
+            for note in report.notes:
+                log.warning("run %s: %s", run.name, note)
+            reports.append(report)
+            run_names.append(run.name)
+        if not run_names:
+            raise ValueError("no runs were given to the cache writer")
+        h5.attrs["run_names"] = json.dumps(run_names)
+        h5.attrs["reports"] = json.dumps([asdict(report) for report in reports])
     return reports
 
 
@@ -487,6 +771,10 @@ class WindowCache:
             return out
         unique, inverse = np.unique(picks, return_inverse=True)
         return frames[unique][inverse]
+
+    def frame_times(self, run: str) -> np.ndarray:
+        """(F,) when each stored frame of one run is shown, in ms on the sensor clock."""
+        return self._file()[f"runs/{run}/frame_time_ms"][:]
 
     def iter_run_frames(self, run: str) -> Iterator[np.ndarray]:
         """Every stored frame of one run (for figures and checks)."""

@@ -1,4 +1,4 @@
-"""Video decoding with PyAV: measure a file, and stream its frames resized for the cache."""
+"""Video decoding with PyAV: measure a file, and stream its frames (with their times) resized for the cache."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -68,10 +69,34 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise ValueError(f"video {path}: unreadable ({error})") from error
 
 
-def iter_frames(path: str | Path, size: int) -> Iterator[np.ndarray]:
-    """Decode every frame, resized (squashed) to size × size RGB uint8, one at a time.
+class TimedFrame(NamedTuple):
+    """One decoded frame and when it is shown.
 
-    The whole frame is kept (no crop): a fixed camera's places may sit near its edges.
+    Attributes:
+        time_seconds: Presentation time (pts × time base) minus the stream's start time, so the
+            first frame of a normal file is at 0; None when the frame carries no timestamp.
+        image: (H, W, 3) uint8 RGB.
+    """
+
+    time_seconds: float | None
+    image: np.ndarray
+
+
+def stream_start(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction:
+    """The stream's start time in seconds, exactly: its own, else the container's, else 0."""
+    if stream.start_time is not None and stream.time_base is not None:
+        return stream.start_time * stream.time_base
+    if container.start_time is not None:
+        return Fraction(container.start_time, av.time_base)
+    return Fraction(0)
+
+
+def iter_timed_frames(path: str | Path, size: int) -> Iterator[TimedFrame]:
+    """Decode every frame with its presentation time, resized (squashed) to size × size RGB uint8.
+
+    Times come from each frame's pts, not from its index: a variable-frame-rate file, or one
+    whose stream starts late, is placed where it really is. The whole frame is kept (no crop):
+    a fixed camera's places may sit near its edges.
 
     Raises:
         ValueError: Decoding fails; the message names the file and the frame index reached.
@@ -83,11 +108,21 @@ def iter_frames(path: str | Path, size: int) -> Iterator[np.ndarray]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            start = stream_start(container, stream)
             for frame in container.decode(stream):
-                yield reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
+                known = frame.pts is not None and frame.time_base is not None
+                seconds = float(frame.pts * frame.time_base - start) if known else None
+                image = reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
+                yield TimedFrame(seconds, image)
                 index += 1
     except av.error.FFmpegError as error:
         raise ValueError(f"video {path}: decoding failed at frame {index} ({error})") from error
+
+
+def iter_frames(path: str | Path, size: int) -> Iterator[np.ndarray]:
+    """Decode every frame, resized to size × size RGB uint8 (`iter_timed_frames` without times)."""
+    for frame in iter_timed_frames(path, size):
+        yield frame.image
 
 
 def decode_clip(path: str | Path, start_seconds: float, stop_seconds: float, num_frames: int, size: int) -> np.ndarray:
