@@ -60,7 +60,8 @@ from detach_pl.data.cache import RunRecording, WindowCache
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import SequenceDataset, WindowDataModule
 from detach_pl.data.info import DataInfo
-from detach_pl.data.video import VideoInfo, iter_frames, probe_video
+from detach_pl.data.video import VideoInfo, iter_timed_frames, probe_video
+from detach_pl.io import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -926,7 +927,7 @@ class HwuUspDataModule(WindowDataModule):
             sensor=table.values,
             row_label=np.full(rows, self.activities().index(trial.activity), dtype=np.int64),
             row_place=place_per_row(table.time_ms, table.values, radius_ms),
-            frames=iter_frames(trial.video, self.windows.image_size),
+            frames=iter_timed_frames(trial.video, self.windows.image_size),
             fps=info.fps,
             subject=trial.subject,
             sequence_label=self.activities().index(trial.activity),
@@ -988,7 +989,7 @@ class HwuUspDataModule(WindowDataModule):
                 for run in self.reports
             },
         }
-        self.report_path.write_text(json.dumps(report, indent=2))
+        write_atomically(self.report_path, json.dumps(report, indent=2))
         log.info("HWU-USP cache %s prepared; report in %s", self.cache_path, self.report_path)
 
     def num_recordings(self) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import warnings
@@ -42,7 +41,8 @@ from detach_pl.data.cache import RunRecording, RunReport
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.info import DataInfo
-from detach_pl.data.video import VideoInfo, iter_frames, probe_video
+from detach_pl.data.video import TimedFrame, VideoInfo, iter_timed_frames, probe_video
+from detach_pl.io import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -974,10 +974,10 @@ class OpportunityDataModule(WindowDataModule):
                 run, video.path, video_seconds, video.num_frames, video.fps, sensor_seconds,
             )
 
-    def _frames(self, run: str, video: VideoInfo) -> Iterator[np.ndarray]:
-        """Stream the run's frames at the cache size; note a count below the container's."""
+    def _frames(self, run: str, video: VideoInfo) -> Iterator[TimedFrame]:
+        """Stream the run's frames (with their times) at the cache size; note a count below the container's."""
         decoded = 0
-        for frame in iter_frames(video.path, self.windows.image_size):
+        for frame in iter_timed_frames(video.path, self.windows.image_size):
             decoded += 1
             yield frame
         self.label_report.video[run]["decoded_frames"] = decoded
@@ -996,7 +996,7 @@ class OpportunityDataModule(WindowDataModule):
         if not existed:
             ensure_writable_folder(self.cache_dir, "data.init_args.cache_dir")
         super().prepare_data()
-        if existed:
+        if existed or not self.label_report.video:  # no run read here: another process built it
             if self.report_path.is_file():
                 stored = json.loads(self.report_path.read_text())
                 skipped = dict(self.label_report.skipped_runs)
@@ -1010,9 +1010,7 @@ class OpportunityDataModule(WindowDataModule):
                 sum(self.label_report.unknown_ids.values()), self.label_report.unknown_ids,
             )
         report = {"labels": self.label_report.to_json(), "runs": [asdict(r) for r in self.reports]}
-        partial = self.report_path.with_name(f".{self.report_path.name}.tmp-{os.getpid()}")
-        partial.write_text(json.dumps(report, indent=1))
-        os.replace(partial, self.report_path)
+        write_atomically(self.report_path, json.dumps(report, indent=1))
 
 
 def _summary(module: WindowDataModule) -> str:
