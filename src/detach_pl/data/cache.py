@@ -144,7 +144,7 @@ class FramePlacement:
     Attributes:
         times_ms: (G,) times of the frames that can be placed (the first G stored frames),
             strictly increasing.
-        end_ms: End of the placed video: the last placed frame's time + one frame interval.
+        end_ms: End of the placed video: the last placed frame's time + the step before it.
         video_end_ms: The same for every decoded frame (the video as a whole).
         interval_ms: Median step between frame times (one frame interval).
         problem: Why frames from G on cannot be placed, or None.
@@ -188,7 +188,7 @@ def place_frames(times_ms: np.ndarray, fps: float, video_offset_ms: float = 0.0)
     positive = steps[np.isfinite(steps) & (steps > 0)]
     interval = float(np.median(positive)) if positive.size else 1000.0 / fps
     finite = times[np.isfinite(times)]
-    video_end = float(finite.max()) + interval if finite.size else float("-inf")
+    video_end = float(finite.max()) + _last_step(finite, interval) if finite.size else float("-inf")
     problem: str | None = None
     good = times.size
     if times.size and np.isnan(times[0]):
@@ -208,8 +208,14 @@ def place_frames(times_ms: np.ndarray, fps: float, video_offset_ms: float = 0.0)
                     f"frame intervals of {interval:.0f} ms: missing or damaged frames)"
                 )
     placed = times[:good]
-    end = float(placed[-1]) + interval if good else float("-inf")
+    end = float(placed[-1]) + _last_step(placed, interval) if good else float("-inf")
     return FramePlacement(placed, end, video_end, interval, problem)
+
+
+def _last_step(times: np.ndarray, interval: float) -> float:
+    """How long the last of `times` is shown: the step before it (the local rate), else `interval`."""
+    step = float(times[-1] - times[-2]) if times.size >= 2 else 0.0
+    return step if 0.0 < step <= GAP_INTERVALS * interval else interval
 
 
 def cache_key(parts: dict[str, Any]) -> str:
