@@ -1,6 +1,7 @@
 """Tests of detach_pl.distributed: identities in one process, and a real 2-process gloo pool
 showing that gather_with_grad + per-rank anchors + DDP-style gradient averaging reproduce one
-process on the concatenated batch (loss and gradients), in float64 with atol 1e-10."""
+process on the concatenated batch (loss and gradients), in float64 with atol 1e-10, with equal and
+with uneven per-rank batch sizes (3 + 5 rows, the losses scaled by `global_mean_factor`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from detach_pl.losses import (
 WORLD_SIZE = 2
 GLOBAL_BATCH = 8
 LOCAL_BATCH = GLOBAL_BATCH // WORLD_SIZE
+UNEVEN_ROWS = [slice(0, 3), slice(3, GLOBAL_BATCH)]  # rank r's rows of the global batch
 IN_DIM = 6
 EMB_DIM = 5
 TAU = 0.1
@@ -81,7 +83,9 @@ def stage2_step(
         use_temporal=use_temporal,
     )
     anchors = distributed.local_slice(x_v.shape[0])
-    loss = weighted_info_nce(emb_v, emb_s, weights, TAU, anchors=anchors)
+    # Exact global mean over all anchors also when the ranks hold different numbers of rows.
+    scale = distributed.global_mean_factor(torch.tensor(x_v.shape[0])).double()
+    loss = weighted_info_nce(emb_v, emb_s, weights, TAU, anchors=anchors) * scale
     loss.backward()
     param_grads = {}
     for prefix, module in (("v", proj_v), ("s", proj_s)):
@@ -117,12 +121,20 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             "gathered": distributed.gather_no_grad(batch["x_v"][rows]),
             "broadcast": distributed.broadcast_from_rank0(torch.full((2, 3), float(rank + 10))),
             "steps": [stage2_step(batch, config, rows) for config in CONFIGS],
+            "uneven_slice": distributed.local_slice(UNEVEN_ROWS[rank].stop - UNEVEN_ROWS[rank].start),
+            "uneven_gathered": distributed.gather_no_grad(batch["x_v"][UNEVEN_ROWS[rank]]),
+            "empty_rank_gathered": distributed.gather_no_grad(torch.arange(3 * rank)[:, None]),
+            "uneven_steps": [stage2_step(batch, config, UNEVEN_ROWS[rank]) for config in CONFIGS],
         }
-        try:
-            distributed.gather_with_grad(torch.zeros(rank + 1, 2))
-            results["unequal_error"] = None
-        except ValueError as error:
-            results["unequal_error"] = str(error)
+        for name, call in (
+            ("unequal_error", lambda: distributed.gather_with_grad(torch.zeros(2, rank + 1))),
+            ("broadcast_error", lambda: distributed.broadcast_from_rank0(torch.zeros(rank + 1, 2))),
+        ):
+            try:
+                call()
+                results[name] = None
+            except ValueError as error:
+                results[name] = str(error)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -146,20 +158,31 @@ def test_world_helpers_and_plain_gathers(rank_results: list[dict[str, Any]]) -> 
         torch.testing.assert_close(results["broadcast"], torch.full((2, 3), 10.0))
 
 
-def test_unequal_batch_sizes_raise_on_every_rank(rank_results: list[dict[str, Any]]) -> None:
+def test_uneven_batch_sizes_gather_in_rank_order(rank_results: list[dict[str, Any]]) -> None:
+    full = make_batch()["x_v"]
+    for r, results in enumerate(rank_results):
+        assert results["uneven_slice"] == UNEVEN_ROWS[r]
+        torch.testing.assert_close(results["uneven_gathered"], full, rtol=0, atol=0)
+        assert torch.equal(results["empty_rank_gathered"], torch.arange(3)[:, None])
+
+
+def test_shapes_that_differ_beyond_dim_0_raise_on_every_rank(rank_results: list[dict[str, Any]]) -> None:
     for results in rank_results:
         message = results["unequal_error"]
         assert message is not None
-        assert "same shape" in message and "[(1, 2), (2, 2)]" in message
+        assert "beyond the batch dim 0" in message and "[(2, 1), (2, 2)]" in message
+        assert results["broadcast_error"] is not None and "same shape" in results["broadcast_error"]
 
 
+@pytest.mark.parametrize("uneven", [False, True], ids=["even", "uneven"])
 @pytest.mark.parametrize("config_index", range(len(CONFIGS)))
 def test_two_ranks_match_one_process_on_the_concatenated_batch(
-    rank_results: list[dict[str, Any]], config_index: int
+    rank_results: list[dict[str, Any]], config_index: int, uneven: bool
 ) -> None:
     batch = make_batch()
     single = stage2_step(batch, CONFIGS[config_index], slice(None))
-    steps = [results["steps"][config_index] for results in rank_results]
+    steps = [results["uneven_steps" if uneven else "steps"][config_index] for results in rank_results]
+    row_slices = UNEVEN_ROWS if uneven else [slice(r * LOCAL_BATCH, (r + 1) * LOCAL_BATCH) for r in range(WORLD_SIZE)]
 
     # The weights built from the gathered similarity inputs are the single-process weights.
     for step in steps:
@@ -168,7 +191,8 @@ def test_two_ranks_match_one_process_on_the_concatenated_batch(
     if use_temporal and mode == "within":  # W^tm suppresses the cross-rank duplicate pair (1, 6)
         assert single["weights"][1, 6].item() == pytest.approx(0.0, abs=1e-12)
 
-    # (a) L = (1/N) Σ_a ℓ_a = (1/R) Σ_r L_r, each L_r the mean over its n = N/R anchors.
+    # (a) L = (1/N) Σ_a ℓ_a = (1/R) Σ_r L_r, each L_r the mean over its n_r anchors times
+    # R·n_r/N (`global_mean_factor`, 1 when the ranks hold N/R rows each).
     mean_loss = sum(step["loss"] for step in steps) / WORLD_SIZE
     torch.testing.assert_close(mean_loss, single["loss"], rtol=0, atol=ATOL)
 
@@ -177,8 +201,7 @@ def test_two_ranks_match_one_process_on_the_concatenated_batch(
     # of their anchors). Since L = (1/R) Σ_{r'} L_{r'}, single-process ∂L/∂x_r = G_r / R, which is
     # exactly the 1/R that DDP's gradient averaging applies to whatever G_r propagates into the
     # parameters. Without the all_reduce, G_r would miss the other ranks' terms and this fails.
-    for r, step in enumerate(steps):
-        rows = slice(r * LOCAL_BATCH, (r + 1) * LOCAL_BATCH)
+    for step, rows in zip(steps, row_slices):
         for name in ("grad_x_v", "grad_x_s"):
             torch.testing.assert_close(
                 step[name] / WORLD_SIZE, single[name][rows], rtol=0, atol=ATOL

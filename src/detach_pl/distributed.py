@@ -5,8 +5,10 @@ ranks, builds the full N×N similarity matrix and uses its own rows as anchors. 
 the few collectives that needs. Every function is an identity / no-op when torch.distributed is not
 initialised, so the same code runs in one process, under Lightning's DDP, and in tests.
 
-All gathers require the same tensor shape on every rank (equal per-rank batch size); this is
-checked with a cheap all_gather of the shapes, and a mismatch raises ValueError on every rank.
+Gathers accept different batch sizes on different ranks (evaluation without padded windows gives
+uneven batches): one small all_gather exchanges the shapes, every rank
+pads its rows to the longest, and the padding is dropped after the gather. The other dims must
+agree; a mismatch raises ValueError on every rank (no rank is left hanging in the next collective).
 """
 
 from __future__ import annotations
@@ -39,41 +41,67 @@ def rank() -> int:
 def local_slice(batch_size: int) -> slice:
     """Rows of this rank inside a tensor gathered with `gather_with_grad` / `gather_no_grad`.
 
+    Collective when distributed (every rank must call it): one small all_gather of the batch sizes,
+    since ranks may hold different numbers of rows (uneven evaluation batches).
+
     Args:
-        batch_size: per-rank batch size (equal on every rank).
+        batch_size: this rank's batch size (the rows it passed to the gather).
 
     Returns:
-        slice(rank * batch_size, (rank + 1) * batch_size); slice(0, batch_size) in one process.
+        slice(offset, offset + batch_size), offset = the lower ranks' rows; slice(0, batch_size) in
+        one process.
     """
     if batch_size < 0:
         raise ValueError(f"local_slice: batch_size must be >= 0, got {batch_size}")
-    start = rank() * batch_size
+    if not is_distributed():
+        return slice(0, batch_size)
+    sizes = _all_gather_cat(torch.tensor([batch_size], dtype=torch.int64, device=_collective_device()))
+    start = int(sizes[: rank()].sum())
     return slice(start, start + batch_size)
 
 
-def _check_same_shape(x: Tensor, operation: str) -> None:
-    """Raise ValueError on every rank unless `x` has the same shape on all ranks.
+def _collective_device() -> torch.device:
+    """Where small bookkeeping tensors travel: CUDA for NCCL, the CPU otherwise."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
-    One small all_gather of an int64 shape descriptor; every rank sees the same gathered
-    descriptors, so every rank raises (no rank is left hanging in the next collective).
-    """
+
+def _gather_shapes(x: Tensor, operation: str) -> list[tuple[int, ...]]:
+    """Every rank's shape of `x`, in rank order: one small all_gather of an int64 descriptor."""
     if x.dim() > _MAX_CHECKED_NDIM:
         raise ValueError(
             f"{operation}: tensors with more than {_MAX_CHECKED_NDIM} dims are not supported, "
             f"got shape {tuple(x.shape)}"
         )
-    descriptor = torch.full((_MAX_CHECKED_NDIM + 1,), -1, dtype=torch.int64, device=x.device)
+    descriptor = torch.full((_MAX_CHECKED_NDIM + 1,), -1, dtype=torch.int64)
     descriptor[0] = x.dim()
     if x.dim() > 0:
-        descriptor[1 : x.dim() + 1] = torch.tensor(x.shape, dtype=torch.int64, device=x.device)
-    gathered = [torch.empty_like(descriptor) for _ in range(world_size())]
-    dist.all_gather(gathered, descriptor)
-    shapes = [tuple(d[1 : int(d[0]) + 1].tolist()) for d in gathered]
+        descriptor[1 : x.dim() + 1] = torch.tensor(x.shape, dtype=torch.int64)
+    gathered = _all_gather_cat(descriptor[None].to(x.device)).cpu()
+    return [tuple(d[1 : int(d[0]) + 1].tolist()) for d in gathered]
+
+
+def _check_same_shape(x: Tensor, operation: str) -> None:
+    """Raise ValueError on every rank unless `x` has the same shape on all ranks.
+
+    Every rank sees the same gathered shapes, so every rank raises (no rank is left hanging in
+    the next collective).
+    """
+    shapes = _gather_shapes(x, operation)
     if any(shape != shapes[0] for shape in shapes):
+        raise ValueError(f"{operation}: every rank must pass a tensor of the same shape; got shapes by rank {shapes}")
+
+
+def _batch_sizes(x: Tensor, operation: str) -> list[int]:
+    """Every rank's size of dim 0; ValueError on every rank unless the other dims agree."""
+    shapes = _gather_shapes(x, operation)
+    if any(shape[1:] != shapes[0][1:] for shape in shapes):
         raise ValueError(
-            f"{operation}: every rank must pass a tensor of the same shape (equal per-rank batch "
-            f"size, e.g. drop_last=True); got shapes by rank {shapes}"
+            f"{operation}: every rank must pass tensors whose shapes agree beyond the batch dim 0; "
+            f"got shapes by rank {shapes}"
         )
+    return [shape[0] for shape in shapes]
 
 
 def _require_batch_dim(x: Tensor, operation: str) -> None:
@@ -83,25 +111,40 @@ def _require_batch_dim(x: Tensor, operation: str) -> None:
 
 
 def _all_gather_cat(x: Tensor) -> Tensor:
-    """Concatenate all ranks' `x` along dim 0 in rank order (no autograd)."""
+    """Concatenate all ranks' `x` (same shape everywhere) along dim 0 in rank order (no autograd)."""
     chunks = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(chunks, x.contiguous())
     return torch.cat(chunks, dim=0)
+
+
+def _all_gather_rows(x: Tensor, sizes: list[int]) -> Tensor:
+    """Concatenate all ranks' rows in rank order when rank r holds `sizes[r]` rows (no autograd).
+
+    Each rank pads its rows to the longest with zeros; the padding is dropped after the gather.
+    """
+    longest = max(sizes)
+    if all(size == longest for size in sizes):
+        return _all_gather_cat(x)
+    padded = x.new_zeros((longest, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    chunks = _all_gather_cat(padded).split(longest, dim=0)
+    return torch.cat([chunk[:size] for chunk, size in zip(chunks, sizes)], dim=0)
 
 
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather forward; all_reduce(SUM) of the full gradient, sliced to this rank, backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102 - documented on the class
-        ctx.local_batch = x.shape[0]
-        return _all_gather_cat(x)
+    def forward(ctx: Any, x: Tensor, sizes: list[int]) -> Tensor:  # noqa: D102 - documented on the class
+        start = sum(sizes[: rank()])
+        ctx.rows = slice(start, start + x.shape[0])
+        return _all_gather_rows(x, sizes)
 
     @staticmethod
-    def backward(ctx: Any, grad_gathered: Tensor) -> Tensor:  # noqa: D102
+    def backward(ctx: Any, grad_gathered: Tensor) -> tuple[Tensor, None]:  # noqa: D102
         grad = grad_gathered.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[local_slice(ctx.local_batch)]
+        return grad[ctx.rows], None
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
@@ -118,42 +161,43 @@ def gather_with_grad(x: Tensor) -> Tensor:
     own anchors and parameter gradients are averaged (DDP's default).
 
     Note that x_r.grad on a rank is thus R times the single-process ∂L/∂x_r (the 1/R comes with
-    DDP's averaging of parameter gradients).
+    DDP's averaging of parameter gradients). With uneven batch sizes (n_r rows on rank r) the
+    backward is still the exact gradient of Σ_r L_r / R; a mean over all anchors then needs each
+    L_r scaled by `global_mean_factor` (training batches are even; evaluation needs no gradient).
 
     Args:
-        x: (n, ...) local tensor; same shape on every rank.
+        x: (n_r, ...) local tensor; the dims after 0 agree on every rank.
 
     Returns:
-        (R·n, ...) tensor; `x` itself when not distributed.
+        (Σ_r n_r, ...) tensor; `x` itself when not distributed.
 
     Raises:
-        ValueError: if the shapes differ between ranks.
+        ValueError: if the shapes differ between ranks beyond dim 0.
     """
     _require_batch_dim(x, "gather_with_grad")
     if not is_distributed():
         return x
-    _check_same_shape(x, "gather_with_grad")
-    return _GatherWithGrad.apply(x)
+    return _GatherWithGrad.apply(x, _batch_sizes(x, "gather_with_grad"))
 
 
 def gather_no_grad(x: Tensor) -> Tensor:
     """All ranks' `x` concatenated along dim 0 in rank order, detached (no gradient).
 
     Args:
-        x: (n, ...) local tensor; same shape on every rank.
+        x: (n_r, ...) local tensor; the dims after 0 agree on every rank.
 
     Returns:
-        (R·n, ...) detached tensor; `x.detach()` when not distributed.
+        (Σ_r n_r, ...) detached tensor; `x.detach()` when not distributed.
 
     Raises:
-        ValueError: if the shapes differ between ranks.
+        ValueError: if the shapes differ between ranks beyond dim 0.
     """
     _require_batch_dim(x, "gather_no_grad")
     if not is_distributed():
         return x.detach()
-    _check_same_shape(x, "gather_no_grad")
+    sizes = _batch_sizes(x, "gather_no_grad")
     with torch.no_grad():
-        return _all_gather_cat(x.detach())
+        return _all_gather_rows(x.detach(), sizes)
 
 
 def broadcast_from_rank0(x: Tensor) -> Tensor:
