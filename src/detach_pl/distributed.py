@@ -6,18 +6,21 @@ the few collectives that needs. Every function is an identity / no-op when torch
 initialised, so the same code runs in one process, under Lightning's DDP, and in tests.
 
 Gathers accept different batch sizes on different ranks (evaluation without padded windows gives
-uneven batches): one small all_gather exchanges the shapes, every rank
+uneven batches, see `UnpaddedBatchSampler`): one small all_gather exchanges the shapes, every rank
 pads its rows to the longest, and the padding is dropped after the gather. The other dims must
 agree; a mismatch raises ValueError on every rank (no rank is left hanging in the next collective).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 # Gathered shape descriptor: [ndim, size_0, ..., size_{ndim-1}, -1 padding].
 _MAX_CHECKED_NDIM = 8
@@ -220,6 +223,85 @@ def broadcast_from_rank0(x: Tensor) -> Tensor:
         out = x.detach().contiguous().clone()
         dist.broadcast(out, src=0)
     return out
+
+
+class UnpaddedBatchSampler(DistributedSampler):
+    """Evaluation batches of one rank: every item exactly once, the same batch count on every rank.
+
+    PyTorch's DistributedSampler, which Lightning puts into evaluation loaders under DDP, pads the
+    dataset by repeating items, so metrics count some windows twice. Lightning's
+    `UnrepeatedDistributedSampler` does not pad, but the ranks' batch counts may then differ by one,
+    and an evaluation step that gathers across ranks (stage 2's global negatives, stage 1's cluster
+    assignments) hangs on the rank with the extra batch. This sampler yields whole batches (index
+    lists, for a `DataLoader(BatchedDataset(...), batch_size=None)`): the N items, in order, are cut
+    into S global batches of near-equal size, each split into R contiguous per-rank parts of
+    near-equal size, so every rank runs S non-empty batches and the gather of one step returns a
+    global batch in dataset order. S = ceil(N / (R·batch_size)) keeps each part within
+    `batch_size`; S is at most N // R so that no part is empty (with batch_size 1 and R not
+    dividing N a rank then takes up to 2 items). Being a DistributedSampler, Lightning leaves it in
+    place.
+
+    Args:
+        dataset: Sized dataset of N ≥ R items.
+        batch_size: Largest per-rank batch (the DataModule's per-device batch size).
+        num_replicas: R (default: the process group's world size).
+        rank: This rank (default: the process group's rank).
+
+    Raises:
+        ValueError: batch_size < 1, or fewer items than ranks (a rank would have none).
+    """
+
+    def __init__(
+        self, dataset: Sized, batch_size: int, num_replicas: int | None = None, rank: int | None = None
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)  # type: ignore[arg-type]
+        if batch_size < 1:
+            raise ValueError(f"UnpaddedBatchSampler: batch_size must be >= 1, got {batch_size}")
+        total, ranks = len(dataset), self.num_replicas
+        if total < ranks:
+            raise ValueError(
+                f"an evaluation set of {total} items cannot be shared by {ranks} processes without "
+                f"repeating items: evaluate on at most {total} devices"
+            )
+        steps = min(math.ceil(total / (ranks * batch_size)), total // ranks)
+        self.batch_size = batch_size
+        self.batches: list[list[int]] = []
+        for step in range(steps):
+            start, stop = total * step // steps, total * (step + 1) // steps
+            size = stop - start
+            part = slice(start + size * self.rank // ranks, start + size * (self.rank + 1) // ranks)
+            self.batches.append(list(range(part.start, part.stop)))
+        self.num_samples = sum(len(batch) for batch in self.batches)
+        self.total_size = total
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        return (list(batch) for batch in self.batches)
+
+    def __len__(self) -> int:
+        """Number of batches (each yielded element is one batch)."""
+        return len(self.batches)
+
+
+class BatchedDataset(Dataset):
+    """A dataset indexed by index lists: item = collate_fn([dataset[i] for i in indices]).
+
+    The partner of `UnpaddedBatchSampler` in a `DataLoader(..., batch_size=None)`: batches of
+    varying size are collated in the loader's workers, as automatic batching would.
+
+    Args:
+        dataset: Map-style dataset of single items.
+        collate_fn: Merges a list of items into a batch (default: PyTorch's `default_collate`).
+    """
+
+    def __init__(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+        self.dataset = dataset
+        self.collate_fn = collate_fn or default_collate
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, indices: list[int]) -> Any:
+        return self.collate_fn([self.dataset[index] for index in indices])
 
 
 def _rng_state_vector() -> Tensor:

@@ -364,19 +364,34 @@ class WindowDataModule(pl.LightningDataModule):
         Lightning creates the first iterator of a `fit` before it sets the sampler's epoch, and
         worker processes fetch their first batches at once: without the epoch set here, a resumed
         run with workers would replay epoch 0's order in its first epoch.
+
+        Without a sampler (evaluation) under DDP, the loader serves whole batches of an
+        `UnpaddedBatchSampler`: each window exactly once and the same number of batches on every
+        rank. Being a DistributedSampler, Lightning does not replace it by its padded one.
         """
+        from detach_pl.distributed import BatchedDataset, UnpaddedBatchSampler
+
         dataset = self.datasets[split]
         sequences = isinstance(dataset, SequenceDataset)
         if sampler is not None and self.trainer is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        batch_size: int | None = self.batch_size
+        collate_fn = collate_sequences if sequences else None
+        if sampler is None and self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnpaddedBatchSampler(
+                dataset, self.batch_size, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank
+            )
+            dataset, batch_size, collate_fn = BatchedDataset(dataset, collate_fn), None, None
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
-            drop_last=sampler is not None and len(dataset) >= self.batch_size * sampler.num_replicas,
+            drop_last=batch_size is not None
+            and sampler is not None
+            and len(dataset) >= batch_size * sampler.num_replicas,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate_sequences if sequences else None,
+            collate_fn=collate_fn,
             generator=loader_generator(self.shuffle_seed, split),
         )
 
@@ -396,12 +411,15 @@ class WindowDataModule(pl.LightningDataModule):
         return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation windows in order; under DDP each exactly once (see `_loader`)."""
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """Test windows in order; under DDP each exactly once (see `_loader`)."""
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        """The test windows for `detach predict`; under DDP each exactly once (see `_loader`)."""
         return self._loader("test")
 
     def state_dict(self) -> dict[str, Any]:

@@ -250,8 +250,9 @@ class LinearProbeModule(DetachModule):
         self.log_dict(metrics)
         matrix = self.test_confusion.compute()
         self.test_confusion.reset()
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
-            folder = Path(self.trainer.log_dir)
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if self.trainer.is_global_zero and log_dir is not None:
+            folder = Path(log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             figure = confusion_figure(matrix.cpu(), self.data_info.class_names)
             figure.savefig(folder / "confusion_matrix.png", dpi=120, bbox_inches="tight")
