@@ -20,8 +20,8 @@ Reading rules (the release's layout is unverified, so the reader is tolerant and
   micro/nanoseconds (relative or Unix epoch) or date-time strings; the unit is read from the
   column name, else from the epoch magnitude, else from the sampling step (the one unit that gives
   a plausible rate, 0.5–2000 Hz; ties and misses are decided by the video's duration). Times are
-  made relative to the first row: **sensor and video both start at the trial start** (frame k at
-  `video_offset_ms + k·1000/fps` ms). The sensor rate is the median step; the frame rate is
+  made relative to the first row: **sensor and video both start at the trial start** (a frame at
+  `video_offset_ms` + its presentation time). The sensor rate is the median step; the frame rate is
   measured from the video. A median step over 1 s suggests an event log: set `sensor_rate_hz`.
 - **Gaps.** A dense 0/1 table is used as is. Empty cells and missing rows (steps longer than 1.5×
   the median) are filled by `gap_fill`: "hold" (default; a state persists until the next reading,
