@@ -5,13 +5,17 @@ Run as a script (Lightning's DDP launcher re-runs it once per extra rank):
 Each rank writes DIR/rank<r>.pt with the ODC memory (stage 1) or the EMA and temporal encoders
 (stage 2) or the probe's standardiser (3), plus every parameter. Randomness that differs per rank by
 design (time warp, video augmentation) is switched off so that R processes with batch B can be
-compared with one process with batch R·B on the same global batches.
+compared with one process with batch R·B on the same global batches. For the same reason the
+sensor encoders are the BatchNorm-free "paper" style: BatchNorm normalises with each rank's own
+batch (SyncBatchNorm runs on GPUs only), so the released sensor encoders legitimately differ
+from one process on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import dataclasses
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -50,18 +54,23 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(0)
     datamodule = tiny_datamodule(args.cache, batch_size=args.batch_size, augment_video=False)
+    encoder = dataclasses.replace(tiny_encoder(), sensor_spatial_style="paper", sensor_temporal_style="paper")
     if args.stage == 1:
         module = SpatialGroundingModule(
-            data_info=datamodule.data_info, encoder=tiny_encoder(), min_cluster_size=5,
+            data_info=datamodule.data_info, encoder=encoder, min_cluster_size=5,
             video_start_epoch=1, refine_start_epoch=2, video_gate=0.0, warp_start_epoch=99, lr=1e-3,
+            # The refinement targets are video predictions; a video encoder that keeps training (the
+            # released default) predicts from each rank's own BatchNorm batch statistics, so one
+            # process is matched only with the video in eval mode during refinement.
+            video_in_refine="frozen",
         )
     elif args.stage == 2:
         module = TemporalAlignmentModule(
-            data_info=datamodule.data_info, encoder=tiny_encoder(), stage1_checkpoint=args.stage1_checkpoint,
+            data_info=datamodule.data_info, encoder=encoder, stage1_checkpoint=args.stage1_checkpoint,
             warp_sigma=0.0, ema_momentum=0.9, lr=1e-3,
         )
     else:
-        module = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
+        module = LinearProbeModule(data_info=datamodule.data_info, encoder=encoder, standardize_features=True)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=args.devices,

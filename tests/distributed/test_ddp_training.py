@@ -54,7 +54,9 @@ def test_memory_bank_is_bit_identical_across_ranks(stage1_runs) -> None:
     (rank0, rank1), _, _ = stage1_runs
     for key in ("features", "labels", "centroids", "thresholds"):
         assert torch.equal(rank0["memory"][key], rank1["memory"][key]), key
-    for key, value in rank0["params"].items():
+    # BatchNorm running statistics are rank-local after the last forward (DDP broadcasts rank 0's
+    # before the next one), so the parameters are what must agree.
+    for key, value in parameters_only(rank0["params"]).items():
         assert torch.equal(value, rank1["params"][key]), key
 
 
