@@ -77,10 +77,14 @@ def load_data(config: Path, overrides: list[str]) -> tuple[WindowDataModule, Enc
 
 
 def class_places(data: WindowDataModule) -> Tensor:
-    """The place of each class, read off the training windows (-1 for a class never seen)."""
-    dataset = data.datasets["train"]
-    labels = dataset.label.numpy()
-    places = dataset.place.numpy()
+    """The place of each class, read off the training and validation windows (-1 if never seen).
+
+    Validation windows count too, so that a class the training runs lack still has its place
+    (the map only scores predictions; nothing trains on it).
+    """
+    splits = [data.datasets[name] for name in ("train", "val")]
+    labels = np.concatenate([dataset.label.numpy() for dataset in splits])
+    places = np.concatenate([dataset.place.numpy() for dataset in splits])
     mapping = np.full(data.data_info.num_classes, -1, dtype=np.int64)
     for class_id in np.unique(labels):
         mapping[class_id] = np.bincount(places[labels == class_id]).argmax()

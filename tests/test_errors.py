@@ -115,7 +115,7 @@ def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch)
     lines[20] = " ".join(lines[20].split()[:-1])
     matrix.write_text("\n".join(lines) + "\n")
     decoded: list[Path] = []
-    monkeypatch.setattr(opportunity, "iter_frames", lambda path, size: decoded.append(path) or iter(()))
+    monkeypatch.setattr(opportunity, "iter_timed_frames", lambda path, size: decoded.append(path) or iter(()))
     module = opportunity.OpportunityDataModule(
         root=str(release.root), cache_dir=str(tmp_path / "cache"), windows=WindowSettings(image_size=16),
         num_workers=0, runs=runs, train_runs=runs[:3], val_runs=runs[3:4], test_runs=runs[4:], progress=False,
@@ -144,7 +144,7 @@ def test_hwu_checks_every_trial_before_decoding_any(tmp_path, monkeypatch) -> No
     lines[5] = ",".join(cells)
     late.write_text("\n".join(lines) + "\n")
     decoded: list[Path] = []
-    monkeypatch.setattr(hwu_usp, "iter_frames", lambda path, size: decoded.append(path) or iter(()))
+    monkeypatch.setattr(hwu_usp, "iter_timed_frames", lambda path, size: decoded.append(path) or iter(()))
     module = hwu_usp.HwuUspDataModule(
         root=str(release.root), classes=["cereals", "tea", "dishes"], num_folds=2, fold=1,
         cache_dir=str(tmp_path / "cache"), windows=WindowSettings(image_size=16), num_workers=0, progress=False,
