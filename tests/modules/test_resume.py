@@ -18,7 +18,7 @@ from helpers import DEMO, TINY_DATA
 from detach_pl.cli import main
 
 CHECKPOINT = Path("runs/demo/stage1/checkpoints/last.ckpt")
-EPOCHS = 4
+EPOCHS = 6  # room for the poll to catch an epoch-1 checkpoint on a loaded machine
 
 
 def detach_command() -> list[str]:

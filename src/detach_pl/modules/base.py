@@ -62,6 +62,17 @@ class DetachModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.encoders = build_encoders(encoder_names, self.encoder_config, self.data_info.num_channels)
 
+    def first_training_step(self) -> bool:
+        """True on this module's first training step only (once per process).
+
+        Input checks that read tensor values on the host (weights finite and non-negative, labels
+        in range) run then, with their clear errors; afterwards they would stall the device at
+        every step.
+        """
+        first = not getattr(self, "_inputs_checked", False)
+        self._inputs_checked = True
+        return first
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW over the parameters that train in this stage."""
         params = [p for p in self.parameters() if p.requires_grad]

@@ -149,7 +149,6 @@ class SpatialGroundingModule(DetachModule):
         self.num_clusters = num_clusters or self.data_info.num_places
         self.video_classifier = nn.Linear(self.encoder_config.embed_dim, self.num_clusters)
         self.memory: OdcMemory | None = None
-        self._inputs_checked = False
 
     def setup(self, stage: str) -> None:
         """Under DDP, tolerate the video branch's idle epochs (see `allow_unused_parameters`)."""
@@ -269,7 +268,7 @@ class SpatialGroundingModule(DetachModule):
         """
         assert self.memory is not None, "memory bank is initialised in on_train_start"
         hp = self.hparams
-        check, self._inputs_checked = not self._inputs_checked, True
+        check = self.first_training_step()
         phase = self.phase()
         indices = batch["index"]
         sensor = batch["sensor"]

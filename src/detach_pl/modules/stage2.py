@@ -157,8 +157,13 @@ class TemporalAlignmentModule(DetachModule):
         )
         return weights, s_sp, s_tm
 
-    def alignment_loss(self, video: Tensor, sensor: Tensor, *, warp: bool) -> tuple[Tensor, AlignmentBatch, Tensor]:
-        """L_CL of one local batch against the (global) batch; returns the loss, batch and W."""
+    def alignment_loss(
+        self, video: Tensor, sensor: Tensor, *, warp: bool, check: bool = True
+    ) -> tuple[Tensor, AlignmentBatch, Tensor]:
+        """L_CL of one local batch against the (global) batch; returns the loss, batch and W.
+
+        `check` validates W and the temperature on the host (see `first_training_step`).
+        """
         hp = self.hparams
         online = (
             sinusoidal_time_warp(sensor, hp.warp_sigma, generator=batch_generator(self), phase_end=hp.warp_phase_end)
@@ -168,13 +173,15 @@ class TemporalAlignmentModule(DetachModule):
         batch = self.gather(self.embed(video, sensor, online))
         weights, _, _ = self.weights(batch)
         loss = weighted_info_nce(
-            batch.u_v, batch.u_s, weights, self.hparams.temperature, anchors=batch.anchors
+            batch.u_v, batch.u_s, weights, self.hparams.temperature, anchors=batch.anchors, check=check
         )
         return loss, batch, weights
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """L_CL = ½(L_v2s + L_s2v) with the weights W of docs/method.md."""
-        loss, _, weights = self.alignment_loss(batch["video"], batch["sensor"], warp=True)
+        loss, _, weights = self.alignment_loss(
+            batch["video"], batch["sensor"], warp=True, check=self.first_training_step()
+        )
         off_diagonal = ~torch.eye(weights.shape[0], dtype=torch.bool, device=weights.device)
         self.log_dict(
             {"train/loss": loss, "train/weight_mean": weights[off_diagonal].mean()},
