@@ -254,7 +254,9 @@ class LinearProbeModule(DetachModule):
         if self.trainer.is_global_zero and log_dir is not None:
             folder = Path(log_dir)
             folder.mkdir(parents=True, exist_ok=True)
-            figure = confusion_figure(matrix.cpu(), self.data_info.class_names)
+            source = self.hparams.get("encoder_checkpoint") or "random encoders"
+            title = f"{type(self).__name__} on {source}: weighted F1 {metrics.get('test/f1_weighted', float('nan')):.3f}"
+            figure = confusion_figure(matrix.cpu(), self.data_info.class_names, title=title)
             figure.savefig(folder / "confusion_matrix.png", dpi=120, bbox_inches="tight")
             experiment = getattr(self.logger, "experiment", None)
             if hasattr(experiment, "add_figure"):
