@@ -53,3 +53,19 @@ def tiny_encoder():
     from detach_pl.nn import EncoderConfig
 
     return EncoderConfig(**yaml.safe_load((DEMO / "encoder.yaml").read_text()))
+
+
+def cpu_trainer(devices: int, **kwargs):
+    """A quiet CPU Trainer on `devices` processes (DDP over gloo when more than one)."""
+    import lightning.pytorch as pl
+
+    options = dict(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)

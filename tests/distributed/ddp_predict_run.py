@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import tiny_datamodule, tiny_encoder  # noqa: E402
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
 
 from detach_pl.modules import LinearProbeModule  # noqa: E402
 
@@ -53,15 +53,7 @@ def main() -> None:
     datamodule = tiny_datamodule(args.cache, test_runs=["run01"])
     module = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder())
     module.load_state_dict(torch.load(args.checkpoint, weights_only=False)["state_dict"])
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[DumpPredictions(args.out)],
-    )
+    trainer = cpu_trainer(args.devices, callbacks=[DumpPredictions(args.out)])
     trainer.predict(module, datamodule=datamodule, return_predictions=False)
 
 

@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import tiny_datamodule, tiny_encoder  # noqa: E402
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
 
 from detach_pl.modules import LinearProbeModule, SpatialGroundingModule, TemporalAlignmentModule  # noqa: E402
 
@@ -71,18 +71,13 @@ def main() -> None:
         )
     else:
         module = LinearProbeModule(data_info=datamodule.data_info, encoder=encoder, standardize_features=True)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
+    trainer = cpu_trainer(
+        args.devices,
         max_epochs=args.epochs,
         limit_train_batches=args.batches,
         limit_val_batches=0,
-        logger=False,
         enable_checkpointing=args.stage == 1,
         default_root_dir=args.out,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[DumpState(args.out)],
     )
     trainer.fit(module, datamodule=datamodule)

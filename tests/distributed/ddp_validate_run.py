@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import tiny_datamodule, tiny_encoder  # noqa: E402
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
 
 from detach_pl.data.synthetic_world import SyntheticKitchenConfig  # noqa: E402
 from detach_pl.modules import TemporalAlignmentModule  # noqa: E402
@@ -54,15 +54,7 @@ def main() -> None:
         args.cache, world=SyntheticKitchenConfig(num_runs=3, run_seconds=51.0), augment_video=False
     )
     module = TemporalAlignmentModule(data_info=datamodule.data_info, encoder=tiny_encoder(), warp_sigma=0.0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[DumpValidation(args.out)],
-    )
+    trainer = cpu_trainer(args.devices, callbacks=[DumpValidation(args.out)])
     trainer.validate(module, datamodule=datamodule)
 
 

@@ -233,6 +233,13 @@ def resolve_channels(column_names: Sequence[str], wanted: Sequence[str]) -> list
 # ---- the sensor matrix and the SRT tracks ----------------------------------------------------
 
 
+def _column_count_error(path: Path, line_number: int, count: int, expected: int) -> ValueError:
+    """The error for a sensor-matrix line with the wrong number of columns."""
+    return ValueError(
+        f"{path}:{line_number}: {count} columns, expected {expected} (as listed in column_names.txt)"
+    )
+
+
 def _raise_first_bad_line(path: Path, num_columns: int) -> None:
     """Find the first malformed line of a sensor matrix and raise a ValueError naming it."""
     with path.open("r", encoding="utf-8", errors="replace") as handle:
@@ -241,10 +248,7 @@ def _raise_first_bad_line(path: Path, num_columns: int) -> None:
             if not tokens:
                 continue
             if len(tokens) != num_columns:
-                raise ValueError(
-                    f"{path}:{line_number}: {len(tokens)} columns, expected {num_columns} "
-                    "(as listed in column_names.txt)"
-                )
+                raise _column_count_error(path, line_number, len(tokens), num_columns)
             for column, token in enumerate(tokens, start=1):
                 try:
                     float(token)
@@ -307,10 +311,7 @@ def check_sensor_matrix(path: str | Path, num_columns: int, time_column: int = 0
             if not tokens:
                 continue
             if len(tokens) != num_columns:
-                raise ValueError(
-                    f"{path}:{line_number}: {len(tokens)} columns, expected {num_columns} "
-                    "(as listed in column_names.txt)"
-                )
+                raise _column_count_error(path, line_number, len(tokens), num_columns)
             if line.translate(None, _MATRIX_BYTES):
                 bad = [c for c, token in enumerate(tokens) if token.translate(None, _MATRIX_BYTES)]
                 raise ValueError(
