@@ -21,6 +21,7 @@ from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cac
 from detach_pl.data.checks import resolve_num_workers
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings, standardize_windows
+from detach_pl.distributed import BatchedDataset, UnpaddedBatchSampler
 from detach_pl.seeding import loader_generator, run_seed, sample_generator
 from detach_pl.transforms import augment_clip
 
@@ -191,7 +192,7 @@ class WindowDataModule(pl.LightningDataModule):
         self.windows = windows
         self.batch_size = batch_size
         if probe_batch_size is not None and probe_batch_size < 1:
-            raise ValueError(f"data.probe_batch_size must be >= 1 or null, got {probe_batch_size}")
+            raise ValueError(f"data.init_args.probe_batch_size={probe_batch_size} must be >= 1 (or null: batch_size)")
         self.alignment_batch_size = batch_size
         self.probe_batch_size = probe_batch_size
         self.num_workers = resolve_num_workers(num_workers)
@@ -201,7 +202,7 @@ class WindowDataModule(pl.LightningDataModule):
         self.pretrain_windows = pretrain_windows
         self.probe_unit = probe_unit
         if standardize not in ("keep_zeros", "affine"):
-            raise ValueError(f"data.standardize must be 'keep_zeros' or 'affine', got {standardize!r}")
+            raise ValueError(f"data.init_args.standardize must be 'keep_zeros' or 'affine', got {standardize!r}")
         self.standardize = standardize
         self.purpose = purpose
         self.augment_video = augment_video
@@ -369,8 +370,6 @@ class WindowDataModule(pl.LightningDataModule):
         `UnpaddedBatchSampler`: each window exactly once and the same number of batches on every
         rank. Being a DistributedSampler, Lightning does not replace it by its padded one.
         """
-        from detach_pl.distributed import BatchedDataset, UnpaddedBatchSampler
-
         dataset = self.datasets[split]
         sequences = isinstance(dataset, SequenceDataset)
         if sampler is not None and self.trainer is not None and hasattr(sampler, "set_epoch"):
