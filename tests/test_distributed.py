@@ -113,7 +113,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         batch = make_batch()
         rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+        uneven = batch["x_v"][UNEVEN_ROWS[rank]]
+        shared = distributed.batch_sizes(uneven.shape[0])
         results: dict[str, Any] = {
+            "shared_sizes_gathered": distributed.gather_no_grad(uneven, shared),
+            "shared_sizes_slice": distributed.local_slice(uneven.shape[0], shared),
             "is_distributed": distributed.is_distributed(),
             "world_size": distributed.world_size(),
             "rank": distributed.rank(),
@@ -123,6 +127,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             "steps": [stage2_step(batch, config, rows) for config in CONFIGS],
             "uneven_slice": distributed.local_slice(UNEVEN_ROWS[rank].stop - UNEVEN_ROWS[rank].start),
             "uneven_gathered": distributed.gather_no_grad(batch["x_v"][UNEVEN_ROWS[rank]]),
+            "uneven_sizes": distributed.batch_sizes(UNEVEN_ROWS[rank].stop - UNEVEN_ROWS[rank].start),
             "empty_rank_gathered": distributed.gather_no_grad(torch.arange(3 * rank)[:, None]),
             "uneven_steps": [stage2_step(batch, config, UNEVEN_ROWS[rank]) for config in CONFIGS],
         }
@@ -156,6 +161,11 @@ def test_world_helpers_and_plain_gathers(rank_results: list[dict[str, Any]]) -> 
         assert results["local_slice"] == slice(r * LOCAL_BATCH, (r + 1) * LOCAL_BATCH)
         torch.testing.assert_close(results["gathered"], full, rtol=0, atol=0)
         torch.testing.assert_close(results["broadcast"], torch.full((2, 3), 10.0))
+        # One size exchange shared by several gathers gives what each gather's own exchange gives.
+        sizes = [UNEVEN_ROWS[k].stop - UNEVEN_ROWS[k].start for k in range(WORLD_SIZE)]
+        assert results["uneven_sizes"] == sizes
+        torch.testing.assert_close(results["shared_sizes_gathered"], results["uneven_gathered"], rtol=0, atol=0)
+        assert results["shared_sizes_slice"] == results["uneven_slice"] == UNEVEN_ROWS[r]
 
 
 def test_uneven_batch_sizes_gather_in_rank_order(rank_results: list[dict[str, Any]]) -> None:
@@ -217,6 +227,7 @@ def test_single_process_helpers_are_identities() -> None:
     assert not distributed.is_distributed()
     assert distributed.world_size() == 1 and distributed.rank() == 0
     assert distributed.local_slice(5) == slice(0, 5)
+    assert distributed.batch_sizes(5) == [5] and distributed.local_slice(5, [5]) == slice(0, 5)
     x = torch.randn(4, 3, requires_grad=True)
     gathered = distributed.gather_with_grad(x)
     assert gathered is x

@@ -41,14 +41,31 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def local_slice(batch_size: int) -> slice:
+def batch_sizes(batch_size: int) -> list[int]:
+    """Every rank's batch size, in rank order: one small all_gather ([batch_size] in one process).
+
+    Collective when distributed. A step that gathers several tensors of the same batch asks once
+    and passes the result as `sizes` to each gather and to `local_slice`, instead of one shape
+    exchange (and host sync) per gather.
+    """
+    if batch_size < 0:
+        raise ValueError(f"batch_sizes: batch_size must be >= 0, got {batch_size}")
+    if not is_distributed():
+        return [batch_size]
+    sizes = _all_gather_cat(torch.tensor([batch_size], dtype=torch.int64, device=_collective_device()))
+    return [int(size) for size in sizes.tolist()]
+
+
+def local_slice(batch_size: int, sizes: list[int] | None = None) -> slice:
     """Rows of this rank inside a tensor gathered with `gather_with_grad` / `gather_no_grad`.
 
-    Collective when distributed (every rank must call it): one small all_gather of the batch sizes,
-    since ranks may hold different numbers of rows (uneven evaluation batches).
+    Collective when distributed and `sizes` is not given (every rank must call it): one small
+    all_gather of the batch sizes, since ranks may hold different numbers of rows (uneven
+    evaluation batches).
 
     Args:
         batch_size: this rank's batch size (the rows it passed to the gather).
+        sizes: every rank's batch size from `batch_sizes`, if already known.
 
     Returns:
         slice(offset, offset + batch_size), offset = the lower ranks' rows; slice(0, batch_size) in
@@ -58,8 +75,8 @@ def local_slice(batch_size: int) -> slice:
         raise ValueError(f"local_slice: batch_size must be >= 0, got {batch_size}")
     if not is_distributed():
         return slice(0, batch_size)
-    sizes = _all_gather_cat(torch.tensor([batch_size], dtype=torch.int64, device=_collective_device()))
-    start = int(sizes[: rank()].sum())
+    sizes = batch_sizes(batch_size) if sizes is None else sizes
+    start = sum(sizes[: rank()])
     return slice(start, start + batch_size)
 
 
@@ -150,7 +167,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rows], None
 
 
-def gather_with_grad(x: Tensor) -> Tensor:
+def gather_with_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
     """All ranks' `x` concatenated along dim 0 in rank order, with gradients flowing back.
 
     Gradient convention. Let rank r hold local rows x_r (n rows each, R ranks, X = cat_r x_r) and
@@ -170,6 +187,8 @@ def gather_with_grad(x: Tensor) -> Tensor:
 
     Args:
         x: (n_r, ...) local tensor; the dims after 0 agree on every rank.
+        sizes: every rank's n_r from `batch_sizes`, when the caller already has them (the
+            caller then vouches for the other dims); None exchanges and checks the shapes.
 
     Returns:
         (Σ_r n_r, ...) tensor; `x` itself when not distributed.
@@ -180,14 +199,15 @@ def gather_with_grad(x: Tensor) -> Tensor:
     _require_batch_dim(x, "gather_with_grad")
     if not is_distributed():
         return x
-    return _GatherWithGrad.apply(x, _batch_sizes(x, "gather_with_grad"))
+    return _GatherWithGrad.apply(x, _batch_sizes(x, "gather_with_grad") if sizes is None else sizes)
 
 
-def gather_no_grad(x: Tensor) -> Tensor:
+def gather_no_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
     """All ranks' `x` concatenated along dim 0 in rank order, detached (no gradient).
 
     Args:
         x: (n_r, ...) local tensor; the dims after 0 agree on every rank.
+        sizes: every rank's n_r from `batch_sizes`, if already known (see `gather_with_grad`).
 
     Returns:
         (Σ_r n_r, ...) detached tensor; `x.detach()` when not distributed.
@@ -198,7 +218,7 @@ def gather_no_grad(x: Tensor) -> Tensor:
     _require_batch_dim(x, "gather_no_grad")
     if not is_distributed():
         return x.detach()
-    sizes = _batch_sizes(x, "gather_no_grad")
+    sizes = _batch_sizes(x, "gather_no_grad") if sizes is None else sizes
     with torch.no_grad():
         return _all_gather_rows(x.detach(), sizes)
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from detach_pl.data.info import DataInfo
 from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
-from detach_pl.distributed import gather_no_grad, gather_with_grad, local_slice
+from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad, local_slice
 from detach_pl.losses import info_nce
 from detach_pl.modules.base import DetachModule
 from detach_pl.modules.probe import LinearProbeModule
@@ -99,7 +99,8 @@ class GlobalAlignmentModule(DetachModule):
         """The (global) batch with gradients, and this rank's anchor rows."""
         if not self.hparams.gather_distributed:
             return u_v, u_s, slice(0, u_v.shape[0])
-        return gather_with_grad(u_v), gather_with_grad(u_s), local_slice(u_v.shape[0])
+        sizes = batch_sizes(u_v.shape[0])
+        return gather_with_grad(u_v, sizes), gather_with_grad(u_s, sizes), local_slice(u_v.shape[0], sizes)
 
     def alignment_loss(self, video: Tensor, sensor: Tensor) -> tuple[Tensor, Tensor, Tensor, slice]:
         """Symmetric InfoNCE of one local batch against the (global) batch; also u_v, u_s, anchors."""

@@ -19,6 +19,7 @@ from detach_pl.clustering import OdcMemory
 from detach_pl.data.info import DataInfo
 from detach_pl.distributed import (
     allow_unused_parameters,
+    batch_sizes,
     broadcast_from_rank0,
     gather_no_grad,
     global_mean_factor,
@@ -310,7 +311,8 @@ class SpatialGroundingModule(DetachModule):
         logs["train/loss"] = loss
         logs["train/phase"] = torch.tensor(float(("cluster", "joint", "refine").index(phase)))
         self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=indices.shape[0])
-        self.memory.update(gather_no_grad(indices), gather_no_grad(z_s.detach()), check=check)
+        sizes = batch_sizes(indices.shape[0])
+        self.memory.update(gather_no_grad(indices, sizes), gather_no_grad(z_s.detach(), sizes), check=check)
         return loss
 
     def on_train_epoch_start(self) -> None:

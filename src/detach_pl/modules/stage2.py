@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from detach_pl.data.info import DataInfo
 from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
-from detach_pl.distributed import gather_no_grad, gather_with_grad, local_slice
+from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad, local_slice
 from detach_pl.losses import (
     TemporalMode,
     alignment_weights,
@@ -138,11 +138,12 @@ class TemporalAlignmentModule(DetachModule):
         batch_size = features["u_v"].shape[0]
         if not self.hparams.gather_distributed:
             return AlignmentBatch(**features, anchors=slice(0, batch_size))
+        sizes = batch_sizes(batch_size)  # one exchange for every gather of this step
         gathered = {
-            key: gather_with_grad(value) if key in ("u_v", "u_s") else gather_no_grad(value)
+            key: gather_with_grad(value, sizes) if key in ("u_v", "u_s") else gather_no_grad(value, sizes)
             for key, value in features.items()
         }
-        return AlignmentBatch(**gathered, anchors=local_slice(batch_size))
+        return AlignmentBatch(**gathered, anchors=local_slice(batch_size, sizes))
 
     def weights(self, batch: AlignmentBatch) -> tuple[Tensor, Tensor, Tensor]:
         """(W, S^sp, S^tm) of docs/method.md for the (global) batch, all without gradient."""
