@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 
 from detach_pl.data.synthetic_world import (
+    CABINETS,
     CLASS_IS_OPEN,
     CLASS_NAMES,
     CLASS_PLACE,
     NUM_PLACES,
+    OTHER_GESTURES,
     PLACE_NAMES,
     SyntheticKitchenConfig,
     SyntheticRun,
     accelerometer_columns,
+    cabinet_neighbours,
     channel_names,
     channel_places,
     generate_run,
@@ -25,6 +28,7 @@ from detach_pl.data.synthetic_world import (
     place_boxes,
     reed_switch_columns,
 )
+from detach_pl.data.windows import WindowSettings, window_label, window_starts
 
 DEFAULT = SyntheticKitchenConfig()
 # No noise, no flicker, no flaws, no random bursts, exact clock: every effect is exactly visible.
@@ -367,3 +371,112 @@ def test_default_run_generates_quickly() -> None:
         generate_run(DEFAULT, 2)
         durations.append(time.perf_counter() - began)
     assert min(durations) < 1.0
+
+
+# ---- the harder kitchen's mechanisms (docs/benchmark_kitchen.md), against the generator's truth ----
+
+HARD_CLEAN = replace(CLEAN, crosstalk=0.3, mounting_jitter=0.8, other_gesture_prob=0.6, gesture_scale=1.6,
+                     gesture_spread=0.5)
+
+
+def test_new_settings_at_their_defaults_leave_the_world_unchanged() -> None:
+    explicit = replace(DEFAULT, run_seconds=60.0, crosstalk=0.0, mounting_jitter=0.0, other_gesture_prob=0.0,
+                       gesture_scale=1.0, gesture_spread=0.15)
+    _assert_runs_equal(generate_run(replace(DEFAULT, run_seconds=60.0), 1), generate_run(explicit, 1))
+    assert generate_run(replace(DEFAULT, run_seconds=60.0), 1).other_events == []
+
+
+def test_a_door_gesture_moves_no_reed_switch() -> None:
+    assert all(place not in (0, 1) for place in channel_places(DEFAULT)[reed_switch_columns()])
+    run = generate_run(HARD_CLEAN, 0)
+    reed = run.sensor[:, reed_switch_columns()]
+    doors = [(start, end) for class_id, start, end in run.events if CLASS_PLACE[class_id] in (0, 1)]
+    assert doors
+    for start, end in doors:
+        rows = _rows(run, start, end)
+        np.testing.assert_array_equal(reed[rows[0] - 1 : rows[-1] + 2], np.broadcast_to(reed[rows[0] - 1], (len(rows) + 2, 13)))
+        door = accelerometer_columns(CLASS_PLACE[next(c for c, s0, _ in run.events if s0 == start)])
+        assert np.abs(np.diff(run.sensor[rows][:, door], axis=0)).max() > 50  # the door's accelerometer moves
+
+
+def test_crosstalk_appears_on_the_named_cabinet_neighbours_only() -> None:
+    assert cabinet_neighbours(4) == (5, 6) and cabinet_neighbours(6) == (4, 5) and cabinet_neighbours(0) == ()
+    quiet = replace(CLEAN, other_gesture_prob=0.0)
+    run, crossed = generate_run(quiet, 0), generate_run(replace(quiet, crosstalk=0.3), 0)
+    assert run.events == crossed.events
+    changed = np.abs(crossed.sensor - run.sensor) > 0
+    cabinet = sorted({c for place in CABINETS[0] for c in accelerometer_columns(place)})
+    assert set(np.nonzero(changed.any(axis=0))[0]) == set(cabinet)  # nothing else moves
+    for class_id, start, end in run.events:
+        rows = _rows(run, start, end)
+        place = CLASS_PLACE[class_id]
+        for other in range(NUM_PLACES):
+            moved = changed[rows][:, accelerometer_columns(other)].any()
+            assert moved == (other in cabinet_neighbours(place)), (CLASS_NAMES[class_id], PLACE_NAMES[other])
+    inside = np.zeros(len(run.time_ms), dtype=bool)
+    for class_id, start, end in run.events:
+        if CLASS_PLACE[class_id] in CABINETS[0]:
+            inside[_rows(run, start, end)] = True
+    assert not changed[~inside].any()  # only during the cabinet's gestures
+
+
+def test_mounting_changes_per_run_only_with_jitter_and_keeps_gravity_at_1_g() -> None:
+    columns = np.concatenate([accelerometer_columns(place) for place in range(NUM_PLACES)])
+    still = [generate_run(CLEAN, index).sensor[0, columns] for index in range(2)]
+    np.testing.assert_array_equal(still[0], still[1])  # the same mounting in every run
+    jittered = [generate_run(replace(CLEAN, mounting_jitter=1.0), index).sensor[0, columns] for index in range(2)]
+    assert np.abs(jittered[0] - jittered[1]).max() > 100
+    for reading in jittered:
+        np.testing.assert_allclose(np.linalg.norm(reading.reshape(-1, 3), axis=1), 1000.0, atol=2.0)
+
+
+def test_other_gestures_are_null_at_their_places_and_open_nothing() -> None:
+    run = generate_run(HARD_CLEAN, 1)
+    kinds = {kind for kind, _, _ in run.other_events}
+    assert run.other_events and kinds <= set(range(len(OTHER_GESTURES)))
+    reed = run.sensor[:, reed_switch_columns()]
+    for kind, start, end in run.other_events:
+        rows = _rows(run, start, end)
+        assert (run.row_label[rows] == -1).all() and (run.row_place[rows] == -1).all()
+        assert all(end <= s0 or start >= e0 for _, s0, e0 in run.events)  # never overlaps a labelled gesture
+        np.testing.assert_array_equal(reed[rows], np.broadcast_to(reed[rows[0]], (len(rows), 13)))
+        place = OTHER_GESTURES[kind][1]
+        swing = np.ptp(run.sensor[rows][:, accelerometer_columns(place)], axis=0).max()
+        assert (swing > 50) == (OTHER_GESTURES[kind][2] > 0), (OTHER_GESTURES[kind][0], swing)
+
+
+def test_gesture_durations_follow_scale_and_spread() -> None:
+    config = replace(HARD_CLEAN, speed_jitter=0.0)
+    durations = {True: [], False: []}
+    for index in range(2):
+        for class_id, start, end in generate_run(config, index).events:
+            durations[CLASS_IS_OPEN[class_id]].append((end - start) / 1000.0)
+    for is_open, base in ((True, 1.5), (False, 1.2)):
+        values = np.array(durations[is_open])
+        low, high = base * 1.6 * 0.5, base * 1.6 * 1.5
+        assert values.min() >= low - 0.002 and values.max() <= high + 0.002
+        assert values.max() - values.min() > 0.5 * (high - low)  # really spread
+
+
+def test_coverage_labels_match_the_schedule() -> None:
+    run = generate_run(HARD_CLEAN, 0)
+    settings = WindowSettings(min_label_fraction=0.3)
+    partial = checked = 0
+    for start in window_starts(run.time_ms, settings):
+        end = start + 2000.0
+        first, last = np.searchsorted(run.time_ms, [start, end])
+        label = window_label(run.row_label[first:last], settings)
+        covered: dict[int, float] = {}
+        for class_id, s0, e0 in run.events:
+            overlap = min(e0, end) - max(s0, start)
+            if overlap > 0:
+                covered[class_id] = covered.get(class_id, 0.0) + overlap / 2000.0
+        best = max(covered, key=covered.get) if covered else -1
+        fraction = covered.get(best, 0.0)
+        if fraction >= 0.3 + 0.04:
+            assert label == best
+            partial += fraction < 0.99
+            checked += 1
+        elif fraction <= 0.3 - 0.04:
+            assert label == -1
+    assert partial > 10 and checked > 20  # many labelled windows hold only part of a gesture

@@ -1,0 +1,7 @@
+"""The synthetic kitchen generator, in focused parts.
+
+``layout`` (classes, places, sensor columns, room geometry), ``config`` (the difficulty knobs),
+``room`` (texture and sensor hardware of a seed), ``schedule`` (what the person does),
+``sensors`` (ambient channels and their flaws), ``rendering`` (camera frames) and ``generator``
+(one run). ``detach_pl.data.synthetic_world`` re-exports the public names.
+"""
