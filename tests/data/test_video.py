@@ -60,14 +60,14 @@ def test_variable_frame_rate_frames_follow_their_times(tmp_path: Path, suffix: s
     np.testing.assert_allclose(images.reshape(len(images), -1).mean(axis=1), expected, atol=3)
 
 
-def test_a_late_container_start_is_the_video_start(tmp_path: Path) -> None:
+def test_a_late_stream_start_shifts_the_frames_by_it(tmp_path: Path) -> None:
     video = tmp_path / "late.mp4"
     write_timed_video(video, [1.5 + k / 10 for k in range(120)])
-    assert [frame.time_seconds for frame in iter_timed_frames(video, 8)][:3] == pytest.approx([0.0, 0.1, 0.2])
-    cache, _ = build(tmp_path, recording(video, 12.0, video_offset_ms=500.0))
-    np.testing.assert_allclose(cache.frame_times("run"), 500.0 + 100.0 * np.arange(120), atol=1e-6)
+    assert [frame.time_seconds for frame in iter_timed_frames(video, 8)][:3] == pytest.approx([1.5, 1.6, 1.7])
+    cache, _ = build(tmp_path, recording(video, 15.0, video_offset_ms=500.0))
+    np.testing.assert_allclose(cache.frame_times("run"), 2000.0 + 100.0 * np.arange(120), atol=1e-6)
     assert_windows_aligned(cache, interval_ms=100.0)
-    assert cache.start_ms.min() >= 500.0 - 1e-6
+    assert cache.start_ms.min() >= 2000.0 - 1e-6
 
 
 def test_constant_rate_video_keeps_index_times(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ Layout (all datasets share it; `WindowCache` reads it):
 /runs/<run>/frames      uint8 (F, H, W, 3), one chunk per frame: each run's video stored once,
                         never once per (overlapping) window
 /runs/<run>/frame_time_ms float64 (F,) when each frame is shown, on the sensor clock:
-                        video_offset_ms + (pts × time base − stream start) · 1000; NaN where a
-                        frame had no timestamp
+                        video_offset_ms + pts × time base · 1000 (the stream's start time
+                        included); NaN where a frame had no timestamp
 /runs/<run>/channel_sums float64 (3, C): count, sum, sum of squares of the raw non-NaN samples,
                         so any choice of training runs yields its standardisation statistics
 /runs/<run>             attrs: fps, subject, sequence_label, sensor_seconds, video_seconds
@@ -90,14 +90,14 @@ class RunRecording:
         row_label: (rows,) class id per row, −1 for null.
         row_place: (rows,) place id per row, −1 for none (diagnostics only).
         frames: The video, frame by frame, already at the cache's image size: `TimedFrame`s
-            (presentation time in seconds from the stream start, (H, W, 3) uint8 image), or bare
+            (presentation time in seconds on the file's clock, (H, W, 3) uint8 image), or bare
             arrays, which are taken as frame k at k / fps (generated video). An iterator is
             consumed once, so a long video never sits in memory.
         fps: Measured frame rate of the video.
         subject: Subject id, −1 if unknown.
         sequence_label: Class of the whole recording (HWU-USP activity), −1 if none.
         num_frames: Expected frame count, if known (progress display only).
-        video_offset_ms: Time of frame 0 on the sensor clock.
+        video_offset_ms: Where time 0 of the video's clock lies on the sensor clock.
         source: Free-form description of the files it came from (for messages).
     """
 

@@ -73,8 +73,9 @@ class TimedFrame(NamedTuple):
     """One decoded frame and when it is shown.
 
     Attributes:
-        time_seconds: Presentation time (pts × time base) minus the stream's start time, so the
-            first frame of a normal file is at 0; None when the frame carries no timestamp.
+        time_seconds: Presentation time, pts × time base, on the file's own clock: a stream whose
+            start time is 1.5 s shows its first frame at 1.5 s, not at 0 (the start time is part
+            of the timing the file records); None when the frame carries no timestamp.
         image: (H, W, 3) uint8 RGB.
     """
 
@@ -82,20 +83,11 @@ class TimedFrame(NamedTuple):
     image: np.ndarray
 
 
-def stream_start(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction:
-    """The stream's start time in seconds, exactly: its own, else the container's, else 0."""
-    if stream.start_time is not None and stream.time_base is not None:
-        return stream.start_time * stream.time_base
-    if container.start_time is not None:
-        return Fraction(container.start_time, av.time_base)
-    return Fraction(0)
-
-
 def iter_timed_frames(path: str | Path, size: int) -> Iterator[TimedFrame]:
     """Decode every frame with its presentation time, resized (squashed) to size × size RGB uint8.
 
     Times come from each frame's pts, not from its index: a variable-frame-rate file, or one
-    whose stream starts late, is placed where it really is. The whole frame is kept (no crop):
+    whose stream starts late (a nonzero start time), is placed where it really is. The whole frame is kept (no crop):
     a fixed camera's places may sit near its edges.
 
     Raises:
@@ -108,10 +100,9 @@ def iter_timed_frames(path: str | Path, size: int) -> Iterator[TimedFrame]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            start = stream_start(container, stream)
             for frame in container.decode(stream):
                 known = frame.pts is not None and frame.time_base is not None
-                seconds = float(frame.pts * frame.time_base - start) if known else None
+                seconds = float(frame.pts * frame.time_base) if known else None
                 image = reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
                 yield TimedFrame(seconds, image)
                 index += 1
