@@ -1,7 +1,9 @@
 """The `detach` command: LightningCLI in subclass mode for every stage and dataset.
 
 `detach fit --config configs/<dataset>/<stage>.yaml`, `detach test --config … --ckpt_path …`,
-`detach predict …`. The DataModule's `data_info` (channels, classes, places) is linked into the
+`detach predict --config configs/<dataset>/predict.yaml --ckpt_path <probe>` (new recordings,
+sensors only) and `detach export --ckpt_path <probe> --output model.onnx` (docs/deploy.md).
+The DataModule's `data_info` (channels, classes, places) is linked into the
 model after instantiation, so one config never states the same fact twice. Without a `data:`
 section the built-in synthetic kitchen is used.
 
@@ -19,7 +21,9 @@ What the CLI adds to LightningCLI, so a mistake fails early and in the user's ow
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -161,6 +165,8 @@ class DetachCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and str(ckpt_path) not in CKPT_KEYWORDS and not str(ckpt_path).startswith("registry"):
             check_checkpoint_file(ckpt_path)
+        if subcommand == "predict":
+            link_recordings_checkpoint(config)
         if subcommand == "fit":
             for setting in ("max_epochs", "max_steps"):
                 if config.trainer.get(setting) == 0:
@@ -211,6 +217,42 @@ class DetachCLI(LightningCLI):
             check_resumable(self.trainer)
 
 
+def class_of(entry: Any) -> type | None:
+    """The class a parsed `class_path` entry names (None when it names none)."""
+    path = entry.get("class_path") if isinstance(entry, Namespace) else None
+    if not path or "." not in str(path):
+        return None
+    module, name = str(path).rsplit(".", 1)
+    return getattr(importlib.import_module(module), name, None)
+
+
+def link_recordings_checkpoint(config: Namespace) -> None:
+    """`detach predict` on new recordings: hand `--ckpt_path` to the data as its contract source.
+
+    The recordings DataModule preprocesses by the checkpoint's contract and states the model's
+    channels and classes (linked into the model, as every DataModule's `data_info` is). The
+    checkpoint is checked first: a stage-1/2 checkpoint or one without a contract is refused
+    with what `detach predict` needs.
+    """
+    from detach_pl.deploy.contract import load_probe
+    from detach_pl.deploy.data import SensorRecordingsDataModule
+
+    data_class = class_of(config.get("data"))
+    if data_class is None or not issubclass(data_class, SensorRecordingsDataModule):
+        return
+    ckpt_path = config.get("ckpt_path")
+    init_args = config.data.get("init_args") or Namespace()
+    if not ckpt_path:
+        raise ValueError(
+            "detach predict on new recordings needs the probe checkpoint: --ckpt_path "
+            "runs/<dataset>/probe/checkpoints/last.ckpt"
+        )
+    load_probe(ckpt_path)
+    if init_args.get("checkpoint") is None:
+        init_args.checkpoint = str(ckpt_path)
+        config.data.init_args = init_args
+
+
 def check_resumable(trainer: pl.Trainer) -> None:
     """Raise when `ckpt_path="last"` would find no checkpoint, naming the folders searched.
 
@@ -236,16 +278,24 @@ def check_resumable(trainer: pl.Trainer) -> None:
     )
 
 
-def main(args: list[str] | None = None, run: bool = True) -> DetachCLI:
+def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
     """Entry point of `detach`; `args` lets tests call it in-process.
+
+    `detach export …` is dispatched to `detach_pl.deploy.export` (no Trainer involved).
 
     Log lines go through `logging_redirect_tqdm`, so warnings print above the progress bars
     instead of breaking them.
     """
+    arguments = sys.argv[1:] if args is None else list(args)
+    if arguments[:1] == ["export"]:
+        from detach_pl.deploy.export import export_main
+
+        export_main(arguments[1:])
+        return None
     with logging_redirect_tqdm(loggers=console_loggers()):
         return DetachCLI(
             DetachModule,
-            WindowDataModule,
+            pl.LightningDataModule,  # WindowDataModule subclasses, or detach_pl.deploy's recordings
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},

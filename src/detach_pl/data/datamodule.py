@@ -6,6 +6,7 @@ runs it has and how they split; everything after the raw files is common.
 
 from __future__ import annotations
 
+import json
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cac
 from detach_pl.data.checks import resolve_num_workers
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings, standardize_windows
+from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract
 from detach_pl.distributed import BatchedDataset, UnpaddedBatchSampler
 from detach_pl.seeding import loader_generator, run_seed, sample_generator
 from detach_pl.transforms import augment_clip
@@ -421,13 +423,39 @@ class WindowDataModule(pl.LightningDataModule):
         """The test windows for `detach predict`; under DDP each exactly once (see `_loader`)."""
         return self._loader("test")
 
+    def preprocessing_contract(self) -> PreprocessingContract:
+        """What deployment needs to preprocess raw rows as training did (after `setup`).
+
+        The sensor rate is that of the training runs: valid rows per second of run duration.
+        """
+        if self.cache is None or self.mean is None or self.std is None:
+            raise RuntimeError("preprocessing_contract() is defined after setup()")
+        runs = self.split("train_runs")
+        h5 = self.cache._file()  # the per-run sample counts (channel_sums row 0) have no accessor
+        rows = sum(float(h5[f"runs/{name}/channel_sums"][0].max()) - 1.0 for name in runs)
+        seconds = sum(float(self.cache.run_attrs[name]["sensor_seconds"]) for name in runs)
+        return PreprocessingContract(
+            dataset=self.dataset_name,
+            channel_names=list(self.cache.channel_names),
+            sensor_rate_hz=rows / seconds,
+            windows=self.windows.to_dict(),
+            standardize=self.standardize,
+            mean=self.mean.astype(float).tolist(),
+            std=self.std.astype(float).tolist(),
+            class_names=list(self.data_info.class_names),
+            probe_unit=self.probe_unit,
+            extra={"source": json.loads(json.dumps(self.source_settings(), default=str))},
+        )
+
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the cache used and the standardisation statistics."""
+        """Saved in checkpoints: the cache used, the standardisation statistics and the
+        preprocessing contract that deployment reads (`detach_pl.deploy.contract`)."""
         return {
             "cache": self.cache_path.name,
             "train_runs": self.split("train_runs"),
             "mean": None if self.mean is None else self.mean.tolist(),
             "std": None if self.std is None else self.std.tolist(),
+            CONTRACT_KEY: None if self.mean is None else self.preprocessing_contract().to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

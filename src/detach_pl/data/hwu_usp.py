@@ -236,7 +236,7 @@ class Trial:
         name: Trial id (`tea_s01`).
         activity: Activity name as found in the file names (lower case).
         subject: Subject number (1-based).
-        video: The RGB `.mp4`.
+        video: The RGB `.mp4` (None only when discovered with `require_video=False`).
         ambient: The ambient CSV.
         columns: Its column names and where they came from.
     """
@@ -244,7 +244,7 @@ class Trial:
     name: str
     activity: str
     subject: int
-    video: Path
+    video: Path | None
     ambient: Path
     columns: CsvColumns
 
@@ -311,6 +311,7 @@ def discover_trials(
     *,
     video_glob: str = "**/*.mp4",
     csv_glob: str = "**/*.csv",
+    require_video: bool = True,
 ) -> Discovery:
     """Find every trial under `root` by trial id, whatever the folder tree.
 
@@ -319,6 +320,8 @@ def discover_trials(
         channels: Ambient channels that identify the ambient CSV.
         video_glob: Pattern (relative to root) of the video files.
         csv_glob: Pattern of the CSV files.
+        require_video: Count a trial without video as incomplete (false: sensor-only
+            prediction, which never opens a video).
 
     Returns:
         Complete trials and, separately, the incomplete ones with what they lack.
@@ -356,7 +359,7 @@ def discover_trials(
             )
         ambient, reason = _choose_ambient(name, csvs.get(name, []), root, channels)
         missing = []
-        if not trial_videos:
+        if not trial_videos and require_video:
             missing.append(f"no video ({name}*.mp4 or {name}/*.mp4 matching {video_glob!r})")
         if ambient is None:
             missing.append(reason)
@@ -365,7 +368,8 @@ def discover_trials(
             discovery.incomplete[name] = "; ".join(missing) + (f"; found {found}" if found else "")
             continue
         assert ambient is not None
-        discovery.trials[name] = Trial(name, activity, subject, trial_videos[0], ambient.path, ambient)
+        video = trial_videos[0] if trial_videos else None
+        discovery.trials[name] = Trial(name, activity, subject, video, ambient.path, ambient)
     return discovery
 
 

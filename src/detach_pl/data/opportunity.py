@@ -427,11 +427,12 @@ def _first_existing(folder: Path, names: Sequence[str], suffixes: Sequence[str])
     return found[0] if len(found) == 1 else None
 
 
-def locate_run(root: Path, run: str) -> RunFiles:
+def locate_run(root: Path, run: str, require_video: bool = True) -> RunFiles:
     """Find a run's folder (`<root>/data/<run>/` or `<root>/<run>/`) and its files.
 
     The sensor matrix is `<run>_sensors_data.txt` (or the UCI name `<run>.dat`), the video
-    `<run>_side.avi` (or the folder's only video file), the label tracks every `*.srt`.
+    `<run>_side.avi` (or the folder's only video file), the label tracks every `*.srt`. Without
+    `require_video` (sensor-only prediction) a missing video does not make the run incomplete.
     """
     candidates = [root / "data" / run, root / run]
     folder = next((path for path in candidates if path.is_dir()), None)
@@ -445,7 +446,7 @@ def locate_run(root: Path, run: str) -> RunFiles:
     missing = []
     if sensor is None:
         missing.append(f"sensor matrix {folder / f'{run}_sensors_data.txt'}")
-    if video is None:
+    if video is None and require_video:
         missing.append(f"video {folder / f'{run}_side.avi'}")
     subtitles = tuple(sorted(folder.glob("*.srt")))
     return RunFiles(run, folder, sensor, video, subtitles, tuple(missing))
@@ -608,6 +609,8 @@ class OpportunityDataModule(WindowDataModule):
             instead of stopping; splits then drop them.
         check_srt: Compare the SRT track of `label_track` with the matrix (and use it when the
             matrix's label column is empty).
+        require_video: Count a run without its video as incomplete (true: the cache needs the
+            frames); false reads sensors only (`read_sensor_run`, deployment).
         **kwargs: Shared DataModule settings (`WindowDataModule`: cache_dir, windows, batch_size,
             num_workers, num_frames, train/val/test_runs, pretrain_windows, …).
     """
@@ -623,9 +626,11 @@ class OpportunityDataModule(WindowDataModule):
         runs: list[str] | None = None,
         skip_incomplete_runs: bool = False,
         check_srt: bool = True,
+        require_video: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.require_video = require_video
         self.root = Path(root).expanduser()
         self.channels = list(channels) if channels is not None else list(AMBIENT_CHANNELS)
         if not self.channels:
@@ -725,7 +730,7 @@ class OpportunityDataModule(WindowDataModule):
         """Files of every requested run (looked up once)."""
         if self._run_files is None:
             root = self._require_root()
-            self._run_files = {run: locate_run(root, run) for run in self.requested_runs()}
+            self._run_files = {run: locate_run(root, run, self.require_video) for run in self.requested_runs()}
         return self._run_files
 
     def available_runs(self) -> list[str]:
@@ -816,10 +821,9 @@ class OpportunityDataModule(WindowDataModule):
         problems = []
         for run in runs:
             entry = files[run]
-            checks = [
-                lambda: probe_video(entry.video),
-                lambda: check_sensor_matrix(entry.sensor, num_columns, time_column),
-            ]
+            checks = [lambda: check_sensor_matrix(entry.sensor, num_columns, time_column)]
+            if entry.video is not None:
+                checks.append(lambda: probe_video(entry.video))
             if self.check_srt:
                 checks += [lambda path=path: parse_srt(path) for path in entry.subtitles]
             for check in checks:
@@ -840,33 +844,19 @@ class OpportunityDataModule(WindowDataModule):
         """
         runs = self.available_runs()
         self.check_release(runs)
-        num_columns = len(self.column_names)
-        time_column = self._named_column(TIME_COLUMN)
-        label_column = self._named_column(self.label_track)
-        place_column = self._named_column(PLACE_TRACK)
-        channel_columns = self.channel_columns()
-        vocabulary = self.vocabulary
         files = self.run_files()
         self.label_report = LabelReport(skipped_runs=dict(self.label_report.skipped_runs))
         for run in runs:
             entry = files[run]
-            if entry.sensor is None or entry.video is None:
-                raise FileNotFoundError(f"run {run}: missing {', '.join(entry.missing)}")
-            matrix = parse_sensor_matrix(entry.sensor, num_columns)
-            time_ms = self._timeline(matrix[:, time_column], entry.sensor)
-            track_ids = self._track_label_ids(run, entry, matrix[:, label_column], time_ms)
-            place_ids = (
-                track_ids if label_column == place_column else _label_ids(matrix[:, place_column])
-            )
-            row_label = map_label_ids(track_ids, vocabulary.class_of_id)
-            row_place = map_label_ids(place_ids, vocabulary.place_of_id)
-            self._count_labels(run, track_ids, row_label)
+            if entry.video is None:
+                raise FileNotFoundError(f"run {run}: missing video {entry.folder}/{run}_side.avi")
+            time_ms, sensor, row_label, row_place = self.read_sensor_run(run)
             video = probe_video(entry.video)
             self._check_durations(run, video, time_ms)
             yield RunRecording(
                 name=run,
                 time_ms=time_ms,
-                sensor=matrix[:, channel_columns].copy(),
+                sensor=sensor,
                 row_label=row_label,
                 row_place=row_place,
                 frames=self._frames(run, video),
@@ -875,6 +865,31 @@ class OpportunityDataModule(WindowDataModule):
                 num_frames=video.num_frames,
                 source=str(entry.folder),
             )
+
+    def read_sensor_run(self, run: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One run's sensors and labels, never touching its video.
+
+        Returns:
+            (rows,) times in ms, (rows, C) chosen channels, (rows,) class ids, (rows,) place ids
+            (−1: null).
+
+        Raises:
+            FileNotFoundError: The run's folder or sensor matrix is missing.
+            ValueError: A bad line in the matrix or its clock (file and line named).
+        """
+        entry = self.run_files().get(run) or locate_run(self._require_root(), run, self.require_video)
+        if entry.sensor is None:
+            raise FileNotFoundError(f"run {run}: missing {', '.join(entry.missing)}")
+        matrix = parse_sensor_matrix(entry.sensor, len(self.column_names))
+        time_ms = self._timeline(matrix[:, self._named_column(TIME_COLUMN)], entry.sensor)
+        label_column = self._named_column(self.label_track)
+        place_column = self._named_column(PLACE_TRACK)
+        track_ids = self._track_label_ids(run, entry, matrix[:, label_column], time_ms)
+        place_ids = track_ids if label_column == place_column else _label_ids(matrix[:, place_column])
+        row_label = map_label_ids(track_ids, self.vocabulary.class_of_id)
+        row_place = map_label_ids(place_ids, self.vocabulary.place_of_id)
+        self._count_labels(run, track_ids, row_label)
+        return time_ms, matrix[:, self.channel_columns()].copy(), row_label, row_place
 
     @staticmethod
     def _timeline(column: np.ndarray, path: Path) -> np.ndarray:

@@ -1,0 +1,172 @@
+"""Sensor-only readers of new recordings: the generic CSV and every dataset the project reads.
+
+None of them opens a video: Opportunity++ and HWU-USP runs are found without their video files
+(`require_video=False`), the synthetic kitchen is regenerated from the world the model was trained
+on. Each yields `SensorRecording`s whose channel names are matched to the model's later.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from detach_pl.data.synthetic_world import CLASS_NAMES, SyntheticKitchenConfig, channel_names, generate_run
+
+#: Label cells that mean "no label" in a CSV's label column.
+NULL_LABELS = ("", "null")
+#: Time units of a CSV's timestamp column → milliseconds per unit.
+TIME_UNITS = {"s": 1000.0, "ms": 1.0}
+
+
+@dataclass
+class SensorRecording:
+    """One recording's sensor rows, as read from its files.
+
+    Attributes:
+        name: Recording name (run or trial id, or CSV file stem).
+        time_ms: (rows,) timestamps in milliseconds.
+        sensor: (rows, C) samples, NaN where missing, columns named by `channel_names`.
+        channel_names: The recording's own channel names (matched to the model's by name).
+        row_label: (rows,) class ids in the model's class order, −1 for none; None: no labels.
+        sequence_label: Class of the whole recording (sequence probe; −1: unknown).
+        source: The files it came from (for messages).
+    """
+
+    name: str
+    time_ms: np.ndarray
+    sensor: np.ndarray
+    channel_names: list[str]
+    row_label: np.ndarray | None = None
+    sequence_label: int = -1
+    source: str = ""
+
+    @property
+    def where(self) -> str:
+        """How messages name this recording."""
+        return f"recording {self.name!r}" + (f" ({self.source})" if self.source else "")
+
+
+def _number(cell: str, path: Path, line: int, column: str) -> float:
+    """A CSV cell as a float (empty or NaN → NaN), naming file, line and column otherwise."""
+    text = cell.strip()
+    if text == "" or text.lower() == "nan":
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path}:{line}: column {column!r} holds {cell!r}, expected a number") from None
+
+
+def read_sensor_csv(
+    path: str | Path,
+    class_names: Sequence[str],
+    time_column: str = "timestamp",
+    time_unit: Literal["s", "ms"] = "s",
+    label_column: str | None = "label",
+    delimiter: str = ",",
+) -> SensorRecording:
+    """Read a generic ambient-sensor CSV (docs/deploy.md): a header row, one timestamp column, one
+    column per channel, optionally a label column holding class names.
+
+    Raises:
+        ValueError: No header or timestamp column, a non-numeric cell, an unknown class name in
+            the label column (file and line named), or no rows.
+    """
+    path = Path(path)
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"data.init_args.time_unit={time_unit!r}: expected one of {list(TIME_UNITS)}")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.reader(handle, delimiter=delimiter))
+    if not rows:
+        raise ValueError(f"{path}: empty file; expected a header row naming the columns")
+    header = [name.strip() for name in rows[0]]
+    if time_column not in header:
+        raise ValueError(f"{path}:1: no timestamp column {time_column!r} in the header {header}")
+    time_index = header.index(time_column)
+    label_index = header.index(label_column) if label_column is not None and label_column in header else None
+    channels = [i for i in range(len(header)) if i not in (time_index, label_index)]
+    if not channels:
+        raise ValueError(f"{path}:1: the header {header} names no sensor channel")
+    times, values, labels = [], [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{line}: {len(row)} cells, the header has {len(header)} columns")
+        times.append(_number(row[time_index], path, line, time_column))
+        values.append([_number(row[i], path, line, header[i]) for i in channels])
+        if label_index is not None:
+            name = row[label_index].strip()
+            if name.lower() in NULL_LABELS:
+                labels.append(-1)
+            elif name in class_names:
+                labels.append(list(class_names).index(name))
+            else:
+                raise ValueError(
+                    f"{path}:{line}: label {name!r} is not one of the model's classes {list(class_names)} "
+                    f"(leave the cell empty or write null for no label)"
+                )
+    if not times:
+        raise ValueError(f"{path}: a header but no rows")
+    return SensorRecording(
+        name=path.stem,
+        time_ms=np.asarray(times, dtype=np.float64) * TIME_UNITS[time_unit],
+        sensor=np.asarray(values, dtype=np.float64).reshape(len(times), len(channels)),
+        channel_names=[header[i] for i in channels],
+        row_label=None if label_index is None else np.asarray(labels, dtype=np.int64),
+        source=str(path),
+    )
+
+
+def csv_files(root: Path, recordings: Sequence[str] | None) -> list[Path]:
+    """The CSV files of a file or folder, optionally only the named stems (each must exist)."""
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(root.glob("*.csv"))
+    else:
+        raise FileNotFoundError(f"data.init_args.root={str(root)!r}: no such CSV file or folder")
+    if recordings is not None:
+        by_stem = {path.stem: path for path in files}
+        missing = [name for name in recordings if name not in by_stem]
+        if missing:
+            raise FileNotFoundError(f"data.init_args.recordings: no CSV {missing} under {root}; found {sorted(by_stem)}")
+        files = [by_stem[name] for name in recordings]
+    if not files:
+        raise FileNotFoundError(f"data.init_args.root={str(root)!r}: no .csv file")
+    return files
+
+
+def synthetic_recordings(
+    world: SyntheticKitchenConfig, names: Sequence[str], class_names: Sequence[str]
+) -> Iterator[SensorRecording]:
+    """Runs of the synthetic kitchen regenerated from `world` (sensors; no video file exists).
+
+    Raises:
+        ValueError: An unknown run name, or the model's classes are not the kitchen's.
+    """
+    valid = [f"run{index:02d}" for index in range(world.num_runs)]
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(f"data.init_args.recordings: {unknown} are not runs of this world ({valid[0]}…{valid[-1]})")
+    if list(class_names) != list(CLASS_NAMES):
+        raise ValueError(f"the model's classes {list(class_names)} are not the synthetic kitchen's {list(CLASS_NAMES)}")
+    names_of_channels = channel_names(world)
+    for name in names:
+        run = generate_run(world, valid.index(name))
+        yield SensorRecording(
+            name=run.name, time_ms=run.time_ms, sensor=run.sensor, channel_names=names_of_channels,
+            row_label=run.row_label, source=f"synthetic world seed {world.seed}",
+        )
+
+
+def world_of(source: dict) -> SyntheticKitchenConfig:
+    """The synthetic world stored in a contract's `extra["source"]`."""
+    known = {item.name for item in dataclasses.fields(SyntheticKitchenConfig)}
+    return SyntheticKitchenConfig(**{key: value for key, value in source.items() if key in known})
