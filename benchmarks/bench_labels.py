@@ -1,66 +1,92 @@
-"""How many labelled runs the linear probe needs: DETACH's sensor encoders vs random ones.
+"""Label efficiency of every row: the linear probe on k labelled runs, for every method of the table.
 
-    python benchmarks/bench_labels.py [--checkpoint runs/demo/stage2/checkpoints/last.ckpt]
-        [--labelled-runs 1 2 5] [--draws 3] [-- overrides]
+    python benchmarks/bench_labels.py                          # the harder kitchen, every row, 3 seeds
+    python benchmarks/bench_labels.py --quick                  # checks the chain, not the numbers
+    python benchmarks/bench_labels.py --rows floor detach supervised --labelled-runs 1 2 --draws 3
+    python benchmarks/bench_labels.py --config-dir configs/demo --size demo-small
 
-DETACH's promise is that after aligning with the camera the sensors need few labels. This
-benchmark fits the probe of `<config-dir>/probe.yaml` (the paper's Adam probe) on the labelled
-windows of only k of the training runs (`data.probe_train_runs`, `--draws` random choices of runs
-per k, plus once on all of them) and tests it on the test runs, once on the encoders of an
-alignment checkpoint (`make demo`'s stage 2 by default) and once on randomly initialised encoders
-(the floor). The alignment itself used every training run, unlabelled: only the probe's labels
-shrink. Writes a Markdown table (mean ± std over the draws) and the raw metrics as JSON.
+DETACH's promise is that after aligning with the camera the sensors need few labels. For each
+seed, each row of bench_quality's table pre-trains its encoders once on every training run,
+unlabelled (the rows, steps and sizes are bench_quality's: `bench_quality_registry`), then the
+probe of `<config-dir>/probe.yaml` is fitted on the labelled windows of only k of the training
+runs (`data.probe_train_runs`: `--draws` random choices of runs per k and seed, plus once on all
+of them) and tested on the test runs. The supervised ceiling is trained on the same k labelled
+runs it is probed on (it has nothing else). The random floor's encoders are those of the seed.
+Writes a Markdown table per metric (mean ± sample std over seeds × choices), the line chart of
+weighted F1 against labelled runs (PNG beside the report) and the raw metrics as JSON.
+
+Row "DETACH, all windows in pre-training" pre-trains on every window; the others follow the
+config's `pretrain_windows` (configs/benchmark: `labelled`, which uses the labels to choose the
+alignment windows, so only the all-windows row is label-free before the probe).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import shutil
 import sys
+import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import (  # noqa: E402  (a sibling script, not a package)
-    REPO,
-    SIZES,
-    Bench,
-    fmt,
-    machine,
-    mean_std,
-    repo_relative,
-    split_overrides,
-    write_atomically,
-)
+from bench_quality import DEFAULT_CONFIG_DIR, split_overrides  # noqa: E402  (sibling scripts, not a package)
+from bench_quality_jobs import run_in_jobs  # noqa: E402
+from bench_quality_registry import ROW_KEYS, ROWS, SIZES, Row, rows_present  # noqa: E402
+from bench_quality_report import REPO, LoadMonitor, fmt, machine, mean_std, repo_relative  # noqa: E402
+from bench_quality_runner import Bench  # noqa: E402
 
-from detach_pl.cli import main as detach_cli
-from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.cli import main as detach_cli  # noqa: E402
+from detach_pl.data.datamodule import WindowDataModule  # noqa: E402
+from detach_pl.io import write_atomically  # noqa: E402
 
 METRICS = (("f1_weighted", "weighted F1"), ("map", "mAP"), ("accuracy", "accuracy"))
+# results[row key][number of labelled runs] = one metrics dict per (seed, choice of runs)
+Results = dict[str, dict[int, list[dict[str, float]]]]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Benchmark options; everything after `--` goes to every probe's command line."""
+    """Benchmark options; everything after `--` goes to every step's command line."""
     argv, overrides = split_overrides(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-dir", type=Path, default=REPO / "configs" / "demo", help="holds probe.yaml")
-    parser.add_argument("--checkpoint", type=Path, default=REPO / "runs" / "demo" / "stage2" / "checkpoints" / "last.ckpt",
-                        help="alignment checkpoint whose sensor encoders are probed")
-    parser.add_argument("--labelled-runs", type=int, nargs="+", default=[1, 2, 5],
-                        help="numbers of training runs whose labels the probe sees (all of them is always added)")
-    parser.add_argument("--draws", type=int, default=3, help="random choices of runs per number")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the run choices and of the probes")
-    parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_labels", help="probe run folders")
+    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="the dataset's configs")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="epochs (and data) per step kind")
+    parser.add_argument("--quick", action="store_true", help="--size quick, one seed, one draw, k = 1 (and all)")
+    parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=None,
+                        help="rows (default: every row whose configs --config-dir holds)")
+    parser.add_argument("--labelled-runs", type=int, nargs="+", default=None,
+                        help="numbers of training runs whose labels the probe sees (default 1 2 5; all is always added)")
+    parser.add_argument("--draws", type=int, default=None, help="random choices of runs per number and seed (default 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 1 2 3; quick: 1)")
+    parser.add_argument("--jobs", type=int, default=None, help="parallel jobs (default: the CPU cores; quick: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_labels", help="run folders")
+    parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "cache", help="shared data cache")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "labels.md", help="Markdown report")
+    parser.add_argument("--resume", action="store_true", help="reuse finished steps and probes in --work-dir")
+    parser.add_argument("--seed-results", type=Path, default=None, help=argparse.SUPPRESS)  # a job's output
     args = parser.parse_args(argv)
-    args.overrides = overrides
-    if not args.checkpoint.is_file():
-        parser.error(f"--checkpoint {args.checkpoint} does not exist: run `make demo` first or name one")
-    if args.draws < 1 or any(count < 1 for count in args.labelled_runs):
-        parser.error("--draws and --labelled-runs must be >= 1")
+    if args.quick:
+        args.size = "quick"
+    quick = args.size == "quick"
+    args.labelled_runs = args.labelled_runs or ([1] if quick else [1, 2, 5])
+    args.draws = args.draws or (1 if quick else 2)
+    args.seeds = args.seeds or ([1] if quick else [1, 2, 3])
+    cores = os.cpu_count() or 1
+    args.jobs = args.jobs or (1 if quick else cores)
+    args.threads = args.threads or max(1, cores // args.jobs)
+    if args.draws < 1 or args.jobs < 1 or args.threads < 1 or any(count < 1 for count in args.labelled_runs):
+        parser.error("--draws, --jobs, --threads and --labelled-runs must be >= 1")
+    if args.rows is None:
+        args.rows = [row.key for row in rows_present(args.config_dir)]
+    args.overrides = ["--data.init_args.cache_dir", str(args.cache_dir.resolve()), *overrides]
     return args
 
 
@@ -95,51 +121,142 @@ def run_choices(runs: list[str], counts: Sequence[int], draws: int, seed: int) -
     return [*choices, (len(runs), list(runs))]
 
 
-def write_report(path: Path, results: dict[str, dict[int, list[dict[str, float]]]], header: dict[str, str]) -> None:
-    """Markdown: one line per number of labelled runs, DETACH and the floor side by side."""
-    lines = ["# Labels the linear probe needs: DETACH vs random sensor encoders", ""]
+def run_seed_rows(
+    args: argparse.Namespace, rows: Sequence[Row], seed: int, choices: list[tuple[int, list[str]]]
+) -> Results:
+    """Every row for one seed: pre-train once, then one probe per choice of labelled runs."""
+    size = SIZES[args.size]
+    bench = Bench(args.config_dir, args.work_dir, size, args.overrides, args.resume)
+    bench.check_configs(rows)
+    results: Results = {}
+    start = time.perf_counter()
+    for row in rows:
+        per_count = results.setdefault(row.key, {})
+        if row.key != "supervised":
+            checkpoint, folder, _, _ = bench.pretrain(row, seed)
+        for index, (count, chosen) in enumerate(choices):
+            labels = ["--data.init_args.probe_train_runs", json.dumps(chosen)]
+            if row.key == "supervised":  # the ceiling learns from the same k labelled runs
+                own = Bench(args.config_dir, args.work_dir / f"choice{index}", size, [*args.overrides, *labels], args.resume)
+                metrics = own.run_row(row, seed)[0]
+            else:
+                metrics = bench.run_probe(folder / f"probe-choice{index}", seed, checkpoint, labels)
+            per_count.setdefault(count, []).append(metrics)
+            print(f"[{time.perf_counter() - start:6.0f} s] seed {seed} {row.name}, {count} labelled run(s) {chosen}: "
+                  f"weighted F1 {metrics['f1_weighted']:.3f}", flush=True)
+    return results
+
+
+def merge(into: Results, part: Results) -> None:
+    """Append one job's (row → k → metrics) into the whole run's."""
+    for key, per_count in part.items():
+        for count, runs in per_count.items():
+            into.setdefault(key, {}).setdefault(int(count), []).extend(runs)
+
+
+def write_report(path: Path, rows: Sequence[Row], results: Results, windows: dict[int, float], header: dict[str, str]) -> None:
+    """Markdown: per metric, one line per row, one column per number of labelled runs."""
+    counts = sorted({count for per_count in results.values() for count in per_count})
+    lines = ["# Labels the linear probe needs, for every row of the table", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
-    lines += ["", "Test metrics of the probe, mean ± sample std over the random choices of labelled runs.", ""]
-    names = [f"{encoders} {label}" for encoders in ("DETACH", "floor") for _, label in METRICS]
-    lines += ["| labelled runs | labelled windows | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for count in sorted(results["DETACH"]):
-        cells = [str(count), f"{mean_std([r['windows'] for r in results['DETACH'][count]])[0]:.0f}"]
-        for encoders in ("DETACH", "floor"):
-            for key, _ in METRICS:
-                cells.append(fmt(*mean_std([r[key] for r in results[encoders][count]])))
-        lines.append("| " + " | ".join(cells) + " |")
-    write_atomically(path, "\n".join(lines) + "\n")
+    lines += ["", "Test metrics of the probe on the frozen sensor encoders, mean ± sample std over seeds × random "
+              "choices of labelled runs (the supervised ceiling is trained on those runs too).", ""]
+    heading = [f"{count} run(s), {windows.get(count, 0):.0f} windows" for count in counts]
+    for metric, label in METRICS:
+        lines += [f"## {label}", "", "| row | " + " | ".join(heading) + " |", "|---" * (len(counts) + 1) + "|"]
+        for row in rows:
+            if row.key in results:
+                cells = [fmt(*mean_std([run[metric] for run in results[row.key][count]])) for count in counts]
+                lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    write_atomically(path, "\n".join(lines))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Fit and test every probe, then write the report."""
+def write_chart(path: Path, rows: Sequence[Row], results: Results, title: str) -> None:
+    """Weighted F1 against labelled runs, one line per row (± sample std as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8.0, 5.2))
+    for index, row in enumerate(row for row in rows if row.key in results):
+        counts = sorted(results[row.key])
+        stats = [mean_std([run["f1_weighted"] for run in results[row.key][count]]) for count in counts]
+        style = "--" if row.key in ("floor", "supervised") else "-"
+        axis.errorbar(counts, [m for m, _ in stats], yerr=[s for _, s in stats], linestyle=style, marker="o",
+                      markersize=4, capsize=3, label=row.name, color=plt.cm.tab20(index % 20))
+    axis.set_xscale("log")
+    every = sorted({count for per_count in results.values() for count in per_count})
+    axis.set_xticks(every, [str(count) for count in every])
+    axis.set_ylim(0, 1.05)
+    axis.set_xlabel("labelled training runs (probe)")
+    axis.set_ylabel("weighted F1, test")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    figure.savefig(temporary, dpi=120, format=path.suffix.lstrip("."))
+    temporary.replace(path)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> Results:
+    """Pre-train every row, fit and test every probe, write the report; returns the raw results."""
     args = parse_args(argv)
-    datamodule = probe_data(args.config_dir, args.overrides)
-    runs = datamodule.split("train_runs")
-    choices = run_choices(runs, args.labelled_runs, args.draws, args.seed)
-    if args.work_dir.exists():
+    torch.set_num_threads(args.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    rows = [row for row in ROWS if row.key in args.rows]
+    if not args.resume and args.seed_results is None and args.work_dir.exists():
         shutil.rmtree(args.work_dir)
-    results: dict[str, dict[int, list[dict[str, float]]]] = {"DETACH": {}, "floor": {}}
-    checkpoint = str(args.checkpoint.resolve())
-    for draw, (count, chosen) in enumerate(choices):
-        extra = ["--data.init_args.probe_train_runs", json.dumps(chosen), *args.overrides]
-        bench = Bench(args.config_dir, args.work_dir / f"choice{draw}", SIZES["config"], extra, resume=False)
-        windows = float(labelled_windows(datamodule, chosen))
-        for encoders, source in (("DETACH", checkpoint), ("floor", None)):
-            metrics = bench.run_probe(bench.work_dir / encoders, args.seed, source)
-            metrics["windows"] = windows
-            results[encoders].setdefault(count, []).append(metrics)
-            print(f"{count} labelled run(s) {chosen}: {encoders} weighted F1 {metrics['f1_weighted']:.3f}", flush=True)
+    size_overrides = [*SIZES[args.size].overrides("probe"), *args.overrides]
+    datamodule = probe_data(args.config_dir, size_overrides)
+    train_runs = datamodule.split("train_runs")
+    choices = {seed: run_choices(train_runs, args.labelled_runs, args.draws, seed) for seed in args.seeds}
+    if args.seed_results is not None:  # one job of a parallel run
+        (seed,) = args.seeds
+        write_atomically(args.seed_results, json.dumps(run_seed_rows(args, rows, seed, choices[seed]), indent=2))
+        return {}
+    start, load = time.perf_counter(), LoadMonitor()
+    results: Results = {}
+    if args.jobs > 1:
+        def arguments(seed: int, group: list[Row], output: Path) -> list[str]:
+            return [
+                "--config-dir", str(args.config_dir), "--size", args.size, "--rows", *(row.key for row in group),
+                "--labelled-runs", *map(str, args.labelled_runs), "--draws", str(args.draws), "--seeds", str(seed),
+                "--jobs", "1", "--threads", str(args.threads), "--work-dir", str(args.work_dir),
+                "--cache-dir", str(args.cache_dir), "--resume", "--seed-results", str(output), "--", *args.overrides[2:],
+            ]
+
+        run_in_jobs(Path(__file__).resolve(), arguments, args.seeds, rows, args.jobs, args.work_dir,
+                    lambda seed, group, part: merge(results, part))
+    else:
+        for seed in args.seeds:
+            merge(results, run_seed_rows(args, rows, seed, choices[seed]))
+    wall, load_summary = time.perf_counter() - start, load.stop()
+    windows: dict[int, list[float]] = {}
+    for chosen_list in choices.values():
+        for count, chosen in chosen_list:
+            windows.setdefault(count, []).append(float(labelled_windows(datamodule, chosen)))
+    mean_windows = {count: float(np.mean(values)) for count, values in windows.items()}
+    command = "python benchmarks/bench_labels.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = {
-        "command": "`" + " ".join(["python benchmarks/bench_labels.py", *(sys.argv[1:] if argv is None else argv)]) + "`",
-        "probe": f"{repo_relative(args.config_dir / 'probe.yaml')} (Adam, its epochs), seed {args.seed}",
-        "DETACH encoders": repo_relative(args.checkpoint),
-        "training runs": f"{len(runs)} ({runs[0]} … {runs[-1]}); {args.draws} random choice(s) per number",
+        "command": f"`{command.strip()}`",
+        "configs": f"{repo_relative(args.config_dir)}, size {args.size}; probe {repo_relative(args.config_dir / 'probe.yaml')}",
+        "seeds": ", ".join(map(str, args.seeds)) + f"; {args.draws} random choice(s) of runs per number and seed",
+        "training runs": f"{len(train_runs)} ({train_runs[0]} … {train_runs[-1]}), all used unlabelled by the pre-training",
         "machine": machine(),
+        "wall time": f"{wall / 60:.1f} min ({args.jobs} job(s) at a time; 1-minute load average: {load_summary})",
     }
-    write_report(args.output, results, header)
+    write_report(args.output, rows, results, mean_windows, header)
+    name = args.config_dir.resolve().name
+    title = f"configs/{name}: linear probe on k labelled runs, mean ± std over seeds × choices"
+    write_chart(args.output.with_suffix(".png"), rows, results, title)
     write_atomically(args.output.with_suffix(".json"), json.dumps({"choices": choices, "runs": results}, indent=2))
     print(args.output.read_text())
+    return results
 
 
 if __name__ == "__main__":

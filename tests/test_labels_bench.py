@@ -1,21 +1,33 @@
-"""benchmarks/bench_labels.py: probes on fewer labelled runs, DETACH's encoders beside random ones."""
+"""benchmarks/bench_labels.py: every row of the table probed on k labelled runs, end to end at a tiny size."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import re
 import sys
 
-from helpers import DEMO, REPO, TINY_DATA
+import pytest
+from helpers import REPO, TINY_DATA
 
-from detach_pl.cli import main as detach_main
-
+sys.path.insert(0, str(REPO / "benchmarks"))
 SPEC = importlib.util.spec_from_file_location("bench_labels", REPO / "benchmarks" / "bench_labels.py")
 bench_labels = importlib.util.module_from_spec(SPEC)
 sys.modules["bench_labels"] = bench_labels
 SPEC.loader.exec_module(bench_labels)
 
-TWO_TRAINING_RUNS = [*TINY_DATA, "--data.init_args.train_runs", "[run00,run01]"]
+from bench_quality_registry import ROWS  # noqa: E402
+
+# Four short runs: two train (so k = 1 and all = 2), one validation, one test; one batch per step.
+TINY = [
+    *TINY_DATA,
+    "--data.init_args.world.num_runs", "4", "--data.init_args.world.run_seconds", "80",
+    "--data.init_args.train_runs", "[run00,run01]", "--data.init_args.val_runs", "[run02]",
+    "--data.init_args.test_runs", "[run03]",
+    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+]
+CELL = re.compile(r"^\d\.\d{3} ± \d\.\d{3}$")
 
 
 def test_run_choices_are_seeded_subsets_of_each_size_then_all_runs() -> None:
@@ -28,23 +40,29 @@ def test_run_choices_are_seeded_subsets_of_each_size_then_all_runs() -> None:
     assert choices != bench_labels.run_choices(runs, [1, 2], draws=3, seed=6)
 
 
-def test_probes_on_one_labelled_run_and_on_all(tmp_path, monkeypatch) -> None:
-    cache = ["--data.init_args.cache_dir", str(tmp_path / "cache")]
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", sys.argv[:1])
-    detach_main(["fit", "--config", str(DEMO / "supervised.yaml"), *TWO_TRAINING_RUNS, *cache,
-                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])
-    checkpoint = tmp_path / "runs" / "demo" / "supervised" / "checkpoints" / "last.ckpt"  # trained sensor encoders
+@pytest.mark.slow  # about 40 in-process steps and probes: 5 CPU minutes; run by `make test-slow`
+def test_every_row_on_one_labelled_run_and_on_all(tmp_path) -> None:
     output = tmp_path / "labels.md"
-    bench_labels.main(["--checkpoint", str(checkpoint), "--labelled-runs", "1", "--draws", "1",
-                       "--work-dir", str(tmp_path / "work"), "--output", str(output),
-                       "--", *TWO_TRAINING_RUNS, *cache, "--trainer.max_epochs", "1"])
+    results = bench_labels.main(
+        ["--quick", "--config-dir", str(REPO / "configs" / "benchmark"), "--work-dir", str(tmp_path / "work"),
+         "--cache-dir", str(tmp_path / "cache"), "--output", str(output), "--", *TINY]
+    )
+    assert set(results) == {row.key for row in ROWS}  # every row, the all-windows variant included
+    for key, per_count in results.items():
+        assert sorted(per_count) == [1, 2], key
+        for runs in per_count.values():
+            assert len(runs) == 1 and all(0.0 <= runs[0][m] <= 1.0 and math.isfinite(runs[0][m])
+                                          for m in ("f1_weighted", "map", "accuracy")), key
     saved = json.loads(output.with_suffix(".json").read_text())
-    assert [count for count, _ in saved["choices"]] == [1, 2]
-    for encoders in ("DETACH", "floor"):
-        one, both = saved["runs"][encoders]["1"][0], saved["runs"][encoders]["2"][0]
-        assert 0 < one["windows"] < both["windows"]  # one run's labelled windows, then both runs'
-        assert all(0.0 <= run[key] <= 1.0 for run in (one, both) for key in ("f1_weighted", "map", "accuracy"))
-    assert saved["runs"]["DETACH"]["2"][0] != saved["runs"]["floor"]["2"][0]  # two different encoders
-    lines = output.read_text().splitlines()
-    assert any(line.startswith("| 1 | ") for line in lines) and any(line.startswith("| 2 | ") for line in lines)
+    assert [count for count, _ in saved["choices"]["1"]] == [1, 2]
+    one_run = saved["choices"]["1"][0][1]
+    work = tmp_path / "work"
+    # The supervised ceiling trained on the probe's single labelled run, not on both training runs.
+    config = next((work / "choice0" / "seed1" / "supervised").rglob("config.yaml")).read_text()
+    assert re.search(rf"probe_train_runs:\s*\n\s*- {one_run[0]}\s*\n\s*[a-z]", config), config
+    markdown = output.read_text()
+    for row in ROWS:
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {row.name} |"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")][1:]
+        assert len(cells) == 2 and all(CELL.match(cell) for cell in cells), (row.name, cells)
+    assert output.with_suffix(".png").stat().st_size > 0

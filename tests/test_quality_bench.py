@@ -41,7 +41,7 @@ def parse_step(args: list[str], folder: Path):
 
 
 def test_size_comes_before_overlays_and_seeds_reach_every_random_source(tmp_path) -> None:
-    bench = bench_quality.Bench(REPO / "configs" / "demo", tmp_path, bench_quality.SIZES["default"], [], False)
+    bench = bench_quality.Bench(REPO / "configs" / "demo", tmp_path, bench_quality.SIZES["demo-small"], [], False)
     args = bench.arguments(bench_quality.STAGE1_NO_REFINEMENT, 7, None)
     cli = parse_step(args, tmp_path)
     assert cli.model.hparams.refine_start_epoch == 1000000  # the overlay wins over the size
@@ -60,6 +60,21 @@ def test_size_comes_before_overlays_and_seeds_reach_every_random_source(tmp_path
     assert cli.model.hparams.encoder_checkpoint is None and cli.trainer.max_epochs == 50
 
 
+def test_default_size_runs_the_benchmark_configs_as_written_without_workers(tmp_path) -> None:
+    bench = bench_quality.Bench(REPO / "configs" / "benchmark", tmp_path, bench_quality.SIZES["default"], [], False)
+    cli = parse_step(bench.arguments(bench_quality.stage2(), 1, None), tmp_path)
+    assert cli.trainer.max_epochs == 15 and cli.datamodule.num_workers == 0
+    world = cli.datamodule.world
+    assert world.num_runs == 12 and world.crosstalk > 0 and world.mounting_jitter > 0 and world.other_gesture_prob > 0
+    assert cli.datamodule.split("train_runs") == [f"run{i:02d}" for i in range(8)]
+    assert cli.datamodule.pretrain_windows == "labelled"
+    variant = next(row for row in bench_quality.ROWS if row.key == "detach_all_windows")
+    for step in variant.steps:
+        assert parse_step(bench.arguments(step, 1, None), tmp_path).datamodule.pretrain_windows == "all"
+    cli = parse_step(bench.arguments(bench_quality.Step(("baseline_global.yaml",), "baseline"), 1, None), tmp_path)
+    assert cli.trainer.max_epochs == 12 + 15  # as many epochs as stage 1 + stage 2
+
+
 def test_missing_configs_are_named_before_any_training(tmp_path) -> None:
     (tmp_path / "probe.yaml").write_text("{}")
     bench = bench_quality.Bench(tmp_path, tmp_path / "work", bench_quality.SIZES["quick"], [], False)
@@ -68,10 +83,13 @@ def test_missing_configs_are_named_before_any_training(tmp_path) -> None:
     bench.check_configs([row for row in bench_quality.ROWS if row.key == "floor"])
 
 
-def test_every_row_config_exists_for_the_demo() -> None:
-    bench = bench_quality.Bench(REPO / "configs" / "demo", Path("unused"), bench_quality.SIZES["quick"], [], False)
+def test_every_row_config_exists_for_the_benchmark_and_all_but_the_variant_for_the_demo() -> None:
+    bench = bench_quality.Bench(REPO / "configs" / "benchmark", Path("unused"), bench_quality.SIZES["quick"], [], False)
     bench.check_configs(bench_quality.ROWS)
-    assert len(set(bench_quality.ROW_KEYS)) == len(bench_quality.ROWS) == 10
+    assert len(set(bench_quality.ROW_KEYS)) == len(bench_quality.ROWS) == 11
+    demo = bench_quality.rows_present(REPO / "configs" / "demo")
+    assert [row.key for row in demo] == [key for key in bench_quality.ROW_KEYS if key != "detach_all_windows"]
+    assert bench_quality.parse_args([]).rows == list(bench_quality.ROW_KEYS)  # the harder kitchen by default
 
 
 def test_paper_cells_parse_to_published_numbers() -> None:
@@ -88,6 +106,7 @@ def test_work_units_keep_rows_that_share_a_stage1_together() -> None:
     keys = [[row.key for row in unit] for unit in units]
     assert keys[0] == ["detach", "no_spatial_weight", "no_temporal_weight", "refinement_plain", "cross_temporal"]
     assert keys[1] == ["no_refinement_plain", "no_refinement_weighted"]
+    assert ["detach_all_windows"] in keys
     assert sorted(key for unit in keys for key in unit) == sorted(bench_quality.ROW_KEYS)
     for unit in units:  # no step is shared between two units
         others = {step for other in units if other is not unit for row in other for step in row.steps}
@@ -106,6 +125,7 @@ def run_bench(tmp_path: Path, *args: str) -> dict:
         [
             "--quick", "--work-dir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"),
             "--output", str(tmp_path / "quality.md"), *args, "--", *TINY_DATA,
+            "--data.init_args.world.run_seconds", "80",  # the harder kitchen's longer gestures need it
         ]
     )
 
