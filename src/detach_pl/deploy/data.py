@@ -7,6 +7,7 @@ Window probes get one item per window; the sequence probe (HWU-USP) one item per
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator
@@ -227,19 +228,29 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
 class SyntheticRecordings(SensorRecordingsDataModule):
     """Runs of the built-in synthetic kitchen, regenerated (sensors only).
 
+    The world is the one the probe was trained on (stored in the contract), with `world`'s
+    fields replacing its own (e.g. `{seed: 7}` for runs of a world the probe never saw).
+
     Args:
-        world: The generator settings; None: the world the probe was trained on (from the contract).
+        world: Overrides of the checkpoint's `SyntheticKitchenConfig` fields (None: none).
         **kwargs: `SensorRecordingsDataModule` settings (`recordings`: run names, None: every run).
     """
 
     dataset_name = "synthetic"
 
-    def __init__(self, world: SyntheticKitchenConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, world: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.world = world
+        self.world = dict(world or {})
+
+    def generator_settings(self) -> SyntheticKitchenConfig:
+        """The checkpoint's world with the overrides applied."""
+        unknown = sorted(set(self.world) - set(dataclasses.asdict(SyntheticKitchenConfig())))
+        if unknown:
+            raise ValueError(f"data.init_args.world: unknown SyntheticKitchenConfig field(s) {unknown}")
+        return world_of({**self.source, **self.world})
 
     def read(self) -> Iterator[SensorRecording]:
-        world = self.world if self.world is not None else world_of(self.source)
+        world = self.generator_settings()
         names = self.recordings or [f"run{index:02d}" for index in range(world.num_runs)]
         return synthetic_recordings(world, names, self.contract.class_names)
 
