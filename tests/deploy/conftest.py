@@ -32,3 +32,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def probe_ckpt(trained: Path) -> Path:
     """The trained probe checkpoint."""
     return trained / "runs/demo/probe_random/checkpoints/last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def predicted(probe_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`detach predict` of run02 with configs/demo/predict.yaml, in a folder without cache or data."""
+    folder = tmp_path_factory.mktemp("predicted")
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        main(["predict", "--config", str(DEMO / "predict.yaml"), "--ckpt_path", str(probe_ckpt),
+              "--data.recordings", "[run02]", "--trainer.enable_progress_bar", "false"])
+    finally:
+        os.chdir(previous)
+    return folder / "runs/demo/predict"
+
+
+@pytest.fixture(scope="session")
+def exported(probe_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`detach export` of the probe to model.onnx (and model.json beside it)."""
+    output = tmp_path_factory.mktemp("exported") / "model.onnx"
+    main(["export", "--ckpt_path", str(probe_ckpt), "--output", str(output)])
+    return output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_predict_writes_windows_events_and_timeline_without_cache_or_training_data(probe_ckpt, tmp_path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)  # no data/cache here: only the checkpoint
-    ckpt = tmp_path / "probe.ckpt"
-    shutil.copy(probe_ckpt, ckpt)
-    predict(DEMO / "predict.yaml", ckpt, "--data.recordings", "[run02]")
-    out = tmp_path / "runs/demo/predict"
-    assert not (tmp_path / "data").exists()
+def test_predict_writes_windows_events_and_timeline_without_cache_or_training_data(probe_ckpt, predicted) -> None:
+    out = predicted  # run in a folder without data/cache: only the checkpoint
+    assert not (out.parents[2] / "data").exists()
     rows = read_csv(out / "run02.windows.csv")
-    loaded = load_probe(ckpt)
+    loaded = load_probe(probe_ckpt)
     names = loaded.contract.class_names
     time_ms = generate_run(world_of(loaded.contract.extra["source"]), 2).time_ms
     assert len(rows) == int((time_ms[-1] - time_ms[0] - 2000.0) // 1000.0) + 1  # 2-s windows every 1 s

@@ -27,8 +27,9 @@ from detach_pl.modules.probe import LinearProbeModule
 from detach_pl.nn import joint_embedding
 
 ExportFormat = Literal["onnx", "torchscript"]
-#: ONNX opset of the exported graph.
-ONNX_OPSET = 17
+#: ONNX opset of the exported graph (torch's exporter, `dynamo=True`: the TorchScript-based one
+#: cannot export the adaptive average pool of f_s when the pool size does not divide the length).
+ONNX_OPSET = 18
 
 
 def build_probe(loaded: LoadedProbe) -> LinearProbeModule:
@@ -100,8 +101,8 @@ def export_model(
             if format == "onnx":
                 torch.onnx.export(
                     graph, (example,), str(temporary), input_names=["sensor"], output_names=["probs"],
-                    dynamic_axes={"sensor": {0: "windows"}, "probs": {0: "windows"}},
-                    opset_version=ONNX_OPSET, dynamo=False,
+                    dynamic_shapes={"sensor": {0: torch.export.Dim("windows", min=1)}},
+                    opset_version=ONNX_OPSET, dynamo=True, verbose=False,
                 )
             else:
                 torch.jit.save(torch.jit.trace(graph, (example,), check_trace=False), str(temporary))
