@@ -155,3 +155,24 @@ def test_hwu_checks_every_trial_before_decoding_any(tmp_path, monkeypatch) -> No
     assert f"1 of {len(trials)} trial(s) cannot be read, found before building the cache" in message
     assert f"{trials[-2].name}: {late}: line 6" in message and "'x' is not a number" in message
     assert decoded == []
+
+
+def test_console_script_prints_a_bad_input_as_one_message(in_scratch, monkeypatch, capsys) -> None:
+    """`detach …` with a wrong setting: the message and where it was raised, exit status 2."""
+    monkeypatch.setattr("sys.argv", ["detach", "fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", "nowhere"])
+    monkeypatch.delenv(cli.TRACEBACK_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.console_main()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    lines = error[error.index("detach: error:"):].strip().splitlines()
+    assert lines[0].startswith("detach: error: data.init_args.root='nowhere' is not a folder")
+    assert len(lines) == 2 and lines[1].startswith("  (raised at detach_pl/") and "DETACH_TRACEBACK=1" in lines[1]
+
+
+def test_console_script_shows_the_traceback_on_request(in_scratch, monkeypatch) -> None:
+    monkeypatch.setattr("sys.argv", ["detach", "fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", "nowhere"])
+    monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        cli.console_main()

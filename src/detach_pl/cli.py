@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import sys
+import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -305,9 +307,37 @@ def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
         )
 
 
+#: Errors that answer a user's input (a setting, a file, a checkpoint): printed as one message.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+#: Set to 1 to see the full traceback of such an error.
+TRACEBACK_VARIABLE = "DETACH_TRACEBACK"
+
+
+def where_raised(error: BaseException) -> str:
+    """`file:line` of the innermost frame of `error` inside detach_pl (else the innermost frame)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [frame for frame in frames if f"{os.sep}detach_pl{os.sep}" in frame.filename]
+    frame = (ours or frames)[-1]
+    parts = Path(frame.filename).parts
+    short = Path(*parts[parts.index("detach_pl"):]) if "detach_pl" in parts else Path(frame.filename).name
+    return f"{short}:{frame.lineno}"
+
+
 def console_main() -> None:
-    """The `detach` console script (returns nothing, so the exit status is 0 on success)."""
-    main()
+    """The `detach` console script: exit status 0 on success, 2 on bad input.
+
+    A mistake in a setting, a file or a checkpoint prints its message (which names what is wrong
+    and what was expected) and where it was raised, instead of a 30-line traceback; set
+    DETACH_TRACEBACK=1 to see the traceback. Other exceptions keep theirs.
+    """
+    try:
+        main()
+    except USER_ERRORS as error:
+        if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        print(f"detach: error: {error}", file=sys.stderr)
+        print(f"  (raised at {where_raised(error)}; {TRACEBACK_VARIABLE}=1 shows the traceback)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
