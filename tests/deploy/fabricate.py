@@ -18,15 +18,20 @@ from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import WindowSettings
 from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract
 from detach_pl.modules import LinearProbeModule
+from detach_pl.nn import EncoderConfig
 
 
 def probe_checkpoint(path: Path, dataset: str, channels: list[str], classes: list[str], rows: np.ndarray,
-                     rate_hz: float, probe_unit: str = "window", source: dict | None = None) -> Path:
-    """Save a LinearProbeModule checkpoint with the contract of `rows` ((n, C) raw samples)."""
+                     rate_hz: float, probe_unit: str = "window", source: dict | None = None,
+                     encoder: EncoderConfig | None = None) -> Path:
+    """Save a LinearProbeModule checkpoint with the contract of `rows` ((n, C) raw samples).
+
+    `encoder` defaults to the demo's CPU-sized encoders (`tiny_encoder`).
+    """
     torch.manual_seed(0)
     info = DataInfo(num_channels=len(channels), num_classes=len(classes), num_places=7,
                     class_names=list(classes), channel_names=list(channels))
-    model = LinearProbeModule(data_info=info, encoder=tiny_encoder())
+    model = LinearProbeModule(data_info=info, encoder=encoder or tiny_encoder())
     std = np.nanstd(rows, axis=0)
     contract = PreprocessingContract(
         dataset=dataset, channel_names=list(channels), sensor_rate_hz=rate_hz,

@@ -102,7 +102,7 @@ def export_model(
                 torch.onnx.export(
                     graph, (example,), str(temporary), input_names=["sensor"], output_names=["probs"],
                     dynamic_shapes={"sensor": {0: torch.export.Dim("windows", min=1)}},
-                    opset_version=ONNX_OPSET, dynamo=True, verbose=False,
+                    opset_version=ONNX_OPSET, dynamo=True, verbose=False, external_data=False,
                 )
             else:
                 torch.jit.save(torch.jit.trace(graph, (example,), check_trace=False), str(temporary))
