@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DETACH := $(BIN)/detach
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher bench-labels clean
+.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher bench-labels bench-predict clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench-teacher: $(STAMP)
 ## (k = 1, 2, 5, all; 3 seeds x 2 choices of runs). `make bench-labels BENCH_ARGS=--quick`: the chain.
 bench-labels: $(STAMP)
 	$(BIN)/python benchmarks/bench_labels.py $(BENCH_ARGS)
+
+## Deployment: predict throughput, streaming latency (eager vs ONNX), model size, RSS.
+bench-predict: $(STAMP)
+	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
 	rm -rf runs data/cache
