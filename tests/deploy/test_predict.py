@@ -71,3 +71,13 @@ def test_predicted_input_and_probabilities_equal_the_datamodules_test_windows(pr
         theirs = graph(test.sensor)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(recording.windows.label[position], cached.cache.label[test.windows])
+
+
+def test_synthetic_world_overrides_replace_the_checkpoints_fields(probe_ckpt) -> None:
+    data = SyntheticRecordings(checkpoint=str(probe_ckpt), world={"seed": 7})
+    world = data.generator_settings()
+    assert world.seed == 7 and world.run_seconds == data.source["run_seconds"] == 50.0
+    import pytest
+
+    with pytest.raises(ValueError, match=r"unknown SyntheticKitchenConfig field\(s\) \['colour'\]"):
+        SyntheticRecordings(checkpoint=str(probe_ckpt), world={"colour": 1}).generator_settings()

@@ -63,6 +63,20 @@ def _number(cell: str, path: Path, line: int, column: str) -> float:
         raise ValueError(f"{path}:{line}: column {column!r} holds {cell!r}, expected a number") from None
 
 
+def parse_numbers(path: Path, body: list[tuple[int, list[str]]], columns: list[int], header: list[str]) -> np.ndarray:
+    """The numeric columns of the body rows as a (rows, len(columns)) float64 array.
+
+    Converted by numpy in one go (an hour of 30-Hz rows in about a second); when that fails the
+    cells are read one by one to name the file, line and column of the first bad one.
+    """
+    cells = np.array([[row[i] for i in columns] for _, row in body], dtype=str)
+    cells[cells == ""] = "nan"
+    try:
+        return cells.astype(np.float64)
+    except ValueError:
+        return np.array([[_number(row[i], path, line, header[i]) for i in columns] for line, row in body])
+
+
 def read_sensor_csv(
     path: str | Path,
     class_names: Sequence[str],
@@ -93,31 +107,33 @@ def read_sensor_csv(
     channels = [i for i in range(len(header)) if i not in (time_index, label_index)]
     if not channels:
         raise ValueError(f"{path}:1: the header {header} names no sensor channel")
-    times, values, labels = [], [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
+    body = [(line, row) for line, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
+    if not body:
+        raise ValueError(f"{path}: a header but no rows")
+    for line, row in body:
         if len(row) != len(header):
             raise ValueError(f"{path}:{line}: {len(row)} cells, the header has {len(header)} columns")
-        times.append(_number(row[time_index], path, line, time_column))
-        values.append([_number(row[i], path, line, header[i]) for i in channels])
-        if label_index is not None:
+    numeric = [time_index, *channels]
+    table = parse_numbers(path, body, numeric, header)
+    labels = []
+    if label_index is not None:
+        known = {name: index for index, name in enumerate(class_names)}
+        for line, row in body:
             name = row[label_index].strip()
             if name.lower() in NULL_LABELS:
                 labels.append(-1)
-            elif name in class_names:
-                labels.append(list(class_names).index(name))
+            elif name in known:
+                labels.append(known[name])
             else:
                 raise ValueError(
                     f"{path}:{line}: label {name!r} is not one of the model's classes {list(class_names)} "
                     f"(leave the cell empty or write null for no label)"
                 )
-    if not times:
-        raise ValueError(f"{path}: a header but no rows")
+    times, values = table[:, 0], table[:, 1:]
     return SensorRecording(
         name=path.stem,
         time_ms=np.asarray(times, dtype=np.float64) * TIME_UNITS[time_unit],
-        sensor=np.asarray(values, dtype=np.float64).reshape(len(times), len(channels)),
+        sensor=np.ascontiguousarray(values),
         channel_names=[header[i] for i in channels],
         row_label=None if label_index is None else np.asarray(labels, dtype=np.int64),
         source=str(path),
