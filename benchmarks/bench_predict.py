@@ -130,12 +130,13 @@ def main() -> None:
     args = parser.parse_args()
     lines = [
         "# Deployment benchmark (`make bench-predict`)", "",
-        f"Machine: {machine()}. The machine is shared with other jobs, so figures are pessimistic and vary.",
+        f"Machine: {machine()}. The machine is shared with other jobs (the load average is that of "
+        "several processes on 2 cores), so every figure here is pessimistic and varies between runs.",
         f"Recording: {args.hours:g} h of a generic sensor CSV at {RATE_HZ:g} Hz; probes with random weights "
         "(speed does not depend on training). Targets: p99 < 10 ms per window on one thread at the paper's size; "
         "1 h at 30 Hz predicted in < 10 s.", "",
-        "| encoders | C × L | `detach predict`, whole command (s) | of which the work, in process (s) "
-        "| hours of recording per minute (whole command / work) | peak RSS (MiB) "
+        "| encoders | C × L | `detach predict`, whole command (s) | the same predict in a started process (s) "
+        "| hours of recording per minute (whole command / started process) | peak RSS of the command (MiB) "
         "| streaming eager median / p99 (ms/window) | streaming ONNX median / p99 (ms/window) | ONNX size (KiB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

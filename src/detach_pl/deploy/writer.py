@@ -73,6 +73,11 @@ class PredictionWriter(BasePredictionWriter):
         self.timeline = timeline
         self._probs: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse several processes before any work (the files are written from one)."""
+        if trainer.world_size > 1:
+            raise ValueError("detach predict writes its files from one process: set --trainer.devices 1")
+
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._probs = {}
 
@@ -94,8 +99,6 @@ class PredictionWriter(BasePredictionWriter):
                 "PredictionWriter writes predictions of new recordings: use a data module of "
                 "detach_pl.deploy (configs/<dataset>/predict.yaml), not the training DataModule"
             )
-        if trainer.world_size > 1:
-            raise ValueError("detach predict writes its files from one process: set trainer.devices 1")
         folder = Path(self.output_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         class_names = list(data.contract.class_names)
