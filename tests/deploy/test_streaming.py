@@ -51,20 +51,25 @@ def test_random_chunks_give_the_windows_and_probabilities_of_detach_predict(prob
     with torch.no_grad():
         reference = graph_probs(torch.from_numpy(prepared.windows.sensor)).numpy()
     np.testing.assert_allclose(probs, reference, rtol=0, atol=1e-6)  # batch-size rounding only
-    other_start, other_probs = push_in_chunks(StreamingRecognizer.from_checkpoint(probe_ckpt), run.time_ms, run.sensor, 1)
-    np.testing.assert_array_equal(other_start, start_ms)
-    np.testing.assert_allclose(other_probs, probs, rtol=0, atol=1e-6)
 
 
-def test_streaming_on_the_exported_onnx_model_and_named_channels(probe_ckpt, exported) -> None:
+def written_windows(predicted, class_names):
+    """Window starts (ms) and probabilities of `detach predict`'s run02.windows.csv."""
+    with (predicted / "run02.windows.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    starts = np.array([1000.0 * float(r["start_s"]) for r in rows])
+    return starts, np.array([[float(r[f"p_{name}"]) for name in class_names] for r in rows])
+
+
+def test_streaming_on_the_exported_onnx_model_and_named_channels(probe_ckpt, exported, predicted) -> None:
     run, contract = recording(probe_ckpt)
-    eager_start, eager_probs = push_in_chunks(StreamingRecognizer.from_checkpoint(probe_ckpt), run.time_ms, run.sensor, 2)
+    eager_start, eager_probs = written_windows(predicted, contract.class_names)
     order = np.random.default_rng(3).permutation(len(contract.channel_names))
     names = [contract.channel_names[i] for i in order]
     onnx = StreamingRecognizer.from_export(exported, channel_names=names)
     start_ms, probs = push_in_chunks(onnx, run.time_ms, run.sensor[:, order], 4)
-    np.testing.assert_array_equal(start_ms, eager_start)
-    np.testing.assert_allclose(probs, eager_probs, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(start_ms, eager_start, rtol=0, atol=1e-3)  # the CSV's 6 decimals of s
+    np.testing.assert_allclose(probs, eager_probs, rtol=0, atol=1.1e-5)  # ONNX 1e-5 + CSV rounding
     assert onnx.push(run.time_ms[:0], run.sensor[:0]).probs.shape == (0, len(contract.class_names))
 
 

@@ -121,6 +121,7 @@ class StreamingRecognizer:
         self._first: float | None = None
         self._next = 0
         self._rate_checked = False
+        self._reported = np.zeros(len(contract.channel_names), dtype=bool)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, channel_names: Sequence[str] | None = None) -> StreamingRecognizer:
@@ -195,7 +196,9 @@ class StreamingRecognizer:
         if self.channel_names is not None:
             sensor = match_channels(self.channel_names, sensor, self.contract, "streamed rows")
         windows, dead = preprocess_spans(self._time, sensor, spans, self.contract)
-        report_dead_channels(dead, self.contract, "streamed rows")
+        fresh = dead & ~self._reported  # each mostly-NaN channel is reported once per stream
+        self._reported |= dead.any(axis=0)
+        report_dead_channels(fresh, self.contract, "streamed rows (first time)")
         probs = self.predict(windows) if spans else self._empty().probs
         keep_from = np.searchsorted(self._time, self._first + hop_ms * self._next)
         self._time, self._rows = self._time[keep_from:], self._rows[keep_from:]
