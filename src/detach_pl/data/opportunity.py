@@ -42,6 +42,7 @@ from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.info import DataInfo
 from detach_pl.data.video import TimedFrame, VideoInfo, iter_timed_frames, probe_video
+from detach_pl.deploy.preprocess import timestamp_problem
 from detach_pl.io import write_atomically
 
 log = logging.getLogger(__name__)
@@ -894,16 +895,11 @@ class OpportunityDataModule(WindowDataModule):
     @staticmethod
     def _timeline(column: np.ndarray, path: Path) -> np.ndarray:
         """The MILLISEC column, checked: finite and strictly increasing (names the bad line)."""
-        bad = np.flatnonzero(~np.isfinite(column))
-        if bad.size:
-            raise ValueError(f"{path}:{bad[0] + 1}: {TIME_COLUMN} (column 1) is {column[bad[0]]}")
-        steps = np.flatnonzero(np.diff(column) <= 0)
-        if steps.size:
-            row = steps[0] + 1
-            raise ValueError(
-                f"{path}:{row + 1}: {TIME_COLUMN} goes from {column[row - 1]:.0f} to "
-                f"{column[row]:.0f} ms (expected strictly increasing times)"
-            )
+        problem = timestamp_problem(column)
+        if problem is not None:
+            row, why = problem
+            column_name = f"{TIME_COLUMN} (column 1)" if why.startswith("is ") else TIME_COLUMN
+            raise ValueError(f"{path}:{row + 1}: {column_name} {why}")
         return column.astype(np.float64)
 
     def _track_label_ids(self, run: str, entry: RunFiles, column: np.ndarray, time_ms: np.ndarray) -> np.ndarray:

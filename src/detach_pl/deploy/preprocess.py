@@ -202,19 +202,24 @@ def recording_windows(
     return RecordingWindows(starts, starts + settings.window_seconds * 1000.0, windows, labels, dead)
 
 
+def timestamp_problem(time: np.ndarray) -> tuple[int, str] | None:
+    """The first row (0-based) whose timestamp is not finite or does not increase, and why."""
+    bad = np.flatnonzero(~np.isfinite(time))
+    if bad.size:
+        return int(bad[0]), f"is {time[bad[0]]}"
+    steps = np.flatnonzero(np.diff(time) <= 0)
+    if steps.size:
+        row = int(steps[0]) + 1
+        return row, f"goes from {time[row - 1]:.0f} to {time[row]:.0f} ms (expected strictly increasing times)"
+    return None
+
+
 def check_rows(time_ms: np.ndarray, sensor: np.ndarray, where: str) -> None:
     """Raise unless the timestamps are finite and strictly increasing and the matrix fits them."""
     if sensor.ndim != 2 or sensor.shape[0] != time_ms.shape[0]:
         raise ValueError(f"{where}: {time_ms.shape[0]} timestamps but sensor rows of shape {sensor.shape}")
     if time_ms.size < 2:
         raise ValueError(f"{where}: {time_ms.size} sensor row(s); a window needs at least 2")
-    bad = np.flatnonzero(~np.isfinite(time_ms))
-    if bad.size:
-        raise ValueError(f"{where}: row {bad[0] + 1}: timestamp {time_ms[bad[0]]} is not a number")
-    steps = np.flatnonzero(np.diff(time_ms) <= 0)
-    if steps.size:
-        row = steps[0] + 1
-        raise ValueError(
-            f"{where}: row {row + 1}: timestamp goes from {time_ms[row - 1]} to {time_ms[row]} ms "
-            "(expected strictly increasing times)"
-        )
+    problem = timestamp_problem(time_ms)
+    if problem is not None:
+        raise ValueError(f"{where}: row {problem[0] + 1}: the timestamp {problem[1]}")
