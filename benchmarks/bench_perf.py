@@ -1,0 +1,68 @@
+"""Performance figures of a DETACH training step at the demo's and the paper's sizes.
+
+    python benchmarks/bench_perf.py                      # every section → benchmarks/perf.json
+    python benchmarks/bench_perf.py --sections loss kmeans --json /tmp/loss.json
+    python benchmarks/bench_perf.py --quick              # fewer repeats and smaller data
+
+`make bench-perf` runs every section and writes `benchmarks/perf.md` from the figures and the
+figures measured before the speed-ups (`benchmarks/perf_before.json`, same machine).
+
+Sections (one CPU thread; batches reduced on CPU, stated in each row):
+
+- `loss`: the weighted loss with its weights (S^sp, S^tm, W, weighted InfoNCE), forward +
+  backward, against plain symmetric InfoNCE written with `F.cross_entropy`, at N = 256, 1024, 4096.
+- `kmeans`: the ODC bank's k-means initialisation (10 k-means++ inits, ≤ 50 Lloyd iterations) of
+  10k and 100k windows × 256.
+- `odc`: per-step bank work (confident mask + update of a batch of 256), per-epoch centroid
+  update and the thresholds, on banks of 10k and 100k windows.
+- `cache`: build time per minute of recording, size per hour and read windows/s against a memory
+  copy of the same bytes, for each frame storage option.
+- `loader`: the DataModule's training DataLoader (1 and 2 workers) against direct reads of the
+  same windows in one process.
+- `train`: stage-1 and stage-2 training steps/s and windows/s with batches from the real
+  DataLoader over the real cache against the same batches already in memory (data overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import perf_sections  # noqa: E402
+from perf_common import REPO, load_average, machine_name, set_threads, write_report  # noqa: E402
+
+SECTIONS = ("loss", "kmeans", "odc", "cache", "loader", "train")
+
+
+def main() -> None:
+    """Run the chosen sections and store their figures as JSON (and Markdown with --report)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller inputs")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "perf.json")
+    parser.add_argument("--before", type=Path, default=None, help="figures measured before, for the table")
+    parser.add_argument("--report", type=Path, default=None, help="write the Markdown report here")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder for caches")
+    options = parser.parse_args()
+    set_threads(1)
+    figures: dict[str, dict] = {
+        "machine": {"name": machine_name(), "load_start": load_average()},
+    }
+    for section in options.sections:
+        print(f"== {section} (load {load_average():.1f})", flush=True)
+        figures[section] = getattr(perf_sections, section)(quick=options.quick, workdir=options.workdir)
+    figures["machine"]["load_end"] = load_average()
+    write_report(options.json, json.dumps(figures, indent=2))
+    print(f"figures written to {options.json}")
+    if options.report is not None:
+        before = json.loads(options.before.read_text()) if options.before and options.before.is_file() else None
+        write_report(options.report, perf_sections.render(figures, before))
+        print(f"report written to {options.report}")
+
+
+if __name__ == "__main__":
+    main()

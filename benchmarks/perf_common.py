@@ -1,0 +1,87 @@
+"""What the benchmark scripts share: thread settings, the machine's name, timing, tables, reports.
+
+Timings are medians of several repeats (a shared machine's load makes single runs noisy); the
+reports state the load average next to the figures, and ratios against a named limit are the
+figures to compare across machines.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from detach_pl.io import write_atomically
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def set_threads(count: int = 1) -> None:
+    """Run torch on `count` intra-op threads (1: figures that do not depend on a neighbour's load)."""
+    torch.set_num_threads(count)
+
+
+def machine_name(device: torch.device | str = "cpu") -> str:
+    """CPU model and core count, torch version, and the GPU's name when `device` is CUDA."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.device(device).type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
+
+
+def load_average() -> float:
+    """The 1-minute load average (how many runnable processes shared the cores)."""
+    return os.getloadavg()[0]
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so a timer measures it (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(
+    run: Callable[[], object], *, repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu"
+) -> float:
+    """Median wall time of `run()` over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux `ru_maxrss`, KiB → bytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(path: str | Path, text: str) -> None:
+    """Write a report atomically (a reader never sees half of it)."""
+    write_atomically(path, text if text.endswith("\n") else text + "\n")

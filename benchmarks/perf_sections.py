@@ -1,0 +1,402 @@
+"""The measuring sections of `bench_perf.py` (each returns a dict of figures) and the report."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from perf_common import load_average, markdown_table, median_seconds, peak_rss_bytes
+
+EMBED = 256  # the paper's d: u = [normalize(z), normalize(h)] has 2d = 512
+TAU = 0.1
+
+
+# ---- loss -------------------------------------------------------------------------------------
+
+
+def _loss_inputs(num_pairs: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    make = lambda dim: torch.randn(num_pairs, dim, generator=gen)  # noqa: E731
+    return {"u_v": make(2 * EMBED), "u_s": make(2 * EMBED), "z_v": make(EMBED), "z_s": make(EMBED),
+            "h_v": make(EMBED), "h_s": make(EMBED)}
+
+
+def loss(quick: bool = False, workdir: Path | None = None) -> dict:
+    """Weighted loss + weights vs plain `F.cross_entropy` InfoNCE (and the project's info_nce), fwd + bwd."""
+    from detach_pl.losses import alignment_weights, info_nce, spatial_similarity, temporal_similarity, weighted_info_nce
+
+    results = {}
+    for num_pairs in (256, 1024, 4096):
+        x = _loss_inputs(num_pairs)
+        u_v = x["u_v"].requires_grad_()
+        u_s = x["u_s"].requires_grad_()
+
+        def plain() -> None:
+            logits = F.normalize(u_v, dim=1) @ F.normalize(u_s, dim=1).T / TAU
+            targets = torch.arange(num_pairs)
+            (0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))).backward()
+
+        def weighted() -> None:
+            weights = alignment_weights(spatial_similarity(x["z_v"], x["z_s"]), temporal_similarity(x["h_v"], x["h_s"]))
+            weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
+
+        def project_plain() -> None:
+            info_nce(u_v, u_s, TAU, check=False).backward()
+
+        repeats = 3 if quick or num_pairs == 4096 else 7
+        times = {name: median_seconds(fn, repeats=repeats) for name, fn in
+                 (("plain", plain), ("weighted", weighted), ("info_nce", project_plain))}
+        results[str(num_pairs)] = {
+            **{f"{k}_ms": 1e3 * v for k, v in times.items()},
+            "weighted_ratio": times["weighted"] / times["plain"],
+            "info_nce_ratio": times["info_nce"] / times["plain"],
+        }
+        print(f"  N={num_pairs}: {results[str(num_pairs)]}", flush=True)
+    return results
+
+
+# ---- ODC ----------------------------------------------------------------------------------------
+
+
+def _clustered_features(num_samples: int, num_clusters: int = 7, seed: int = 0) -> torch.Tensor:
+    """Gaussian blobs around K random centres in 256 dimensions (ReLU-free, like z_s)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = 3.0 * torch.randn(num_clusters, EMBED, generator=gen)
+    members = torch.randint(num_clusters, (num_samples,), generator=gen)
+    return centres[members] + torch.randn(num_samples, EMBED, generator=gen)
+
+
+def kmeans(quick: bool = False, workdir: Path | None = None) -> dict:
+    """k-means initialisation (10 inits, 50 iterations, K = 7) of 10k and 100k windows × 256."""
+    from detach_pl.clustering import odc
+
+    results = {}
+    for num_samples in (10_000, 100_000):
+        features = _clustered_features(num_samples)
+        repeats = 1 if num_samples == 100_000 and quick else 3
+        seconds = median_seconds(lambda: odc.kmeans(features, 7, seed=42, num_inits=10, num_iters=50),
+                                 repeats=repeats, warmup=0)
+        results[str(num_samples)] = {"seconds": seconds}
+        print(f"  kmeans {num_samples}: {seconds:.2f} s", flush=True)
+    return results
+
+
+def odc(quick: bool = False, workdir: Path | None = None) -> dict:
+    """Per-step confident mask + update (B = 256), per-epoch centroid update, thresholds."""
+    from detach_pl.clustering import OdcMemory
+
+    results = {}
+    for num_samples in (10_000, 100_000):
+        features = _clustered_features(num_samples)
+        memory = OdcMemory(num_samples, EMBED, 7)
+        memory.initialize(features, seed=42, num_inits=1, num_iters=5)
+        gen = torch.Generator().manual_seed(1)
+        indices = torch.randperm(num_samples, generator=gen)[:256]
+        batch = features[indices] + 0.1 * torch.randn(256, EMBED, generator=gen)
+
+        def step() -> None:
+            memory.batch_confident_mask(indices, batch, check=False)
+            memory.update(indices, batch, check=False)
+
+        results[str(num_samples)] = {
+            "step_ms": 1e3 * median_seconds(step, repeats=5 if quick else 11),
+            "epoch_ms": 1e3 * median_seconds(lambda: memory.update_centroids(10), repeats=3),
+            "thresholds_ms": 1e3 * median_seconds(memory.refresh_thresholds, repeats=5),
+        }
+        print(f"  odc {num_samples}: {results[str(num_samples)]}", flush=True)
+    return results
+
+
+# ---- a stand-in dataset for the data and training sections ----------------------------------
+
+
+CHANNELS = 37
+SENSOR_HZ = 30.0
+FPS = 10.0
+
+
+def _frames(num_frames: int, size: int, seed: int):
+    """Camera-like frames: a smooth textured background, a moving bright object, sensor noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(40, 200, size=(size // 8 + 1, size // 8 + 1, 3)).astype(np.float32)
+    background = np.kron(coarse, np.ones((8, 8, 1), np.float32))[:size, :size]
+    side = max(size // 6, 2)
+    for k in range(num_frames):
+        frame = background.copy()
+        x = int((size - side) * (0.5 + 0.5 * np.sin(0.05 * k)))
+        y = int((size - side) * (0.5 + 0.5 * np.cos(0.03 * k)))
+        frame[y : y + side, x : x + side] = 250.0
+        frame += rng.normal(0.0, 3.0, size=frame.shape).astype(np.float32)
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def standin_datamodule(cache_dir: Path, image_size: int, minutes: float, runs: int = 1, **kwargs):
+    """A `WindowDataModule` over generated runs (`minutes` each; 37 channels at 30 Hz, 10 fps video)."""
+    from detach_pl.data.cache import RunRecording
+    from detach_pl.data.datamodule import WindowDataModule
+    from detach_pl.data.info import DataInfo
+    from detach_pl.data.windows import WindowSettings
+
+    names = [f"run{k}" for k in range(runs)]
+
+    class StandIn(WindowDataModule):
+        dataset_name = "perf_standin"
+
+        def source_settings(self) -> dict:
+            return {"minutes": minutes, "runs": runs}
+
+        def default_splits(self) -> dict:
+            return {"train_runs": names, "val_runs": names[:1], "test_runs": names[:1]}
+
+        @property
+        def data_info(self) -> DataInfo:
+            return DataInfo(num_channels=CHANNELS, num_classes=4, num_places=7,
+                            channel_names=[f"c{i}" for i in range(CHANNELS)], class_names=list("abcd"),
+                            place_names=[f"p{i}" for i in range(7)])
+
+        def recordings(self):
+            for index, name in enumerate(names):
+                rng = np.random.default_rng(index)
+                rows = int(minutes * 60 * SENSOR_HZ)
+                time_ms = np.arange(rows) * 1000.0 / SENSOR_HZ
+                sensor = np.cumsum(rng.normal(size=(rows, CHANNELS)), axis=0)
+                label = (np.arange(rows) // 90) % 5 - 1
+                num_frames = int(minutes * 60 * FPS)
+                yield RunRecording(name, time_ms, sensor, label, label % 7, _frames(num_frames, image_size, index),
+                                   FPS, num_frames=num_frames)
+
+    settings = dict(cache_dir=str(cache_dir), windows=WindowSettings(image_size=image_size), progress=False,
+                    purpose="alignment", augment_video=False)
+    settings.update(kwargs)
+    return StandIn(**settings)
+
+
+def _storage_options() -> list[dict]:
+    """The frame storage settings this version of the code offers ({} is the default)."""
+    try:
+        from detach_pl.data.frame_storage import FrameStorage
+    except ImportError:
+        return [{}]
+    return [{}, {"frame_storage": FrameStorage(codec="jpeg", quality=90)}]
+
+
+def _option_name(option: dict) -> str:
+    storage = option.get("frame_storage")
+    return "raw" if storage is None else f"{storage.codec} q{storage.quality}"
+
+
+def _scratch(workdir: Path | None, name: str) -> Path:
+    root = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
+    folder = Path(tempfile.mkdtemp(prefix=f"perf_{name}_", dir=root))
+    return folder
+
+
+def _direct_rate(cache, windows: np.ndarray, num_frames: int, sensor: np.ndarray) -> float:
+    """Windows/s of `read_frames` + the sensor row, one process, no DataLoader."""
+    started = time.perf_counter()
+    for window in windows:
+        cache.read_frames(int(window), num_frames)
+        sensor[int(window)].copy()
+    return len(windows) / (time.perf_counter() - started)
+
+
+def _memory_rate(cache, windows: np.ndarray, num_frames: int, frames_in_ram: np.ndarray, sensor: np.ndarray) -> float:
+    """Windows/s of a memory copy of the same bytes (the limit of any reader)."""
+    from detach_pl.data.windows import sample_frame_indices
+
+    started = time.perf_counter()
+    for window in windows:
+        picks = sample_frame_indices(int(cache.frame_start[window]), int(cache.frame_stop[window]), num_frames)
+        frames_in_ram[picks]
+        sensor[int(window)].copy()
+    return len(windows) / (time.perf_counter() - started)
+
+
+def cache(quick: bool = False, workdir: Path | None = None) -> dict:
+    """Build time per minute of recording, size per hour, read rate vs a memory copy, per storage option."""
+    minutes = 1.0 if quick else 2.0
+    results = {}
+    for option in _storage_options():
+        folder = _scratch(workdir, "cache")
+        try:
+            dm = standin_datamodule(folder, 224, minutes, **option)
+            started = time.perf_counter()
+            dm.prepare_data()
+            build = time.perf_counter() - started
+            dm.setup("fit")
+            cache_ = dm.cache
+            size = dm.cache_path.stat().st_size
+            windows = np.random.default_rng(0).permutation(len(cache_))[: 60 if quick else 120]
+            sensor, _, _ = cache_.read_sensor(np.arange(len(cache_)))
+            frames_in_ram = np.stack(list(cache_.iter_run_frames(cache_.run_names[0])))
+            direct = statistics_median(lambda: _direct_rate(cache_, windows, 20, sensor))
+            memory = statistics_median(lambda: _memory_rate(cache_, windows, 20, frames_in_ram, sensor))
+            name = _option_name(option)
+            results[name] = {
+                "build_s_per_min": build / minutes,
+                "gib_per_hour": size / (minutes / 60.0) / 2**30,
+                "read_windows_s": direct,
+                "memory_windows_s": memory,
+                "memory_over_read": memory / direct,
+            }
+            print(f"  {name}: {results[name]}", flush=True)
+            cache_.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+def statistics_median(measure, repeats: int = 3) -> float:
+    """Median of `repeats` calls of a rate measurement."""
+    values = sorted(measure() for _ in range(repeats))
+    return values[len(values) // 2]
+
+
+def _loader_rate(dm, limit: int) -> float:
+    """Windows/s through the DataModule's training loader, after the first batch (workers started)."""
+    loader = dm.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    count, started = 0, time.perf_counter()
+    for batch in iterator:
+        count += batch["sensor"].shape[0]
+        if count >= limit:
+            break
+    rate = count / (time.perf_counter() - started)
+    del iterator, loader
+    gc.collect()
+    return rate
+
+
+def loader(quick: bool = False, workdir: Path | None = None) -> dict:
+    """DataModule training loader (1 and 2 workers, batch 8 of 20 × 224²) vs direct reads of the same windows."""
+    results = {}
+    folder = _scratch(workdir, "loader")
+    try:
+        dm = standin_datamodule(folder, 224, 1.0 if quick else 2.0, batch_size=8, num_frames=20, num_workers=0)
+        dm.prepare_data()
+        dm.setup("fit")
+        dataset = dm.datasets["train"]
+        limit = 48 if quick else 96
+        windows = dataset.windows[np.random.default_rng(0).permutation(len(dataset))[:limit]]
+        sensor = dataset.sensor.numpy()
+        direct = statistics_median(lambda: _direct_rate(dm.cache, windows, 20, sensor))
+        results["direct_windows_s"] = direct
+        for workers in (0, 1, 2):
+            dm.num_workers = workers
+            rate = statistics_median(lambda: _loader_rate(dm, limit), repeats=1 if quick else 3)
+            results[f"loader_{workers}w_windows_s"] = rate
+            results[f"direct_over_loader_{workers}w"] = direct / rate
+        print(f"  {results}", flush=True)
+        dm.cache.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+# ---- training steps --------------------------------------------------------------------------
+
+
+def _encoder(paper: bool):
+    from detach_pl.nn import EncoderConfig
+
+    if paper:
+        return EncoderConfig()
+    return EncoderConfig(embed_dim=64, video_cnn_channels=[16, 32, 64, 64], video_temporal_channels=[8, 16, 32],
+                         sensor_spatial_channels=[16, 32, 32], sensor_spatial_pool=16,
+                         sensor_temporal_channels=[16, 32, 64], gru_hidden=64)
+
+
+def build_stage(stage: str, data_info, encoder, train_sensor: torch.Tensor | None = None):
+    """A stage-1 module in its refine phase (every loss term runs) or a stage-2 module, on CPU."""
+    from detach_pl.modules import SpatialGroundingModule, TemporalAlignmentModule
+
+    if stage == "stage1":
+        module = SpatialGroundingModule(data_info, encoder, video_start_epoch=0, refine_start_epoch=0,
+                                        warp_start_epoch=0, min_cluster_size=2, kmeans_inits=1)
+        module.initialize_memory(train_sensor)
+        return module
+    return TemporalAlignmentModule(data_info, encoder)
+
+
+def _train_steps(module, batches, transfer) -> float:
+    """Seconds of training steps (forward, loss, backward, AdamW step) over `batches`."""
+    optimizer = module.configure_optimizers()
+    started = time.perf_counter()
+    count = 0
+    for batch in batches:
+        batch = transfer(batch)
+        loss = module.training_step(batch, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        count += batch["sensor"].shape[0]
+    return time.perf_counter() - started, count
+
+
+def train(quick: bool = False, workdir: Path | None = None) -> dict:
+    """Stage-1/2 steps with batches from the real loader over the real cache vs the same batches in memory."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*self.log.*")
+    warnings.filterwarnings("ignore", message=".*You are trying to `self.log`.*")
+    results = {}
+    sizes = {"demo": dict(image=32, frames=8, batch=32, paper=False),
+             "paper": dict(image=224, frames=20, batch=4, paper=True)}
+    for size_name, size in sizes.items():
+        folder = _scratch(workdir, "train")
+        try:
+            dm = standin_datamodule(folder, size["image"], 2.0 if size_name == "demo" else 1.0,
+                                    runs=5 if size_name == "demo" else 1,
+                                    batch_size=size["batch"], num_frames=size["frames"], num_workers=1)
+            dm.prepare_data()
+            dm.setup("fit")
+            steps = (4 if quick else 8) if size_name == "paper" else (6 if quick else 12)
+            encoder = _encoder(size["paper"])
+            for stage in ("stage1", "stage2"):
+                torch.manual_seed(0)
+                module = build_stage(stage, dm.data_info, encoder, dm.train_sensor_windows())
+                module.train()
+                transfer = lambda batch: dm.on_after_batch_transfer(dict(batch), 0)  # noqa: E731
+                loader_ = dm.train_dataloader()
+                iterator = iter(loader_)
+                first = next(iterator)
+                _train_steps(module, [first], transfer)  # warm-up (first-step checks, allocations)
+                in_memory = [next(iterator) for _ in range(steps)]
+                memory_s, count = _train_steps(module, in_memory, transfer)
+                iterator = iter(loader_)
+                next(iterator)
+                batches = (next(iterator) for _ in range(steps))
+                loader_s, _ = _train_steps(module, batches, transfer)
+                del iterator, loader_
+                key = f"{size_name}_{stage}"
+                results[key] = {
+                    "batch": size["batch"], "frames": size["frames"], "image": size["image"],
+                    "memory_windows_s": count / memory_s, "loader_windows_s": count / loader_s,
+                    "steps_s": steps / memory_s, "data_overhead": loader_s / memory_s - 1.0,
+                    "peak_rss_gib": peak_rss_bytes() / 2**30,
+                }
+                print(f"  {key}: {results[key]} (load {load_average():.1f})", flush=True)
+                gc.collect()
+            dm.cache.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+def render(figures: dict, before: dict | None) -> str:
+    """Placeholder until the report layout is written."""
+    return json_dump(figures)
+
+
+def json_dump(value) -> str:
+    import json
+
+    return json.dumps(value, indent=2)
