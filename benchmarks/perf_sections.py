@@ -30,7 +30,15 @@ def _loss_inputs(num_pairs: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def loss(quick: bool = False, workdir: Path | None = None) -> dict:
     """Weighted loss + weights vs plain `F.cross_entropy` InfoNCE (and the project's info_nce), fwd + bwd."""
-    from detach_pl.losses import alignment_weights, info_nce, spatial_similarity, temporal_similarity, weighted_info_nce
+    from detach_pl.losses import info_nce, weighted_info_nce
+
+    try:
+        from detach_pl.losses import pair_weights
+    except ImportError:  # the code before the fused weights
+        from detach_pl.losses import alignment_weights, spatial_similarity, temporal_similarity
+
+        def pair_weights(z_v, z_s, h_v, h_s):  # noqa: ANN001, ANN202
+            return alignment_weights(spatial_similarity(z_v, z_s), temporal_similarity(h_v, h_s))
 
     results = {}
     for num_pairs in (256, 1024, 4096):
@@ -44,7 +52,7 @@ def loss(quick: bool = False, workdir: Path | None = None) -> dict:
             (0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))).backward()
 
         def weighted() -> None:
-            weights = alignment_weights(spatial_similarity(x["z_v"], x["z_s"]), temporal_similarity(x["h_v"], x["h_s"]))
+            weights = pair_weights(x["z_v"], x["z_s"], x["h_v"], x["h_s"])
             weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
 
         def project_plain() -> None:

@@ -13,8 +13,10 @@ from detach_pl.losses.weights import (
     alignment_weights,
     false_negative_weights,
     hard_negative_weights,
+    pair_weights,
     spatial_similarity,
     temporal_similarity,
+    unit_gram,
 )
 
 __all__ = [
@@ -28,7 +30,9 @@ __all__ = [
     "hard_negative_weights",
     "info_nce",
     "masked_cross_entropy",
+    "pair_weights",
     "spatial_similarity",
     "temporal_similarity",
+    "unit_gram",
     "weighted_info_nce",
 ]

@@ -12,9 +12,52 @@ construction) passes ``check=False`` and stays sync-free. Shape checks always ru
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+_MAX_LOGIT_RANGE = 60.0
+"""Largest 2/τ of the bounded fast path: exp(S − 1/τ) ≥ e^−60 stays a normal float32."""
+
+
+class _BoundedWeightedInfoNce(torch.autograd.Function):
+    """L_CL from the cosines C = u_v u_sᵀ, using that S = C/τ is bounded by 1/τ (|cos| ≤ 1).
+
+    With E_ij = W'_ij exp(S_ij − 1/τ) (W' = W with its diagonal set to 1), every row and column
+    log-sum-exp is 1/τ + log Σ E: one exp pass shared by both directions, no max pass, no log of W.
+    The diagonal term is ≥ e^(−2/τ), so the sums never vanish while 2/τ ≤ 60 (float32 keeps
+    e^−60 normal). Backward in closed form: ∂L/∂S = ½/|A| (E_rows/Σrow + E_cols/Σcol) − 1/|A| on
+    the anchors' diagonal, then ∂L/∂C = ∂L/∂S / τ. Equal to the log-sum-exp form up to rounding.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, cosines: Tensor, weights: Tensor, temperature: float, anchors: slice | Tensor) -> Tensor:  # noqa: D102
+        dtype = torch.promote_types(cosines.dtype, torch.float32)
+        inv_tau = 1.0 / temperature
+        exps = cosines.detach().to(dtype).mul(inv_tau).sub_(inv_tau).exp_()
+        positives = exps.diagonal().clone()
+        exps.mul_(weights.to(dtype)).diagonal().copy_(positives)
+        row_sums = exps[anchors, :].sum(dim=1)
+        col_sums = exps[:, anchors].sum(dim=0)
+        log_positives = cosines.detach().diagonal()[anchors].to(dtype) * inv_tau - inv_tau
+        loss = 0.5 * ((row_sums.log() - log_positives).mean() + (col_sums.log() - log_positives).mean())
+        ctx.save_for_backward(exps, row_sums, col_sums)
+        ctx.anchors, ctx.inv_tau, ctx.in_dtype = anchors, inv_tau, cosines.dtype
+        return loss.to(cosines.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:  # noqa: D102
+        exps, row_sums, col_sums = ctx.saved_tensors
+        anchors = ctx.anchors
+        count = row_sums.shape[0]
+        scale = grad_loss.to(exps.dtype) * (0.5 * ctx.inv_tau / count)
+        grad = torch.zeros_like(exps)
+        grad[anchors, :] = exps[anchors, :] / row_sums[:, None]
+        grad[:, anchors] += exps[:, anchors] / col_sums[None, :]
+        grad.diagonal()[anchors] -= 2.0
+        return grad.mul_(scale).to(ctx.in_dtype), None, None, None
 
 
 def _anchor_indices(anchors: slice | None, num_pairs: int) -> range:
@@ -105,11 +148,16 @@ def weighted_info_nce(
         raise ValueError("weights must be finite and non-negative")
     selected = _anchor_indices(anchors, num_pairs)
     anchor_idx: slice | Tensor = slice(selected.start, selected.stop, selected.step)
-    if selected.step < 0:  # tensors take no negative steps; an index tensor costs a host copy
-        anchor_idx = torch.tensor(list(selected), dtype=torch.long, device=video_emb.device)
+    if selected.step < 0:  # tensors take no negative steps: an index built on the device (no host copy)
+        anchor_idx = torch.arange(
+            selected.start, selected.stop, selected.step, dtype=torch.long, device=video_emb.device
+        )
 
     u_v = F.normalize(video_emb, dim=1)
     u_s = F.normalize(sensor_emb, dim=1)
+    if isinstance(temperature, float | int) and 2.0 / temperature <= _MAX_LOGIT_RANGE:
+        logits = u_v @ u_s.T
+        return _BoundedWeightedInfoNce.apply(logits, weights, float(temperature), anchor_idx)
     logits = u_v @ u_s.T / temperature
     log_weights = weights.to(logits.dtype).log()
     log_weights.fill_diagonal_(0.0)

@@ -19,6 +19,17 @@ from torch import Tensor
 
 TemporalMode = Literal["within", "cross"]
 
+__all__ = [
+    "TemporalMode",
+    "alignment_weights",
+    "false_negative_weights",
+    "hard_negative_weights",
+    "pair_weights",
+    "spatial_similarity",
+    "temporal_similarity",
+    "unit_gram",
+]
+
 
 def _check_pair_features(a: Tensor, b: Tensor, names: str) -> None:
     """Raise ValueError unless `a` and `b` are (N, ·) matrices with the same N."""
@@ -35,9 +46,40 @@ def _check_square(matrix: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be an (N, N) matrix, got {tuple(matrix.shape)}")
 
 
+_GRAM_BLOCK = 512
+
+
 def _pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
     """(N, M) matrix of cos(a_i, b_j), clamped to [−1, 1] (rounding can exceed 1 by ~1e-7)."""
+    if a is b:
+        return unit_gram(a)
     return (F.normalize(a, dim=1) @ F.normalize(b, dim=1).T).clamp_(-1.0, 1.0)
+
+
+def _symmetric_product(u: Tensor, block: int = _GRAM_BLOCK) -> Tensor:
+    """u uᵀ from the blocks on and above the diagonal only, mirrored below it.
+
+    Row strip i·b…(i+1)·b is multiplied with the columns from i·b on; its transpose fills the
+    matching column strip. For N ≥ 4 blocks this costs (B + 1)/(2B) of the full product (5/8 at
+    N = 4096 with b = 512): the Gram matrices of the weights are a large part of stage 2's step.
+    Entries equal the full product's up to float rounding (a different summation blocking).
+    """
+    num_rows = u.shape[0]
+    if num_rows < 4 * block:
+        return u @ u.T
+    out = u.new_empty(num_rows, num_rows)
+    for start in range(0, num_rows, block):
+        stop = min(start + block, num_rows)
+        strip = u[start:stop] @ u[start:].T
+        out[start:stop, start:] = strip
+        out[stop:, start:stop] = strip[:, stop - start :].T
+    return out
+
+
+@torch.no_grad()
+def unit_gram(x: Tensor) -> Tensor:
+    """(N, N) cos(x_i, x_j) = normalize(x) normalize(x)ᵀ, clamped to [−1, 1], symmetric by construction."""
+    return _symmetric_product(F.normalize(x, dim=1)).clamp_(-1.0, 1.0)
 
 
 @torch.no_grad()
@@ -152,3 +194,53 @@ def alignment_weights(
         weights = weights * false_negative_weights(s_sp, s_tm)
     weights.fill_diagonal_(0.0)
     return weights
+
+
+@torch.no_grad()
+def pair_weights(
+    z_v: Tensor,
+    z_s: Tensor,
+    h_v: Tensor,
+    h_s: Tensor,
+    lambda_hard: float = 3.0,
+    mode: TemporalMode = "within",
+    use_spatial: bool = True,
+    use_temporal: bool = True,
+) -> Tensor:
+    """W of the training step straight from the features: `alignment_weights` of S^sp and S^tm.
+
+    The same W_ij = (1 + (λ_hard − 1)·S^sp_ij)·(1 − S^sp_ij·S^tm_ij), W_ii = 0, computed in place
+    on two (N, N) buffers (no intermediate S^sp, S^tm, W^sp, W^tm matrices) with the symmetric
+    Gram products of `unit_gram`. Equal to the composition of `spatial_similarity`,
+    `temporal_similarity` and `alignment_weights` (each product is commutative in IEEE
+    arithmetic, so only the Gram rounding can differ).
+
+    Args:
+        z_v, z_s: (N, d) spatial features; h_v, h_s: (N, d) (EMA) temporal features.
+        lambda_hard: λ_hard ≥ 0.
+        mode: temporal similarity "within" or "cross" (see `temporal_similarity`).
+        use_spatial, use_temporal: the factors W^sp and W^tm (see `alignment_weights`).
+
+    Returns:
+        (N, N) detached weights with a zero diagonal.
+    """
+    _check_pair_features(z_v, z_s, "z_v and z_s")
+    _check_pair_features(h_v, h_s, "h_v and h_s")
+    if not lambda_hard >= 0.0:
+        raise ValueError(f"lambda_hard must be >= 0 (weights stay non-negative), got {lambda_hard}")
+    if not (use_spatial or use_temporal):
+        weights = torch.ones(z_v.shape[0], z_v.shape[0], dtype=z_v.dtype, device=z_v.device)
+        return weights.fill_diagonal_(0.0)
+    s_sp = unit_gram(z_v)
+    torch.maximum(s_sp, unit_gram(z_s), out=s_sp).clamp_(min=0.0)
+    weights = None
+    if use_temporal:
+        weights = temporal_similarity(h_v, h_s, mode) if mode == "cross" else unit_gram(h_v).add_(unit_gram(h_s))
+        if mode == "within":
+            weights.mul_(0.5).clamp_(min=0.0)
+        weights.mul_(s_sp).neg_().add_(1.0)
+    if use_spatial:
+        hard = s_sp.mul_(lambda_hard - 1.0).add_(1.0)
+        weights = hard if weights is None else weights.mul_(hard)
+    assert weights is not None
+    return weights.fill_diagonal_(0.0)

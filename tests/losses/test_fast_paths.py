@@ -1,0 +1,73 @@
+"""The fast loss paths against the straightforward ones: fused weights, bounded weighted InfoNCE."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detach_pl.losses import (
+    alignment_weights,
+    pair_weights,
+    spatial_similarity,
+    temporal_similarity,
+    unit_gram,
+    weighted_info_nce,
+)
+from detach_pl.losses import weights as weights_module
+
+from losses.test_contrastive import reference_loss
+
+
+def features(num: int, dim: int, seed: int) -> torch.Tensor:
+    return torch.randn(num, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["within", "cross"])
+@pytest.mark.parametrize(("use_spatial", "use_temporal"), [(True, True), (True, False), (False, True), (False, False)])
+def test_pair_weights_equal_the_composed_functions(mode: str, use_spatial: bool, use_temporal: bool) -> None:
+    z_v, z_s, h_v, h_s = (features(10, 6, seed) for seed in range(4))
+    z_s[3] = z_s[4]  # identical rows: cosine 1 (+ rounding), clamped
+    expected = alignment_weights(
+        spatial_similarity(z_v, z_s), temporal_similarity(h_v, h_s, mode), 3.0, use_spatial, use_temporal
+    )
+    got = pair_weights(z_v, z_s, h_v, h_s, 3.0, mode, use_spatial, use_temporal)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert torch.all(got.diagonal() == 0) and torch.all(got >= 0)
+
+
+def test_blocked_symmetric_gram_equals_the_full_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights_module, "_GRAM_BLOCK", 4)
+    x = torch.randn(37, 9, generator=torch.Generator().manual_seed(0))
+    u = torch.nn.functional.normalize(x, dim=1)
+    blocked = weights_module._symmetric_product(u, block=4)  # 10 strips, last one partial
+    torch.testing.assert_close(blocked, u @ u.T, rtol=0, atol=1e-6)
+    assert torch.equal(blocked, blocked.T)
+    assert unit_gram(x).max() <= 1.0
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.05, 0.04])
+@pytest.mark.parametrize("anchors", [None, slice(2, 5), slice(0, None, 2), slice(5, 1, -1)])
+def test_bounded_fast_path_matches_loop_reference(temperature: float, anchors: slice | None) -> None:
+    """float τ with 2/τ ≤ 60 takes the one-exp closed-form path: value and gradients as the loops."""
+    video, sensor = features(6, 5, 10).requires_grad_(), features(6, 5, 11).requires_grad_()
+    weights = 3.0 * torch.rand(6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weights[weights < 0.6] = 0.0
+    loss = weighted_info_nce(video, sensor, weights, temperature, anchors=anchors)
+    assert loss.grad_fn is not None and "Bounded" in type(loss.grad_fn).__name__
+    expected = reference_loss(video, sensor, weights, temperature, anchors)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
+    for grad, ref in zip(torch.autograd.grad(loss, (video, sensor)), torch.autograd.grad(expected, (video, sensor))):
+        torch.testing.assert_close(grad, ref, rtol=0, atol=1e-12)
+
+
+def test_fast_path_equals_the_general_path_in_float32() -> None:
+    """The same loss through the bounded path (float τ) and the log-sum-exp path (tensor τ)."""
+    gen = torch.Generator().manual_seed(3)
+    video = torch.randn(64, 16, generator=gen).requires_grad_()
+    sensor = torch.randn(64, 16, generator=gen).requires_grad_()
+    weights = pair_weights(*(torch.randn(64, 8, generator=gen) for _ in range(4)))
+    fast = weighted_info_nce(video, sensor, weights, 0.1, check=False)
+    general = weighted_info_nce(video, sensor, weights, torch.tensor(0.1), check=False)
+    torch.testing.assert_close(fast, general, rtol=1e-6, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(fast, (video, sensor)), torch.autograd.grad(general, (video, sensor))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
