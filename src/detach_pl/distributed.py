@@ -397,9 +397,8 @@ def global_mean_factor(local_count: Tensor) -> Tensor:
     if not is_distributed():
         return torch.ones((), dtype=torch.float32, device=local_count.device)
     total = gather_no_grad(local).sum()
-    if total == 0:
-        return torch.zeros((), dtype=torch.float32, device=local_count.device)
-    return (world_size() * local[0] / total).to(torch.float32)
+    safe_total = torch.where(total > 0, total, torch.ones_like(total))  # no host read of the count
+    return torch.where(total > 0, world_size() * local[0] / safe_total, torch.zeros_like(total)).to(torch.float32)
 
 
 def allow_unused_parameters(trainer: Any) -> None:

@@ -73,6 +73,15 @@ class DetachModule(pl.LightningModule):
         self._inputs_checked = True
         return first
 
+    def checks_due(self) -> bool:
+        """Whether this training step validates tensor values on the host (a device sync).
+
+        True on the first step (`first_training_step`) and on every step with the module setting
+        `debug_checks: true`; the default path is otherwise free of host–device synchronisation.
+        """
+        first = self.first_training_step()
+        return first or bool(getattr(self.hparams, "debug_checks", False))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW over the parameters that train in this stage."""
         params = [p for p in self.parameters() if p.requires_grad]

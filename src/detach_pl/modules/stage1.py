@@ -89,6 +89,8 @@ class SpatialGroundingModule(DetachModule):
         encode_batch_size: Batch size when encoding the training set for initialisation.
         lr: AdamW learning rate (1e-4).
         weight_decay: AdamW weight decay (1e-4).
+        debug_checks: Validate labels, indices and features on the host at every training step
+            (a device sync each step; False: on the first step only).
     """
 
     data_purpose = "alignment"
@@ -125,6 +127,7 @@ class SpatialGroundingModule(DetachModule):
         encode_batch_size: int = 512,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
+        debug_checks: bool = False,
     ) -> None:
         super().__init__(data_info, encoder, ("video_spatial", "sensor_spatial"), lr, weight_decay)
         self.save_hyperparameters()
@@ -269,7 +272,7 @@ class SpatialGroundingModule(DetachModule):
         """
         assert self.memory is not None, "memory bank is initialised in on_train_start"
         hp = self.hparams
-        check = self.first_training_step()
+        check = self.checks_due()
         phase = self.phase()
         indices = batch["index"]
         sensor = batch["sensor"]
@@ -309,16 +312,20 @@ class SpatialGroundingModule(DetachModule):
             logs["train/loss_refine"] = loss_refine
             logs["train/refined_share"] = refine_mask.float().mean()
         logs["train/loss"] = loss
-        logs["train/phase"] = torch.tensor(float(("cluster", "joint", "refine").index(phase)))
         self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=indices.shape[0])
         sizes = batch_sizes(indices.shape[0])
         self.memory.update(gather_no_grad(indices, sizes), gather_no_grad(z_s.detach(), sizes), check=check)
         return loss
 
     def on_train_epoch_start(self) -> None:
-        """Per-epoch centroid update for the epoch that just ended (see `update_clusters`)."""
+        """Per-epoch centroid update for the epoch that just ended (see `update_clusters`).
+
+        The phase is logged here, once per epoch: a host value logged in every step would be
+        copied to the device (a synchronisation) at every step.
+        """
         if self.current_epoch > 0:
             self.update_clusters()
+        self.log("train/phase", float(("cluster", "joint", "refine").index(self.phase())), on_step=False, on_epoch=True)
 
     def on_train_end(self) -> None:
         """The last epoch's centroid update."""

@@ -16,6 +16,7 @@ from detach_pl.losses import (
     alignment_weights,
     false_negative_weights,
     hard_negative_weights,
+    pair_weights,
     spatial_similarity,
     temporal_similarity,
     weighted_info_nce,
@@ -63,6 +64,8 @@ class TemporalAlignmentModule(DetachModule):
             or "eval" (fixed statistics; the features of a window do not depend on its batch).
         lr: AdamW learning rate (1e-4).
         weight_decay: AdamW weight decay (1e-4).
+        debug_checks: Validate W and τ on the host at every training step (a device sync each
+            step; False: on the first step only).
     """
 
     data_purpose = "alignment"
@@ -84,6 +87,7 @@ class TemporalAlignmentModule(DetachModule):
         frozen_mode: Literal["train", "eval"] = "train",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
+        debug_checks: bool = False,
     ) -> None:
         super().__init__(data_info, encoder, SPATIAL + TEMPORAL, lr, weight_decay)
         self.save_hyperparameters()
@@ -172,7 +176,11 @@ class TemporalAlignmentModule(DetachModule):
             else sensor
         )
         batch = self.gather(self.embed(video, sensor, online))
-        weights, _, _ = self.weights(batch)
+        hp = self.hparams
+        weights = pair_weights(
+            batch.z_v, batch.z_s, batch.h_v_ema, batch.h_s_ema, hp.lambda_hard, hp.temporal_similarity,
+            hp.use_spatial_weight, hp.use_temporal_weight,
+        )
         loss = weighted_info_nce(
             batch.u_v, batch.u_s, weights, self.hparams.temperature, anchors=batch.anchors, check=check
         )
@@ -181,11 +189,12 @@ class TemporalAlignmentModule(DetachModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """L_CL = ½(L_v2s + L_s2v) with the weights W of docs/method.md."""
         loss, _, weights = self.alignment_loss(
-            batch["video"], batch["sensor"], warp=True, check=self.first_training_step()
+            batch["video"], batch["sensor"], warp=True, check=self.checks_due()
         )
-        off_diagonal = ~torch.eye(weights.shape[0], dtype=torch.bool, device=weights.device)
+        pairs = weights.shape[0]
+        weight_mean = weights.sum() / max(pairs * (pairs - 1), 1)  # W_ii = 0: the off-diagonal mean, no mask
         self.log_dict(
-            {"train/loss": loss, "train/weight_mean": weights[off_diagonal].mean()},
+            {"train/loss": loss, "train/weight_mean": weight_mean},
             on_step=True,
             on_epoch=True,
             sync_dist=True,
