@@ -50,6 +50,14 @@ bench-hwu: $(STAMP)
 ## The paper's table on the harder kitchen (configs/benchmark): every row, 3 seeds, diagnostics.
 ## `make bench-quality BENCH_ARGS=--quick` checks the chain in a few minutes.
 BENCH_ARGS ?=
+## Training-step speed, loss, ODC, cache and loader figures (one CPU thread) → benchmarks/perf.md.
+bench-perf: $(STAMP)
+	$(BIN)/python benchmarks/bench_perf.py --before benchmarks/perf_before.json --report benchmarks/perf.md
+
+## The prepared GPU check (< 5 min on one GPU): steps/s fp32 vs bf16, memory, data overhead, syncs.
+bench-gpu: $(STAMP)
+	PYTHON=$(BIN)/python benchmarks/gpu_check.sh
+
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/bench_quality.py $(BENCH_ARGS)
 

@@ -1,0 +1,132 @@
+"""One prepared GPU check (`make bench-gpu`, < 5 min on one GPU): steps/s, bf16, memory, syncs.
+
+    python benchmarks/gpu_check.py                    # GPU, the paper's sizes → benchmarks/perf_gpu.json
+    python benchmarks/gpu_check.py --device cpu --tiny --json /tmp/g.json   # the CPU-checkable parts
+
+For stage 1 (refine phase: every loss term) and stage 2, at batch 64 per device, 20 × 224² clips
+and the paper's encoders (`--tiny`: batch 4, 8 × 32², the demo's encoders):
+
+1. steps/s in fp32 and under bf16 autocast (batches already on the device);
+2. peak allocated GPU memory of each;
+3. the sync check: after the first (validating) step, `training_step` + `backward` run under
+   `torch.cuda.set_sync_debug_mode("error")`, so any host–device synchronisation raises;
+4. the data overhead: the same steps with batches from the DataModule's loader over a prepared
+   stand-in cache (pinned memory, workers) against the batches in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from perf_common import REPO, machine_name, synchronize, write_report  # noqa: E402
+from perf_sections import _encoder, build_stage, standin_datamodule  # noqa: E402
+
+
+@contextlib.contextmanager
+def sync_errors(device: torch.device):
+    """Raise on any host–device synchronisation inside (CUDA only; CPU has none to catch)."""
+    if device.type != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def steps(module, batches, dm, device, precision: str, check_syncs: bool) -> tuple[float, int]:
+    """Seconds and windows of training steps; bf16 autocast when `precision` is "bf16"."""
+    optimizer = module.configure_optimizers()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    synchronize(device)
+    started, count = time.perf_counter(), 0
+    for batch in batches:
+        batch = dm.on_after_batch_transfer(to_device(batch, device), 0)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast, (sync_errors(device) if check_syncs else contextlib.nullcontext()):
+            loss = module.training_step(batch, 0)
+            loss.backward()
+        optimizer.step()
+        count += batch["sensor"].shape[0]
+    synchronize(device)
+    return time.perf_counter() - started, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="CPU-sized: batch 4, 8 × 32², demo encoders")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "perf_gpu.json")
+    options = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    device = torch.device(options.device)
+    batch, frames, image = (4, 8, 32) if options.tiny else (64, 20, 224)
+    num_steps = options.steps or (3 if options.tiny else 10)
+    results: dict = {"machine": machine_name(device), "batch": batch, "frames": frames, "image": image}
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as folder:
+        windows_needed = batch * (2 * num_steps + 2)
+        minutes = max(1.0, windows_needed / 60.0 + 0.2)
+        dm = standin_datamodule(Path(folder), image, minutes, batch_size=batch, num_frames=frames,
+                                num_workers=0 if options.tiny else 4)
+        dm.prepare_data()
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        iterator = iter(loader)
+        in_memory = [next(iterator) for _ in range(num_steps + 1)]
+        encoder = _encoder(paper=not options.tiny)
+        for stage in ("stage1", "stage2"):
+            for precision in ("fp32", "bf16"):
+                torch.manual_seed(0)
+                module = build_stage(stage, dm.data_info, encoder, dm.train_sensor_windows()).to(device)
+                if stage == "stage1":
+                    module.memory.to(device)
+                module.train()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                steps(module, in_memory[:1], dm, device, precision, check_syncs=False)  # first step: checks
+                sync_free: bool | str = device.type == "cuda"
+                try:
+                    steps(module, in_memory[1:2], dm, device, precision, check_syncs=True)
+                except RuntimeError as error:  # where the first synchronisation happened
+                    frames = [f for f in traceback.extract_tb(error.__traceback__) if "detach_pl" in f.filename]
+                    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "outside detach_pl"
+                    sync_free = f"sync at {where}: {str(error).splitlines()[0]}"
+                    torch.cuda.set_sync_debug_mode("default")
+                seconds, count = steps(module, in_memory[1:], dm, device, precision, check_syncs=False)
+                loader_batches = (next(iterator) for _ in range(num_steps))
+                loader_seconds, _ = steps(module, loader_batches, dm, device, precision, check_syncs=False)
+                key = f"{stage}_{precision}"
+                results[key] = {
+                    "steps_s": num_steps / seconds,
+                    "windows_s": count / seconds,
+                    "data_overhead": loader_seconds / seconds - 1.0,
+                    "sync_free": sync_free,
+                    "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+                }
+                print(f"{key}: {results[key]}", flush=True)
+                del module
+        dm.cache.close()
+    write_report(options.json, json.dumps(results, indent=2))
+    print(f"written {options.json}")
+
+
+if __name__ == "__main__":
+    main()

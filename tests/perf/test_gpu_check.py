@@ -1,0 +1,22 @@
+"""The GPU check's CPU-checkable parts run end to end (`--device cpu --tiny`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_runs_on_cpu_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "g.json"
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny", "--steps", "1",
+         "--json", str(out)],
+        check=True, timeout=300, cwd=tmp_path,
+    )
+    figures = json.loads(out.read_text())
+    for key in ("stage1_fp32", "stage1_bf16", "stage2_fp32", "stage2_bf16"):
+        assert figures[key]["steps_s"] > 0 and figures[key]["windows_s"] > 0
