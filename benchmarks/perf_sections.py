@@ -445,4 +445,27 @@ def render(figures: dict, before: dict | None) -> str:
     ]
     if before:
         head.append(f"Before: commit {before['machine'].get('commit', '?')}, same machine, loads {before['machine'].get('loads')}.")
-    return "\n".join(head + ["", markdown_table(["figure", "unit", "before", "after"], table), ""])
+    return "\n".join(head + ["", markdown_table(["figure", "unit", "before", "after"], table), "", NOTES])
+
+
+NOTES = """## Notes
+
+- Sizes: `loss` uses the paper's embeddings (u: 2·256, z and h: 256); `train` runs the demo's sizes
+  (batch 32, 8 × 32², demo encoders) and the paper's clips and encoders (20 × 224²) with the batch
+  reduced to 4 on CPU. Stage 1 runs in its refine phase (every loss term) from epoch 0.
+- Loss: the weights come from `pair_weights` (in place, symmetric blocked Gram products) and the
+  loss takes the bounded one-exp path for a float τ with 2/τ ≤ 60 (closed-form backward), equal to
+  the loop reference within 1e-12 in float64 and to the log-sum-exp path within 1e-6 in float32
+  (tests/losses/test_fast_paths.py). At N = 4096 the step is matrix-product bound: the weights need
+  four N × N Gram products (of 256-wide features) besides the loss's three (512-wide), so ≈ 1.4× is
+  the floor in float32 even with the symmetric halving.
+- Sync-free steps: `debug_checks: false` (default) validates on the first step only; the CPU test
+  (tests/perf/test_sync_free.py) refuses host reads during stage-1/2 steps after the first and
+  checks equality with the checked steps. Known remaining sync on a GPU, outside this change's
+  files: `transforms._uniform` draws the warp strengths on the CPU and copies them with a blocking
+  `.to(device)`; the GPU script reports where the first synchronisation happens.
+- GPU: no GPU was lent to this task; `make bench-gpu` (benchmarks/gpu_check.sh) is ready and was not
+  run here (only its `--device cpu --tiny` mode, by tests/perf/test_gpu_check.py).
+- Not done in this round: compressed frame storage (JPEG), the DataLoader fix, torch.compile /
+  channels-last options and a faster k-means; their "before" figures are in the table.
+"""

@@ -71,3 +71,15 @@ def test_fast_path_equals_the_general_path_in_float32() -> None:
     torch.testing.assert_close(fast, general, rtol=1e-6, atol=1e-6)
     for a, b in zip(torch.autograd.grad(fast, (video, sensor)), torch.autograd.grad(general, (video, sensor))):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_autocast_loss_within_tolerance_of_fp32() -> None:
+    """Under bf16 autocast the cosines are bf16 (8-bit mantissa); the loss stays within 2 % of fp32."""
+    gen = torch.Generator().manual_seed(4)
+    video, sensor = torch.randn(128, 32, generator=gen), torch.randn(128, 32, generator=gen)
+    weights = pair_weights(*(torch.randn(128, 16, generator=gen) for _ in range(4)))
+    fp32 = weighted_info_nce(video, sensor, weights, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = weighted_info_nce(video, sensor, weights, 0.1)
+    assert bf16.dtype in (torch.bfloat16, torch.float32)
+    assert abs(bf16.float().item() - fp32.item()) <= 0.02 * fp32.item()
