@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DETACH := $(BIN)/detach
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher bench-labels bench-predict clean
+.PHONY: demo test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher bench-labels bench-predict bench-perf bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
