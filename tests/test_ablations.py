@@ -33,6 +33,8 @@ OVERLAYS: dict[str, tuple[str, set[str]]] = {
     "stage2_cross_temporal_similarity": ("stage2", {"temporal_similarity"}),
 }
 RUN_FOLDER_KEYS = {"default_root_dir", "logger", "callbacks"}
+# data overlay → data settings it changes (on any base; it keeps the base's run folder)
+DATA_OVERLAYS: dict[str, set[str]] = {"pretrain_all_windows": {"pretrain_windows"}}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,15 @@ def run_folder(config: dict) -> str:
 
 
 def test_every_overlay_file_is_covered() -> None:
-    assert {path.stem for path in ABLATIONS.glob("*.yaml")} == set(OVERLAYS)
+    assert {path.stem for path in ABLATIONS.glob("*.yaml")} == set(OVERLAYS) | set(DATA_OVERLAYS)
+
+
+@pytest.mark.parametrize("name", sorted(DATA_OVERLAYS))
+def test_data_overlay_changes_only_the_data_settings_it_names(in_scratch, name) -> None:
+    base = main(["--config", str(DEMO / "stage1.yaml")], run=False).config.as_dict()
+    ours = main(["--config", str(DEMO / "stage1.yaml"), "--config", str(ABLATIONS / f"{name}.yaml")], run=False).config.as_dict()
+    assert changed_keys(ours["data"]["init_args"], base["data"]["init_args"]) == DATA_OVERLAYS[name]
+    assert ours["model"] == base["model"] and ours["trainer"] == base["trainer"]
 
 
 @pytest.mark.parametrize("name", sorted(OVERLAYS))
