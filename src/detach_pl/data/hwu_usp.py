@@ -86,7 +86,7 @@ DEFAULT_CHANNELS: tuple[str, ...] = (
     "Ktch_T2_Cupboard",
     "Ktch_T3_Cupboard",
 )
-"""The six ambient channels DETACH uses (datasets.md); with "none" they give K = 7 places."""
+"""The six ambient channels DETACH uses (docs/datasets/hwu_usp.md); with "none" they give K = 7 places."""
 
 NONE_PLACE = "none"
 
@@ -738,7 +738,8 @@ class HwuUspDataModule(WindowDataModule):
         sensor_rate_hz: Grid rate for tables with gaps / clock of tables without timestamps
             (None: measured).
         gap_fill: "hold" (states persist; default) or "interpolate" for empty cells and missing rows.
-        video_offset_ms: Time of frame 0 on the sensor clock (0: both start at the trial start).
+        video_offset_ms: Where time 0 of the video's clock lies on the sensor clock (0: both start at
+            the trial start; a stream's own start time is part of its frames' times).
         max_video_shortfall: Largest fraction of the sensor duration a video may lack before the
             trial is rejected (0.2); shorter gaps only drop the windows the video does not cover.
         trials_per_batch: Batch size of the sequence probe, in trials (`batch_size` counts

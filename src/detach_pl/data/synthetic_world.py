@@ -5,7 +5,7 @@ a ~30 Hz ambient-sensor matrix with a jittery millisecond clock (``MILLISEC``), 
 labels, the gesture events, and the frames of a fixed side camera. Everything is pure numpy and
 deterministic from ``(config.seed, run_index)``.
 
-The world is built to exhibit the two problems DETACH addresses (``design/method.md``):
+The world is built to exhibit the two problems DETACH addresses (docs/method.md):
 
 - **P1, local detail.** The seven places (door 1, door 2, fridge, dishwasher, drawers 1-3) each
   occupy a small patch of a static textured room. Opening slides a bar of "open" colour across the

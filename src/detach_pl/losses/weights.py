@@ -1,4 +1,4 @@
-"""Spatio-temporal weights of the stage-2 contrastive negatives (method.md, Stage 2).
+"""Spatio-temporal weights of the stage-2 contrastive negatives (docs/method.md, Stage 2).
 
 All functions run under `torch.no_grad()`: the weights W steer which negatives matter but carry no
 gradient. Inputs are (N, d) features of the N pairs of the (global) batch; outputs are (N, N).
@@ -169,7 +169,7 @@ def alignment_weights(
     use_spatial: bool = True,
     use_temporal: bool = True,
 ) -> Tensor:
-    """W_ij = W^sp_ij · W^tm_ij with W_ii = 0, no gradient (method.md, Stage 2).
+    """W_ij = W^sp_ij · W^tm_ij with W_ii = 0, no gradient (docs/method.md, Stage 2).
 
     Switching a factor off replaces it by 1 (the "w/o W_spatial" / "w/o W_temporal" ablations);
     both off gives plain InfoNCE weights (1 off the diagonal).

@@ -91,7 +91,7 @@ class FeatureStandardizer(nn.Module):
 
 
 class LinearProbeModule(DetachModule):
-    """Frozen sensor encoders → u_s (2·d) → one Linear layer; Adam (method.md, downstream).
+    """Frozen sensor encoders → u_s (2·d) → one Linear layer; Adam (docs/method.md, downstream).
 
     Window batches are classified per window. Sequence batches (`sensor` of shape
     (B, W, C, L) with a `mask`) have their window embeddings mean-pooled over each run first.
