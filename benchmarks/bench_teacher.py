@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from detach_pl.cli import main as detach_cli
 from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.data.dataset import clips_to_float
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, build_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -92,8 +93,8 @@ def class_places(data: WindowDataModule) -> Tensor:
 
 
 def inputs(name: str, batch: dict[str, Tensor]) -> Tensor:
-    """The encoder's input: uint8 clips as floats in [0, 1], or the sensor window."""
-    return batch["video"].float().div_(255.0) if name.startswith("video") else batch["sensor"]
+    """The encoder's input: uint8 clips as (B, T, 3, H, W) floats in [0, 1], or the sensor window."""
+    return clips_to_float(batch["video"]) if name.startswith("video") else batch["sensor"]
 
 
 def train_and_score(

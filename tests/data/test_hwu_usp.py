@@ -230,7 +230,7 @@ def test_cache_windows_record_trial_subject_and_activity(
     for item in (train[0], train[len(train) - 1]):
         name = cache.run_names[int(item["sequence"])]
         assert int(item["label"]) == CLASSES.index(authors.trials[name].activity)
-        assert item["video"].shape == (4, 3, 16, 16)
+        assert item["video"].shape == (4, 16, 16, 3)  # (T, H, W, 3) uint8 until the device
 
 
 def test_window_place_is_the_channel_changing_inside_it(

@@ -276,7 +276,7 @@ def test_windows_read_from_the_cache_equal_a_direct_computation(release: Standin
                 expected = preprocess_window(raw[first:last], run.time_ms[first:last], mean, std, settings)
                 np.testing.assert_allclose(item["sensor"].numpy(), expected, rtol=1e-4, atol=1e-4)
                 picks = sample_frame_indices(int(np.ceil(start * run.fps / 1000)), int(np.ceil((start + 2000) * run.fps / 1000)), 4)
-                clip = frames[picks].transpose(0, 3, 1, 2)
+                clip = frames[picks]  # (T, H, W, 3): the batch contract's loader layout
                 np.testing.assert_array_equal(item["video"].numpy(), clip)
                 label, share = coverage_label(run.segments, start, 2000.0, lambda c: c)
                 if abs(share - 0.5) > 0.05:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cache, cache_key
 from detach_pl.data.checks import resolve_num_workers
-from detach_pl.data.dataset import WindowDataset
+from detach_pl.data.dataset import WindowDataset, clips_to_float
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings
 from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract
@@ -291,10 +291,11 @@ class WindowDataModule(pl.LightningDataModule):
             self.datasets[split] = dataset
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        """On the device: uint8 clips → floats in [0, 1]; training clips augmented, one draw per clip."""
+        """On the device: uint8 clips (B, T, H, W, 3) → floats (B, T, 3, H, W) in [0, 1]; training
+        clips augmented, one draw per clip (batch contract: `detach_pl.data.dataset`)."""
         if "video" not in batch or batch["video"].dtype != torch.uint8:
             return batch
-        video = batch["video"].float().div_(255.0)
+        video = clips_to_float(batch["video"])
         if self.augment_video and self.trainer is not None and self.trainer.training:
             seed, epoch = run_seed(), self.trainer.current_epoch
             generators = [sample_generator(seed, epoch, index) for index in batch["index"].tolist()]
@@ -340,6 +341,8 @@ class WindowDataModule(pl.LightningDataModule):
             and len(dataset) >= batch_size * sampler.num_replicas,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # pinned batches let the copy to a GPU run asynchronously; on CPU pinning only costs
+            pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",
             collate_fn=collate_fn,
             generator=loader_generator(self.shuffle_seed, split),
         )
