@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -35,9 +34,9 @@ sys.path.insert(0, str(REPO / "tests" / "data"))
 
 from hwu_standin import write_standin  # noqa: E402
 
-from detach_pl.cli import main as detach  # noqa: E402
 from detach_pl.data.hwu_usp import HwuUspDataModule, read_ambient_csv  # noqa: E402
 from detach_pl.data.windows import WindowSettings  # noqa: E402
+from detach_pl.pipeline import last_checkpoint, run_stage  # noqa: E402
 
 PROBE_CLASSES = ["cereals", "laptop", "sandwich", "tea", "dishes"]
 
@@ -102,6 +101,7 @@ def probe_figures(work: Path, seconds: float, epochs: int, demo_encoder: bool) -
         "--model.init_args.encoder", str(encoder),
         "--model.init_args.encoder_checkpoint", "null",
         "--trainer.accelerator", "cpu",
+        "--run_dir", str(work / "runs" / "hwu" / "probe"),  # not the config's runs/hwu/probe
         "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
@@ -111,17 +111,12 @@ def probe_figures(work: Path, seconds: float, epochs: int, demo_encoder: bool) -
     started = time.perf_counter()
     module.prepare_data()
     prepare = time.perf_counter() - started
-    here = Path.cwd()
-    os.chdir(work)  # the config's run folder (runs/hwu/probe) lands in the scratch folder
-    try:
-        started = time.perf_counter()
-        detach(["fit", *common, "--trainer.max_epochs", str(epochs)])
-        fit = time.perf_counter() - started
-        started = time.perf_counter()
-        detach(["test", *common, "--ckpt_path", "runs/hwu/probe/checkpoints/last.ckpt"])
-        test = time.perf_counter() - started
-    finally:
-        os.chdir(here)
+    started = time.perf_counter()
+    fitted = run_stage(["fit", *common, "--trainer.max_epochs", str(epochs)], "hwu probe fit")
+    fit = time.perf_counter() - started
+    started = time.perf_counter()
+    run_stage(["test", *common, "--ckpt_path", str(last_checkpoint(fitted, "hwu probe fit"))], "hwu probe test")
+    test = time.perf_counter() - started
     return {
         "encoder": "demo (CPU-sized)" if demo_encoder else "paper",
         "trial_seconds": seconds,

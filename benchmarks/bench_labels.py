@@ -7,7 +7,7 @@
 
 DETACH's promise is that after aligning with the camera the sensors need few labels. For each
 seed, each row of bench_quality's table pre-trains its encoders once on every training run,
-unlabelled (the rows, steps and sizes are bench_quality's: `bench_quality_registry`), then the
+unlabelled (the rows, steps and sizes are bench_quality's: `detach_pl.pipeline.table`), then the
 probe of `<config-dir>/probe.yaml` is fitted on the labelled windows of only k of the training
 runs (`data.probe_train_runs`: `--draws` random choices of runs per k and seed, plus once on all
 of them) and tested on the test runs. The supervised ceiling is trained on the same k labelled
@@ -36,18 +36,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import DEFAULT_CONFIG_DIR, split_overrides  # noqa: E402  (sibling scripts, not a package)
-from bench_quality_jobs import run_in_jobs  # noqa: E402
-from bench_quality_registry import ROW_KEYS, ROWS, SIZES, Row, rows_present  # noqa: E402
-from bench_quality_report import REPO, LoadMonitor, fmt, machine, mean_std, repo_relative  # noqa: E402
-from bench_quality_runner import Bench  # noqa: E402
+from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.io import write_atomically
+from detach_pl.pipeline import METRIC_LABELS, format_mean_std, format_table, mean_std, run_detach
+from detach_pl.pipeline.jobs import run_in_jobs, split_overrides
+from detach_pl.pipeline.quality_report import LoadMonitor, machine, repo_relative
+from detach_pl.pipeline.runner import Bench
+from detach_pl.pipeline.table import ROW_KEYS, ROWS, SIZES, Row, rows_present
 
-from detach_pl.cli import main as detach_cli  # noqa: E402
-from detach_pl.data.datamodule import WindowDataModule  # noqa: E402
-from detach_pl.io import write_atomically  # noqa: E402
-
-METRICS = (("f1_weighted", "weighted F1"), ("map", "mAP"), ("accuracy", "accuracy"))
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG_DIR = REPO / "configs" / "benchmark"
+METRICS = ("f1_weighted", "map", "accuracy")
 # results[row key][number of labelled runs] = one metrics dict per (seed, choice of runs)
 Results = dict[str, dict[int, list[dict[str, float]]]]
 
@@ -92,11 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def probe_data(config_dir: Path, overrides: Sequence[str]) -> WindowDataModule:
     """The probe config's DataModule, prepared (its training runs are those the alignment used)."""
-    previous, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads only `args`, not ours
-    try:
-        datamodule = detach_cli(["--config", str(config_dir / "probe.yaml"), *overrides], run=False).datamodule
-    finally:
-        sys.argv = previous
+    datamodule = run_detach(["--config", str(config_dir / "probe.yaml"), *overrides], run=False).datamodule
     datamodule.prepare_data()
     datamodule.purpose = "probe"
     datamodule.setup("fit")
@@ -161,14 +156,14 @@ def write_report(path: Path, rows: Sequence[Row], results: Results, windows: dic
     lines += [f"- {key}: {value}" for key, value in header.items()]
     lines += ["", "Test metrics of the probe on the frozen sensor encoders, mean ± sample std over seeds × random "
               "choices of labelled runs (the supervised ceiling is trained on those runs too).", ""]
-    heading = [f"{count} run(s), {windows.get(count, 0):.0f} windows" for count in counts]
-    for metric, label in METRICS:
-        lines += [f"## {label}", "", "| row | " + " | ".join(heading) + " |", "|---" * (len(counts) + 1) + "|"]
-        for row in rows:
-            if row.key in results:
-                cells = [fmt(*mean_std([run[metric] for run in results[row.key][count]])) for count in counts]
-                lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
-        lines.append("")
+    heading = ["row", *(f"{count} run(s), {windows.get(count, 0):.0f} windows" for count in counts)]
+    for metric in METRICS:
+        table = [
+            [row.name, *(format_mean_std(*mean_std([run[metric] for run in results[row.key][count]])) for count in counts)]
+            for row in rows
+            if row.key in results
+        ]
+        lines += [f"## {METRIC_LABELS[metric]}", "", format_table(heading, table), ""]
     write_atomically(path, "\n".join(lines))
 
 
@@ -244,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> Results:
     command = "python benchmarks/bench_labels.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = {
         "command": f"`{command.strip()}`",
-        "configs": f"{repo_relative(args.config_dir)}, size {args.size}; probe {repo_relative(args.config_dir / 'probe.yaml')}",
+        "configs": f"{repo_relative(args.config_dir, REPO)}, size {args.size}; "
+        f"probe {repo_relative(args.config_dir / 'probe.yaml', REPO)}",
         "seeds": ", ".join(map(str, args.seeds)) + f"; {args.draws} random choice(s) of runs per number and seed",
         "training runs": f"{len(train_runs)} ({train_runs[0]} … {train_runs[-1]}), all used unlabelled by the pre-training",
         "machine": machine(),

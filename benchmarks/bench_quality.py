@@ -10,19 +10,19 @@
 Each row pre-trains its encoders (nothing: the floor; DETACH's stage 1 → stage 2 with or without an
 ablation overlay; the global-alignment baseline; the supervised ceiling), then the linear probe on
 the frozen sensor encoders is fitted and tested, for every seed. Every step runs in-process through
-`detach_pl.cli.main`, with the working directory set to its own folder under `--work-dir`, so the
-configs' relative `runs/…` paths land there; steps shared by rows (the stage 1 of most ablations)
-run once per seed. With `--jobs N` (default size: N = the CPU cores) every seed's groups of rows
+`detach_pl.pipeline.stages.run_stage`, its run folder inside its own step folder under
+`--work-dir` (`--run_dir`); steps shared by rows (the stage 1 of most ablations) run once per seed. With `--jobs N` (default size: N = the CPU cores) every seed's groups of rows
 that share a first step run as subprocesses, N at a time, one torch thread each on a 2-core
 machine: these small models use the cores better that way than with threads in one process.
 Arguments after `--` are passed to every step (data and trainer settings; relative paths in them,
-like a dataset root, are relative to the step folder: give them absolute). Without `--rows`, every
-row whose configs the config folder holds runs.
+like a dataset root, are relative to the working directory). Without `--rows`, every row whose
+configs the config folder holds runs.
 
 Writes `--output` (default benchmarks/quality.md: mean ± std of weighted F1, mAP, accuracy per row
 with the paper's published numbers beside them, and the alignment diagnostics of docs/method.md) and
-the bar chart next to it (quality.png). The parts: bench_quality_registry (rows, sizes),
-bench_quality_runner (steps, probes), bench_quality_jobs (parallel jobs), bench_quality_report.
+the bar chart next to it (quality.png). The parts live in `detach_pl.pipeline`: `table` (rows,
+sizes), `runner` (steps, probes), `jobs` (parallel jobs), `quality_report`; this script is the
+command line.
 """
 
 from __future__ import annotations
@@ -41,53 +41,38 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality_jobs import free_machine_minutes, run_in_jobs, work_units  # noqa: E402
-from bench_quality_registry import (  # noqa: E402
-    METRICS,
-    ROW_KEYS,
-    ROWS,
-    SIZES,
-    STAGE1,
-    STAGE1_NO_REFINEMENT,
-    Row,
-    Size,
-    Step,
-    rows_present,
-    stage2,
-)
-from bench_quality_report import (  # noqa: E402
-    REPO,
+from detach_pl.io import write_atomically
+from detach_pl.pipeline import TEST_METRICS, mean_std
+from detach_pl.pipeline.jobs import free_machine_minutes, run_in_jobs, split_overrides, work_units
+from detach_pl.pipeline.quality_report import (
     LoadMonitor,
     average_diagnostics,
-    fmt,
     machine,
-    mean_std,
     paper_value,
     repo_relative,
     summarize,
     write_chart,
     write_markdown,
 )
-from bench_quality_runner import Bench, SeedResults, StepFailed, run_seed, used_cpu_seconds  # noqa: E402
-
-from detach_pl.io import write_atomically  # noqa: E402
+from detach_pl.pipeline.runner import Bench, SeedResults, run_seed, used_cpu_seconds
+from detach_pl.pipeline.table import (
+    ROW_KEYS,
+    ROWS,
+    SIZES,
+    STAGE1,
+    STAGE1_NO_REFINEMENT,
+    Row,
+    Step,
+    rows_present,
+    stage2,
+)
 
 __all__ = [
-    "METRICS", "REPO", "ROWS", "ROW_KEYS", "SIZES", "STAGE1", "STAGE1_NO_REFINEMENT", "Bench", "Row", "SeedResults",
-    "Size", "Step", "StepFailed", "fmt", "free_machine_minutes", "machine", "mean_std", "paper_value",
-    "repo_relative", "rows_present", "split_overrides", "stage2", "work_units", "write_atomically",
+    "ROWS", "ROW_KEYS", "SIZES", "STAGE1", "STAGE1_NO_REFINEMENT", "Bench", "Step", "free_machine_minutes",
+    "main", "mean_std", "paper_value", "parse_args", "rows_present", "stage2", "work_units",
 ]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_DIR = REPO / "configs" / "benchmark"
-
-
-def split_overrides(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """(the script's own arguments, the LightningCLI overrides after `--`); None: sys.argv."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        return argv, []
-    cut = argv.index("--")
-    return argv[:cut], argv[cut + 1 :]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -148,7 +133,7 @@ def run_parallel(args: argparse.Namespace, rows: Sequence[Row]) -> dict[int, See
         merged.job_cpu_seconds.append(part.cpu_seconds)
         for row in group:
             metrics = part.runs[row.key]
-            print(f"seed {seed} {row.name}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in METRICS), flush=True)
+            print(f"seed {seed} {row.name}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in TEST_METRICS), flush=True)
 
     run_in_jobs(Path(__file__).resolve(), arguments, args.seeds, rows, args.jobs, args.work_dir, done)
     return finished
@@ -188,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
     command = "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = {
         "command": f"`{command.strip()}`",
-        "configs": repo_relative(args.config_dir),
+        "configs": repo_relative(args.config_dir, REPO),
         "size": f"{args.size} (per step kind: {json.dumps({k: ' '.join(v) for k, v in SIZES[args.size].by_kind.items()})})",
         "seeds": ", ".join(map(str, args.seeds)) + f" ({args.jobs} job(s) at a time, {args.threads} torch thread(s) each)",
         "machine": machine(),

@@ -17,8 +17,6 @@ Any LightningCLI override after `--` is applied to the config, e.g. a synthetic 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -28,13 +26,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detach_pl.cli import main as detach_cli
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.dataset import clips_to_float
+from detach_pl.io import write_atomically
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, build_encoder
+from detach_pl.pipeline import format_table, run_detach
+from detach_pl.pipeline.jobs import split_overrides
+from detach_pl.pipeline.quality_report import machine, repo_relative
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import REPO, repo_relative, split_overrides, write_atomically  # noqa: E402  (a sibling script, not a package)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -55,22 +55,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def load_data(config: Path, overrides: list[str]) -> tuple[WindowDataModule, EncoderConfig]:
     """The config's DataModule (labelled alignment windows, one process) and encoder settings."""
-    own_argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads only `args`, not ours
-    try:
-        cli = detach_cli(
-            [
-                "--config", str(config), *overrides,
-                "--data.init_args.purpose", "alignment",
-                "--data.init_args.pretrain_windows", "labelled",
-                "--data.init_args.num_workers", "0",
-                "--data.init_args.progress", "false",
-                "--trainer.logger", "false",
-                "--trainer.callbacks", "[]",
-            ],
-            run=False,
-        )
-    finally:
-        sys.argv = own_argv
+    cli = run_detach(
+        [
+            "--config", str(config), *overrides,
+            "--data.init_args.purpose", "alignment",
+            "--data.init_args.pretrain_windows", "labelled",
+            "--data.init_args.num_workers", "0",
+            "--data.init_args.progress", "false",
+            "--trainer.logger", "false",
+            "--trainer.enable_checkpointing", "false",
+            "--trainer.callbacks", "[]",
+        ],
+        run=False,
+    )
     data = cli.datamodule
     data.prepare_data()
     data.setup("fit")
@@ -149,24 +146,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         "# What each encoder can tell with labels (the teacher's signal)",
         "",
         f"- command: `python benchmarks/bench_teacher.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- config: {repo_relative(args.config)}; {args.epochs} epochs, AdamW lr {args.lr}, seed {args.seed}",
-        f"- machine: {platform.processor() or platform.machine()}; {os.cpu_count()} logical CPUs; "
-        f"torch {torch.__version__}",
+        f"- config: {repo_relative(args.config, REPO)}; {args.epochs} epochs, AdamW lr {args.lr}, seed {args.seed}",
+        f"- machine: {machine()}",
         "",
         "Validation accuracy of each encoder + a linear head trained on the classes of the labelled "
         f"training windows. Motion given place: the best class among those of the window's true "
         f"place. Chance: class 1/{classes}, place 1/{num_places}, motion given place "
         f"{num_places / classes:.2f}.",
         "",
-        "| encoder | class | place | motion given place | validation windows | seconds |",
-        "|---|---|---|---|---|---|",
     ]
-    for name, row in results.items():
-        lines.append(
-            f"| {name} | {row['class']:.3f} | {row['place']:.3f} | {row['motion | place']:.3f} | "
-            f"{row['windows']} | {row['seconds']:.0f} |"
-        )
-    report = "\n".join(lines) + "\n"
+    header = ["encoder", "class", "place", "motion given place", "validation windows", "seconds"]
+    table = [
+        [name, f"{row['class']:.3f}", f"{row['place']:.3f}", f"{row['motion | place']:.3f}", str(row["windows"]),
+         f"{row['seconds']:.0f}"]
+        for name, row in results.items()
+    ]
+    report = "\n".join([*lines, format_table(header, table)]) + "\n"
     print(report)
     if args.output is not None:
         write_atomically(args.output, report)

@@ -8,10 +8,6 @@ checked on a random batch against the formulas of docs/method.md (e.g. W^sp ≡ 
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +16,7 @@ from helpers import DEMO, REPO
 
 from detach_pl.cli import main
 from detach_pl.modules.stage2 import AlignmentBatch
+from detach_pl.pipeline import run_detach
 
 ABLATIONS = DEMO / "ablations"
 # overlay → (base config, model settings it changes)
@@ -38,24 +35,19 @@ DATA_OVERLAYS: dict[str, set[str]] = {"pretrain_all_windows": {"pretrain_windows
 
 
 @pytest.fixture(scope="module")
-def parsed(tmp_path_factory):
-    """name → (config dict, model) for every base config and overlay, built without running."""
-    scratch = tmp_path_factory.mktemp("ablations")
-    previous, argv = Path.cwd(), sys.argv
-    os.chdir(scratch)
-    sys.argv = argv[:1]  # LightningCLI warns when pytest's own arguments are present
-    try:
-        result = {}
-        for base in ("stage1", "stage2", "baseline_global", "supervised"):
-            cli = main(["--config", str(DEMO / f"{base}.yaml")], run=False)
-            result[base] = (cli.config.as_dict(), cli.model)
-        for name, (base, _) in OVERLAYS.items():
-            cli = main(["--config", str(DEMO / f"{base}.yaml"), "--config", str(ABLATIONS / f"{name}.yaml")], run=False)
-            result[name] = (cli.config.as_dict(), cli.model)
-        return result
-    finally:
-        os.chdir(previous)
-        sys.argv = argv
+def parsed():
+    """name → (config dict, model) for every base config and overlay, built without running.
+
+    Nothing is written: building the trainer creates no folder (the run folders are only named).
+    """
+    result = {}
+    for base in ("stage1", "stage2", "baseline_global", "supervised"):
+        cli = run_detach(["--config", str(DEMO / f"{base}.yaml")], run=False)
+        result[base] = (cli.config.as_dict(), cli.model)
+    for name, (base, _) in OVERLAYS.items():
+        cli = run_detach(["--config", str(DEMO / f"{base}.yaml"), "--config", str(ABLATIONS / f"{name}.yaml")], run=False)
+        result[name] = (cli.config.as_dict(), cli.model)
+    return result
 
 
 def changed_keys(ours: dict, theirs: dict) -> set[str]:
@@ -167,7 +159,7 @@ def test_dataset_baseline_configs_use_their_datasets_encoders_and_data(dataset, 
         assert exit_info.value.code == 0
         printed[name] = yaml.safe_load(capsys.readouterr().out)
     ours, theirs = printed["baseline_global"], printed["stage2"]
-    assert ours["model"]["class_path"] == "detach_pl.modules.baselines.GlobalAlignmentModule"
+    assert ours["model"]["class_path"] == "detach_pl.modules.GlobalAlignmentModule"
     assert ours["model"]["init_args"]["encoder"] == theirs["model"]["init_args"]["encoder"]
     assert ours["data"] == theirs["data"]
     assert ours["trainer"]["max_epochs"] == 75

@@ -11,13 +11,12 @@ import sys
 import pytest
 from helpers import REPO, TINY_DATA
 
-sys.path.insert(0, str(REPO / "benchmarks"))
+from detach_pl.pipeline.table import ROWS
+
 SPEC = importlib.util.spec_from_file_location("bench_labels", REPO / "benchmarks" / "bench_labels.py")
 bench_labels = importlib.util.module_from_spec(SPEC)
 sys.modules["bench_labels"] = bench_labels
 SPEC.loader.exec_module(bench_labels)
-
-from bench_quality_registry import ROWS  # noqa: E402
 
 # Four short runs: two train (so k = 1 and all = 2), one validation, one test; one batch per step.
 TINY = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, TINY_DATA
 
-from detach_pl.cli import main as detach_main
+from detach_pl.pipeline import run_detach
 
 SPEC = importlib.util.spec_from_file_location("bench_quality", REPO / "benchmarks" / "bench_quality.py")
 bench_quality = importlib.util.module_from_spec(SPEC)
@@ -29,15 +28,8 @@ def table_cells(markdown: str, name: str) -> list[str]:
 
 
 def parse_step(args: list[str], folder: Path):
-    """Build (without running) what a step's command line would train."""
-    previous, argv = Path.cwd(), sys.argv
-    os.chdir(folder)
-    sys.argv = argv[:1]
-    try:
-        return detach_main(args, run=False)
-    finally:
-        os.chdir(previous)
-        sys.argv = argv
+    """Build (without running) what a step's command line would train, its run folder in `folder`."""
+    return run_detach([*args, "--run_dir", str(folder / "runs")], run=False)
 
 
 def test_size_comes_before_overlays_and_seeds_reach_every_random_source(tmp_path) -> None:

@@ -16,6 +16,15 @@ What the CLI adds to LightningCLI, so a mistake fails early and in the user's ow
 - the cache folder is checked for writing before a cache is built (`data.init_args.cache_dir`);
 - TensorBoard loggers get no `hp_metric` placeholder, any logger gets a learning-rate scalar
   (`LearningRateMonitor`), and log lines are written above the progress bars, not through them.
+
+One setting names a stage's run folder: `run_dir: runs/demo/stage1` (top level of a stage config,
+or `--run_dir`). What the config leaves unset is derived from it (`apply_run_dir`): the trainer's
+`default_root_dir`, a TensorBoard logger in `<run_dir>/tensorboard`, and the checkpoint
+`<run_dir>/checkpoints/last.ckpt`, rewritten at the end of every epoch (resume a killed run with
+`--ckpt_path last`). A logger, a ModelCheckpoint or a `dirpath` the config states is kept as
+stated. Relative paths in a config's values (run folders, checkpoints, caches, dataset roots) are
+relative to the working directory; a config file named in a config (`data: data.yaml`) is
+relative to the config file that names it.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -48,6 +57,61 @@ CKPT_KEYWORDS = ("last", "best", "hpc")
 
 #: Loggers that may print on their own (Lightning's do when the root logger has no handler).
 OWN_CONSOLE_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+#: The logger a stage with a `run_dir` gets when its config names none (`<run_dir>/tensorboard`).
+RUN_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
+#: The checkpoint a stage with a `run_dir` gets when its config names none: `last.ckpt`, rewritten
+#: at the end of every epoch, is what the next stage reads and what `--ckpt_path last` resumes.
+RUN_CHECKPOINT: dict[str, Any] = {
+    "filename": "last",
+    "save_top_k": 1,
+    "save_last": True,
+    "save_on_train_epoch_end": True,
+    "enable_version_counter": False,
+}
+
+
+def _is_class(entry: Any, name: str) -> bool:
+    """Whether a parsed `class_path` entry names a class called `name`."""
+    return isinstance(entry, Namespace) and str(entry.get("class_path", "")).rsplit(".", 1)[-1] == name
+
+
+def apply_run_dir(config: Namespace) -> None:
+    """Derive the trainer's folders from `run_dir` where the config leaves them unset (in place).
+
+    Sets `trainer.default_root_dir`; with no logger configured (`trainer.logger` unset), a
+    TensorBoard logger in `<run_dir>/tensorboard`; with checkpointing not switched off and no
+    ModelCheckpoint among the callbacks, `RUN_CHECKPOINT` in `<run_dir>/checkpoints`; a
+    ModelCheckpoint without a `dirpath` gets that folder too. Without `run_dir`, nothing changes.
+    """
+    run_dir = config.get("run_dir")
+    trainer = config.get("trainer")
+    if not run_dir or not isinstance(trainer, Namespace):
+        return
+    run_dir = str(run_dir)
+    checkpoints = str(Path(run_dir) / "checkpoints")
+    if trainer.get("default_root_dir") is None:
+        trainer.default_root_dir = run_dir
+    if trainer.get("logger") is None:
+        trainer.logger = Namespace(class_path=RUN_LOGGER, init_args=Namespace(save_dir=run_dir, name="tensorboard"))
+    if trainer.get("enable_checkpointing") is False:
+        return
+    callbacks = trainer.get("callbacks")
+    callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    own = [entry for entry in callbacks if _is_class(entry, "ModelCheckpoint")]
+    for entry in own:
+        init_args = entry.get("init_args") or Namespace()
+        if init_args.get("dirpath") is None:
+            init_args.dirpath = checkpoints
+        entry.init_args = init_args
+    if not own:
+        callbacks.append(
+            Namespace(
+                class_path="lightning.pytorch.callbacks.ModelCheckpoint",
+                init_args=Namespace(dirpath=checkpoints, **RUN_CHECKPOINT),
+            )
+        )
+    trainer.callbacks = callbacks
 
 
 def console_loggers() -> list[logging.Logger]:
@@ -156,11 +220,18 @@ class DetachCLI(LightningCLI):
             apply_on="instantiate",
         )
         parser.set_defaults({"data": {"class_path": "detach_pl.data.synthetic.SyntheticKitchenDataModule"}})
+        parser.add_argument(
+            "--run_dir",
+            type=Optional[str],
+            default=None,
+            help="the stage's run folder: default_root_dir, <run_dir>/tensorboard, <run_dir>/checkpoints",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then refuse settings that would fail late or do nothing (before anything loads)."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        apply_run_dir(self.config[subcommand] if subcommand else self.config)
         if not subcommand:
             return
         config = self.config[subcommand]

@@ -7,9 +7,10 @@
 For each fold k, in this process and through the `detach` CLI: stage 1 → stage 2 → probe fit →
 probe test (by the probe's trainer, on its last checkpoint). Each stage's configuration is first
 resolved in full (`--print_config`, with the overrides; once per stage), then given the fold
-(`data.init_args.fold`), its own run folder `<out>/fold<k>/<stage>` (`trainer.default_root_dir`,
-the logger's `save_dir`, every ModelCheckpoint's `dirpath`) and the previous stage's checkpoint,
-and written to `<out>/fold<k>/<stage>.yaml` before it runs: any stage of any fold can be re-run
+(`data.init_args.fold`), its own run folder `<out>/fold<k>/<stage>` (`run_dir`; and, for a config
+that states them, `trainer.default_root_dir`, the logger's `save_dir`, every ModelCheckpoint's
+`dirpath`) and the previous stage's checkpoint (the setting the stage chain of
+`detach_pl.pipeline.stages` names), and written to `<out>/fold<k>/<stage>.yaml` before it runs: any stage of any fold can be re-run
 alone with `detach fit --config <out>/fold<k>/<stage>.yaml`.
 
 Each fold's test metrics go to `<out>/fold<k>/test_metrics.json`; `<out>/summary.json` and the
@@ -24,14 +25,10 @@ is the tested case).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import io
 import json
-import math
 import shlex
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +37,8 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
-from detach_pl.cli import main as cli_main
 from detach_pl.io import write_atomically
-
-REPORTED = ("f1_weighted", "map", "accuracy", "f1_macro")
-"""Test metrics summarised over folds (logged by the probe as `test/<name>`)."""
-
-STAGES: tuple[tuple[str, str | None], ...] = (
-    ("stage1", None),
-    ("stage2", "stage1_checkpoint"),
-    ("probe", "encoder_checkpoint"),
-)
-"""Stage name and the model setting that receives the previous stage's checkpoint."""
+from detach_pl.pipeline import CHAIN, TEST_METRICS, last_checkpoint, mean_std, resolve_config, run_stage
 
 
 @dataclass(frozen=True)
@@ -61,41 +48,6 @@ class StageSpec:
     name: str
     config: str
     overrides: tuple[str, ...] = ()
-
-
-def run_cli(args: list[str]) -> LightningCLI:
-    """`detach <args>` in this process.
-
-    Lightning warns when `args` is given while `sys.argv` holds other arguments (here: the
-    runner's own); `sys.argv` must stay as it is (a DDP launcher re-runs it), so that warning is
-    silenced instead.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return cli_main(args)
-
-
-def resolve_config(subcommand: str, config: str, overrides: Sequence[str]) -> dict[str, Any]:
-    """The full configuration the CLI would run, as a dict (via `--print_config`).
-
-    Raises:
-        ValueError: The CLI rejects the configuration (its message is included).
-    """
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            run_cli([subcommand, "--config", config, *overrides, "--print_config"])
-        except SystemExit as exit_:
-            if exit_.code not in (0, None):
-                message = err.getvalue()
-                message = message[message.find("error:") :] if "error:" in message else message
-                raise ValueError(
-                    f"configuration {config} with {list(overrides)} is invalid:\n{message}"
-                ) from None
-    resolved = yaml.safe_load(out.getvalue())
-    if not isinstance(resolved, dict) or "trainer" not in resolved:
-        raise ValueError(f"could not resolve configuration {config}: {out.getvalue()[:500]}")
-    return resolved
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -129,6 +81,7 @@ def place_in_fold(
             "runner needs a cross-validated dataset such as HwuUspDataModule"
         )
     data_args["fold"] = fold
+    result["run_dir"] = str(run_dir)
     trainer = result["trainer"]
     trainer["default_root_dir"] = str(run_dir)
     for logger in _as_list(trainer.get("logger")):
@@ -155,17 +108,11 @@ def fit_stage(config_path: Path, stage: str, fold: int) -> tuple[Path, Lightning
         The checkpoint it saved last, and the CLI (its trainer, model and data stay usable).
 
     Raises:
-        RuntimeError: The run saved no checkpoint.
+        StageFailed: The run saved no checkpoint (a RuntimeError).
     """
-    cli = run_cli(["fit", "--config", str(config_path)])
-    callback = cli.trainer.checkpoint_callback
-    saved = (callback.last_model_path or callback.best_model_path) if callback is not None else ""
-    if not saved:
-        raise RuntimeError(
-            f"fold {fold}, {stage}: the run ({config_path}) saved no checkpoint; keep a "
-            "ModelCheckpoint callback (save_last: true) in the stage config"
-        )
-    return Path(saved), cli
+    what = f"fold {fold}, {stage} ({config_path})"
+    cli = run_stage(["fit", "--config", str(config_path)], what)
+    return last_checkpoint(cli, what), cli
 
 
 def _test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -186,7 +133,7 @@ def evaluate_probe(
     if fitted is not None:
         results = fitted.trainer.test(fitted.model, datamodule=fitted.datamodule, ckpt_path=str(checkpoint))
         return _test_metrics(results[0])
-    cli = run_cli(["test", "--config", str(config_path), "--ckpt_path", str(checkpoint)])
+    cli = run_stage(["test", "--config", str(config_path), "--ckpt_path", str(checkpoint)], f"test of {checkpoint}")
     return _test_metrics(dict(cli.trainer.callback_metrics))
 
 
@@ -194,8 +141,8 @@ class ResolvedStages:
     """The stages' resolved configurations, each resolved once, when first needed."""
 
     def __init__(self, stages: Sequence[StageSpec], common: Sequence[str]) -> None:
-        if [spec.name for spec in stages] != [name for name, _ in STAGES]:
-            expected = [name for name, _ in STAGES]
+        if [spec.name for spec in stages] != [stage.name for stage in CHAIN]:
+            expected = [stage.name for stage in CHAIN]
             raise ValueError(f"stages must be {expected}, got {[spec.name for spec in stages]}")
         self.stages = list(stages)
         self.common = list(common)
@@ -231,16 +178,16 @@ def run_fold(
     previous: Path | None = None
     probe_config = probe_checkpoint = None
     fitted: LightningCLI | None = None
-    for index, (stage, receives) in enumerate(STAGES):
-        run_dir = fold_dir / stage
+    for index, stage in enumerate(CHAIN):
+        run_dir = fold_dir / stage.name
         done = run_dir / "done.json"
-        config_path = fold_dir / f"{stage}.yaml"
+        config_path = fold_dir / f"{stage.name}.yaml"
         if resume and done.is_file():
             previous, fitted = Path(json.loads(done.read_text())["checkpoint"]), None
         else:
-            handover = (receives, previous) if receives is not None and previous is not None else None
+            handover = (stage.receives, previous) if stage.receives is not None and previous is not None else None
             _write_yaml(config_path, place_in_fold(resolved[index], fold, run_dir, handover))
-            previous, fitted = fit_stage(config_path, stage, fold)
+            previous, fitted = fit_stage(config_path, stage.name, fold)
             write_atomically(done, json.dumps({"checkpoint": str(previous)}))
         probe_config, probe_checkpoint = config_path, previous
     assert probe_config is not None and probe_checkpoint is not None
@@ -250,25 +197,23 @@ def run_fold(
 
 
 def summarize(per_fold: dict[int, dict[str, float]]) -> dict[str, dict[str, Any]]:
-    """Mean and sample standard deviation (ddof = 1; None for one fold) of each reported metric."""
+    """Mean and sample standard deviation (`mean_std`: ddof = 1) of each test metric over folds.
+
+    A single fold has no spread: its std is None (shown without "±"), not `mean_std`'s 0.0.
+    """
     summary: dict[str, dict[str, Any]] = {}
-    for name in REPORTED:
+    for name in TEST_METRICS:
         values = [metrics[name] for metrics in per_fold.values() if name in metrics]
         if not values:
             continue
-        mean = sum(values) / len(values)
-        std = (
-            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-            if len(values) > 1
-            else None
-        )
-        summary[name] = {"mean": mean, "std": std, "folds": len(values), "values": values}
+        mean, std = mean_std(values)
+        summary[name] = {"mean": mean, "std": std if len(values) > 1 else None, "folds": len(values), "values": values}
     return summary
 
 
-def format_table(per_fold: dict[int, dict[str, float]], summary: dict[str, dict[str, Any]]) -> str:
-    """Per-fold rows and a mean ± std row, as plain text."""
-    names = [name for name in REPORTED if name in summary]
+def fold_table(per_fold: dict[int, dict[str, float]], summary: dict[str, dict[str, Any]]) -> str:
+    """Per-fold rows and a mean ± std row, as plain text aligned for a terminal (not Markdown)."""
+    names = [name for name in TEST_METRICS if name in summary]
     lines = ["fold  " + "  ".join(f"{name:>15}" for name in names)]
     for fold, metrics in sorted(per_fold.items()):
         values = (metrics.get(name, float("nan")) for name in names)
@@ -305,7 +250,7 @@ def run_folds(
     resolved = ResolvedStages(stages, common)
     out = Path(out)
     if folds is None:
-        num_folds = resolved[len(STAGES) - 1].get("data", {}).get("init_args", {}).get("num_folds")
+        num_folds = resolved[len(CHAIN) - 1].get("data", {}).get("init_args", {}).get("num_folds")
         if not isinstance(num_folds, int):
             raise ValueError("the probe's data has no num_folds setting: pass --folds explicitly")
         folds = list(range(1, num_folds + 1))
@@ -330,7 +275,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--folds", type=int, nargs="+", default=None, help="folds to run (default: all)")
     parser.add_argument("--out", default="runs/hwu/folds", help="output folder")
     parser.add_argument("--resume", action="store_true", help="reuse finished stages and folds")
-    for stage in ("stage1", "stage2", "probe"):
+    for stage in (stage.name for stage in CHAIN):
         parser.add_argument(f"--{stage}-args", default="", help=f"extra CLI overrides for {stage} only")
     return parser.parse_known_args(argv)
 
@@ -340,11 +285,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, common = parse_args(argv)
     common = [item for item in common if item != "--"]
     stages = [
-        StageSpec(name, getattr(args, name), tuple(shlex.split(getattr(args, f"{name}_args"))))
-        for name, _ in STAGES
+        StageSpec(stage.name, getattr(args, stage.name), tuple(shlex.split(getattr(args, f"{stage.name}_args"))))
+        for stage in CHAIN
     ]
     result = run_folds(stages, args.out, folds=args.folds, common=common, resume=args.resume)
-    print(format_table(result["folds"], result["summary"]), file=sys.stdout)
+    print(fold_table(result["folds"], result["summary"]), file=sys.stdout)
     return result
 
 

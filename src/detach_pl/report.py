@@ -6,26 +6,30 @@ import argparse
 import json
 from pathlib import Path
 
-COLUMNS = ("f1_weighted", "map", "accuracy", "f1_macro")
+from detach_pl.pipeline.metrics import METRIC_LABELS, TEST_METRICS, format_table
 
 
 def latest_metrics(run_dir: Path) -> dict[str, float]:
-    """The newest `test_metrics.json` under a run folder (written by `detach test`)."""
+    """The newest `test_metrics.json` under a run folder (written by `detach test`).
+
+    Raises:
+        FileNotFoundError: No `detach test` has written one there.
+        ValueError: The newest file lacks one of the test metrics.
+    """
     files = sorted(run_dir.rglob("test_metrics.json"), key=lambda path: path.stat().st_mtime)
     if not files:
         raise FileNotFoundError(f"no test_metrics.json under {run_dir}: run `detach test` first")
     data = json.loads(files[-1].read_text())
-    return {column: float(data[f"test/{column}"]) for column in COLUMNS}
+    missing = [f"test/{name}" for name in TEST_METRICS if f"test/{name}" not in data]
+    if missing:
+        raise ValueError(f"{files[-1]} lacks {', '.join(missing)}: written by another version of `detach test`?")
+    return {name: float(data[f"test/{name}"]) for name in TEST_METRICS}
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A Markdown table: one row per run, the probe metrics as columns."""
-    header = "| run | weighted F1 | mAP | accuracy | macro F1 |\n|---|---|---|---|---|"
-    lines = [
-        f"| {name} | " + " | ".join(f"{metrics[column]:.3f}" for column in COLUMNS) + " |"
-        for name, metrics in rows.items()
-    ]
-    return "\n".join([header, *lines])
+def metrics_table(rows: dict[str, dict[str, float]]) -> str:
+    """A Markdown table: one row per run, the probe metrics as columns (3 decimals)."""
+    header = ["run", *(METRIC_LABELS[name] for name in TEST_METRICS)]
+    return format_table(header, [[run, *(f"{metrics[name]:.3f}" for name in TEST_METRICS)] for run, metrics in rows.items()])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     for entry in args.runs:
         name, _, folder = entry.rpartition("=")
         rows[name or folder] = latest_metrics(Path(folder))
-    print(format_table(rows))
+    print(metrics_table(rows))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A row is a chain of pre-training steps (config files relative to a config folder, e.g.
 configs/benchmark) followed by the linear probe; a size is the settings each kind of step gets.
-Shared by bench_quality.py (the table) and bench_labels.py (the label-efficiency curves).
+Shared by benchmarks/bench_quality.py (the table) and benchmarks/bench_labels.py (the
+label-efficiency curves).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from detach_pl.pipeline.stages import STAGES
+
 StepKind = Literal["stage1", "stage2", "baseline", "supervised", "probe"]
-METRICS = ("f1_weighted", "map", "accuracy", "f1_macro")
 # Diagnostics read from the trainer's callback metrics after each pre-training step.
 DIAGNOSTIC_KEYS = (
     "val/cluster_accuracy",
@@ -34,10 +36,9 @@ DIAGNOSTIC_KEYS = (
     "diag/W/hard",
     "diag/W/false",
 )
-# Which setting of a step receives the previous step's checkpoint.
-INPUT_SETTING: dict[StepKind, str] = {
-    "stage2": "--model.init_args.stage1_checkpoint",
-    "probe": "--model.init_args.encoder_checkpoint",
+# Which setting of a step receives the previous step's checkpoint (the stage chain's).
+INPUT_SETTING: dict[str, str] = {
+    name: argument for name in ("stage2", "probe") if (argument := STAGES[name].input_argument) is not None
 }
 
 
@@ -171,8 +172,6 @@ SEED_SETTINGS: dict[str, tuple[str, ...]] = {
     "stage1": ("--model.init_args.kmeans_seed",),
 }
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--data.init_args.progress", "false")
-
-
 
 
 def rows_present(config_dir: Path) -> list[Row]:

@@ -1,32 +1,30 @@
 """Runs the quality benchmarks' steps in-process: pre-training chains shared between rows, probes.
 
-Every step runs through `detach_pl.cli.main` with its own folder as the working directory, so
-the configs' relative `runs/…` paths land there; a finished step leaves a step.json (a probe a
-probe.json) that `resume` reuses.
+Every step runs through `detach_pl.pipeline.stages.run_stage` with its run folder set to
+`<step folder>/runs` (`--run_dir`), so nothing lands where the configs' own `run_dir` points; a
+finished step leaves a step.json (a probe a probe.json) in its step folder that `resume` reuses.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import os
 import resource
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from bench_quality_registry import DIAGNOSTIC_KEYS, INPUT_SETTING, METRICS, QUIET, ROW_KEYS, SEED_SETTINGS, Row, Size, Step
+from lightning.pytorch.cli import LightningCLI
 
-from detach_pl.cli import main as detach_main
 from detach_pl.io import write_atomically
+from detach_pl.pipeline.metrics import TEST_METRICS
+from detach_pl.pipeline.stages import last_checkpoint, run_stage
+from detach_pl.pipeline.table import DIAGNOSTIC_KEYS, INPUT_SETTING, QUIET, ROW_KEYS, SEED_SETTINGS, Row, Size, Step
 from detach_pl.report import latest_metrics
 
-
-class StepFailed(RuntimeError):
-    """A step of the benchmark failed; the message names the step and its folder."""
+#: The run folder of a step inside its step folder (checkpoints, TensorBoard events, test metrics).
+RUN_FOLDER = "runs"
 
 
 @dataclass
@@ -68,7 +66,10 @@ class Bench:
             )
 
     def arguments(self, step: Step, seed: int, previous: str | None) -> list[str]:
-        """The command line of a step: base config, size, overlays, seed, input checkpoint, extras."""
+        """The command line of a step: base config, size, overlays, seed, input checkpoint, extras.
+
+        The run folder is not part of it (`run_in` adds it): the same step runs in any folder.
+        """
         base, *overlays = (str(self.config_dir / config) for config in step.configs)
         args = ["--config", base, *self.size.overrides(step.kind)]
         for overlay in overlays:
@@ -91,15 +92,9 @@ class Bench:
                 return result
         start = time.perf_counter()
         cli = run_in(folder, ["fit", *self.arguments(step, seed, previous)], f"{step.slug} (seed {seed})")
-        checkpoint = cli.trainer.checkpoint_callback
-        if checkpoint is None or not checkpoint.last_model_path:
-            raise StepFailed(
-                f"{step.slug} (seed {seed}) in {folder}: no last checkpoint was written; its config "
-                "needs a ModelCheckpoint callback with save_last: true"
-            )
+        path = str(last_checkpoint(cli, f"{step.slug} (seed {seed}) in {folder}"))
         metrics = cli.trainer.callback_metrics
         diagnostics = {key: float(metrics[key]) for key in DIAGNOSTIC_KEYS if key in metrics}
-        path = str((folder / checkpoint.last_model_path).resolve())
         result = StepResult(path, diagnostics, time.perf_counter() - start)
         write_atomically(record, json.dumps(result.__dict__, indent=2))
         self.finished[folder] = result
@@ -120,10 +115,7 @@ class Bench:
             return json.loads(record.read_text())
         arguments = [*self.arguments(probe, seed, encoder_checkpoint), *extra]
         fitted = run_in(folder, ["fit", *arguments], f"probe (seed {seed})")
-        checkpoint = fitted.trainer.checkpoint_callback
-        if checkpoint is None or not checkpoint.last_model_path:
-            raise StepFailed(f"probe (seed {seed}) in {folder}: probe.yaml needs a ModelCheckpoint with save_last: true")
-        last = folder / checkpoint.last_model_path
+        last = last_checkpoint(fitted, f"probe (seed {seed}) in {folder}")
         del fitted
         test_args = ["test", *arguments, "--ckpt_path", str(last)]
         run_in(folder, test_args, f"probe test (seed {seed})")
@@ -164,19 +156,10 @@ class Bench:
         return metrics, diagnostics, seconds + time.perf_counter() - start
 
 
-def run_in(folder: Path, args: list[str], what: str) -> Any:
-    """`detach <args>` in-process with `folder` as the working directory."""
+def run_in(folder: Path, args: list[str], what: str) -> LightningCLI:
+    """`detach <args>` in-process, its run folder `<folder>/runs` (whatever the configs say)."""
     folder.mkdir(parents=True, exist_ok=True)
-    previous, argv = Path.cwd(), sys.argv
-    os.chdir(folder)
-    sys.argv = argv[:1]  # the benchmark's own arguments are not the step's
-    try:
-        return detach_main(args)
-    except SystemExit as error:
-        raise StepFailed(f"{what} in {folder}: the `detach` command line was refused (exit {error.code}): {args}") from error
-    finally:
-        os.chdir(previous)
-        sys.argv = argv
+    return run_stage([*args, "--run_dir", str(folder / RUN_FOLDER)], f"{what} in {folder}")
 
 
 @dataclass
@@ -205,7 +188,7 @@ def run_seed(bench: Bench, rows: Sequence[Row], seed: int) -> SeedResults:
         results.runs[row.key], results.diagnostics[row.key], results.seconds[row.key] = metrics, diagnostics, spent
         print(
             f"[{time.perf_counter() - start:7.0f} s] seed {seed} {row.name}: "
-            + ", ".join(f"{metric} {metrics[metric]:.3f}" for metric in METRICS),
+            + ", ".join(f"{metric} {metrics[metric]:.3f}" for metric in TEST_METRICS),
             flush=True,
         )
     results.cpu_seconds = used_cpu_seconds() - cpu_start

@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_quality_registry import Row, Step
-from bench_quality_runner import StepFailed
+from detach_pl.pipeline.stages import StageFailed
+from detach_pl.pipeline.table import Row, Step
+
+
+def split_overrides(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(a benchmark's own arguments, the LightningCLI overrides after `--`); None: sys.argv."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
 
 
 def free_machine_minutes(cpu_per_job: Sequence[float], jobs: int, threads: int) -> float:
@@ -67,7 +76,7 @@ def run_in_jobs(
     A job writes its results to `<work_dir>/seed<N>-<group>.json` (the `output` its arguments
     must name) and its output to the `.log` beside it; `done(seed, group, results)` receives each
     job's parsed JSON. The groups are those of `work_units`, so no two jobs train the same step.
-    A failed job stops the others and raises StepFailed with the end of its log.
+    A failed job stops the others and raises StageFailed with the end of its log.
     """
     pending = [(seed, group) for group in work_units(rows) for seed in seeds]
     running: list[Job] = []
@@ -88,5 +97,5 @@ def run_in_jobs(
                 for other in running:
                     other.process.terminate()
                 tail = "\n".join(job.log.read_text().splitlines()[-30:])
-                raise StepFailed(f"seed {job.seed} failed (exit {job.process.returncode}); end of {job.log}:\n{tail}")
+                raise StageFailed(f"seed {job.seed} failed (exit {job.process.returncode}); end of {job.log}:\n{tail}")
             done(job.seed, job.rows, json.loads(job.output.read_text()))

@@ -1,4 +1,4 @@
-"""The quality benchmarks' aggregation and reports: mean ± std, Markdown tables, charts, machine."""
+"""The quality benchmark's aggregation and report: mean ± std per row, the Markdown report, the chart."""
 
 from __future__ import annotations
 
@@ -10,23 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from bench_quality_registry import METRICS, ROWS, Row
 
 from detach_pl.io import write_atomically
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+from detach_pl.pipeline.metrics import METRIC_LABELS, TEST_METRICS, format_mean_std, format_table, mean_std
+from detach_pl.pipeline.table import ROWS, Row
 
 
 def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, tuple[float, float]]]:
     """Row → metric → (mean, std) over seeds."""
     return {
-        key: {metric: mean_std([run[metric] for run in runs]) for metric in METRICS}
+        key: {metric: mean_std([run[metric] for run in runs]) for metric in TEST_METRICS}
         for key, runs in results.items()
         if runs
     }
@@ -39,10 +32,6 @@ def average_diagnostics(diagnostics: dict[str, list[dict[str, float]]]) -> dict[
         names = sorted({name for run in runs for name in run})
         averaged[key] = {name: statistics.fmean([run[name] for run in runs if name in run]) for name in names}
     return averaged
-
-
-def fmt(mean: float, std: float) -> str:
-    return f"{mean:.3f} ± {std:.3f}"
 
 
 def comparisons(summary: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
@@ -93,15 +82,29 @@ DIAGNOSTICS_INTRO = [
     "them); W is the weight the loss used. Stage-1 cluster quality is Hungarian accuracy / NMI "
     "of the validation windows against the true places.",
     "",
-    "| row | stage-1 cluster acc / NMI | retrieval top-1 | ΔS | sim pos / hard / easy / false "
-    "| W^sp easy / hard / false | W^tm easy / hard / false | W easy / hard / false |",
-    "|---|---|---|---|---|---|---|---|",
 ]
+DIAGNOSTICS_HEADER = (
+    "row", "stage-1 cluster acc / NMI", "retrieval top-1", "ΔS", "sim pos / hard / easy / false",
+    "W^sp easy / hard / false", "W^tm easy / hard / false", "W easy / hard / false",
+)
+PAPER_COLUMNS = ("paper Opp++ F1 / mAP", "paper HWU-USP F1 / mAP", "minutes per seed")
 
 
 def joined(values: dict[str, float], *names: str) -> str:
     """ "a / b / …" of the named values, "—" where one is missing."""
     return " / ".join(f"{values[name]:.3f}" if name in values else "—" for name in names)
+
+
+def diagnostic_cells(name: str, values: dict[str, float]) -> list[str]:
+    """One row of the diagnostics table (`DIAGNOSTICS_HEADER`)."""
+    return [
+        name,
+        joined(values, "val/cluster_accuracy", "val/cluster_nmi"),
+        joined(values, "val/retrieval_top1"),
+        joined(values, "diag/delta_s"),
+        joined(values, *(f"diag/sim/{kind}" for kind in ("positive", "hard", "easy", "false"))),
+        *(joined(values, *(f"diag/{weight}/{kind}" for kind in ("easy", "hard", "false"))) for weight in ("W_sp", "W_tm", "W")),
+    ]
 
 
 def write_markdown(
@@ -122,15 +125,14 @@ def write_markdown(
         "sensor encoders, on the test runs; mean ± sample std over the seeds. The paper's numbers are",
         "for the real datasets (weighted F1 / mAP) and are given for reference only.",
         "",
-        "| row | weighted F1 | mAP | accuracy | macro F1 | paper Opp++ F1 / mAP | paper HWU-USP F1 / mAP | minutes per seed |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        if row.key not in summary:
-            continue
-        values = summary[row.key]
-        cells = [fmt(*values[metric]) for metric in METRICS]
-        lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {row.paper[0]} | {row.paper[1]} | {seconds.get(row.key, 0.0) / 60:.1f} |")
+    table = [
+        [row.name, *(format_mean_std(*summary[row.key][metric]) for metric in TEST_METRICS),
+         row.paper[0], row.paper[1], f"{seconds.get(row.key, 0.0) / 60:.1f}"]
+        for row in rows
+        if row.key in summary
+    ]
+    lines.append(format_table(["row", *(METRIC_LABELS[metric] for metric in TEST_METRICS), *PAPER_COLUMNS], table))
     lines += [
         "",
         "¹ The paper's best global-alignment baseline; IMU2CLIP / PRIMUS / COMODO reach 0.28–0.43 weighted F1 "
@@ -140,15 +142,7 @@ def write_markdown(
     diagnosed = [row for row in rows if diagnostics.get(row.key)]
     if diagnosed:
         lines += DIAGNOSTICS_INTRO
-    for row in diagnosed:
-        values = diagnostics[row.key]
-        lines.append(
-            f"| {row.name} | {joined(values, 'val/cluster_accuracy', 'val/cluster_nmi')} | "
-            f"{joined(values, 'val/retrieval_top1')} | {joined(values, 'diag/delta_s')} | "
-            f"{joined(values, *(f'diag/sim/{k}' for k in ('positive', 'hard', 'easy', 'false')))} | "
-            + " | ".join(joined(values, *(f"diag/{w}/{k}" for k in ("easy", "hard", "false"))) for w in ("W_sp", "W_tm", "W"))
-            + " |"
-        )
+        lines.append(format_table(DIAGNOSTICS_HEADER, [diagnostic_cells(row.name, diagnostics[row.key]) for row in diagnosed]))
     statements = comparisons(summary)
     if statements:
         lines += ["", "## Against the paper's expectations", "", *statements]
@@ -223,7 +217,7 @@ class LoadMonitor:
         return f"mean {statistics.fmean(self.samples):.1f}, max {max(self.samples):.1f}"
 
 
-def repo_relative(path: Path) -> str:
-    """`path` relative to the repository when it lies inside it (reports stay machine-neutral)."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+def repo_relative(path: Path, root: Path) -> str:
+    """`path` relative to `root` (the repository) when it lies inside it (reports stay machine-neutral)."""
+    resolved, root = path.resolve(), root.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)

@@ -1,0 +1,38 @@
+"""The app layer: the stage chain, running stages in-process, and what is reported of them.
+
+- `stages`: the chain (stage 1 → stage 2 → probe, and which setting receives the previous
+  checkpoint), `run_detach` / `run_stage` (the `detach` CLI in this process), `resolve_config`.
+- `metrics`: the probe's test-metric names, `mean_std` (sample std, ddof = 1), Markdown tables.
+- `table`, `runner`, `jobs`, `quality_report`: the rows of the paper's table and the benchmark
+  runner that trains, probes and reports them (benchmarks/bench_quality.py, bench_labels.py).
+
+Used by `detach_pl.folds` (cross-validated folds), `detach_pl.report` and the benchmarks.
+"""
+
+from detach_pl.pipeline.metrics import METRIC_LABELS, TEST_METRICS, format_mean_std, format_table, mean_std
+from detach_pl.pipeline.stages import (
+    CHAIN,
+    STAGES,
+    Stage,
+    StageFailed,
+    last_checkpoint,
+    resolve_config,
+    run_detach,
+    run_stage,
+)
+
+__all__ = [
+    "CHAIN",
+    "METRIC_LABELS",
+    "STAGES",
+    "TEST_METRICS",
+    "Stage",
+    "StageFailed",
+    "format_mean_std",
+    "format_table",
+    "last_checkpoint",
+    "mean_std",
+    "resolve_config",
+    "run_detach",
+    "run_stage",
+]
