@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from detach_pl.data.cache import RunRecording, RunReport, WindowCache, build_cache, cache_key
+from detach_pl.data.cache import FrameStorage, RunRecording, RunReport, WindowCache, build_cache, cache_key
 from detach_pl.data.checks import resolve_num_workers
 from detach_pl.data.dataset import WindowDataset, clips_to_float
 from detach_pl.data.info import DataInfo
@@ -102,6 +102,8 @@ class WindowDataModule(pl.LightningDataModule):
             "auto": asked from the model (`data_purpose` attribute).
         augment_video: Clip-consistent colour jitter and blur on training clips, applied on the
             training device after transfer (so DataLoader workers only read bytes).
+        frame_storage: How the cache stores frames: raw uint8 (default) or JPEG at a quality
+            (`detach_pl.data.cache.FrameStorage`; docs/data_loading.md). A JPEG cache is another file.
         shuffle_seed: Seed of the epoch-seeded training order.
         progress: Progress bars while preparing the cache.
     """
@@ -125,6 +127,7 @@ class WindowDataModule(pl.LightningDataModule):
         standardize: Standardize = "keep_zeros",
         purpose: Purpose = "auto",
         augment_video: bool = True,
+        frame_storage: FrameStorage = FrameStorage(),
         shuffle_seed: int = 42,
         progress: bool = True,
     ) -> None:
@@ -156,6 +159,7 @@ class WindowDataModule(pl.LightningDataModule):
         self.standardize = standardize
         self.purpose = purpose
         self.augment_video = augment_video
+        self.frame_storage = frame_storage
         self.shuffle_seed = shuffle_seed
         self.progress = progress
         self.cache: WindowCache | None = None
@@ -220,6 +224,7 @@ class WindowDataModule(pl.LightningDataModule):
                 "dataset": self.dataset_name,
                 "windows": self.windows.to_dict(),
                 "source": self.source_settings(),
+                **self.frame_storage.cache_key_parts(),
             }
         )
         return self.cache_dir / f"{self.dataset_name}-{key}.h5"
@@ -237,6 +242,7 @@ class WindowDataModule(pl.LightningDataModule):
             self.cache_meta(),
             num_runs=self.num_recordings(),
             progress=self.progress,
+            frame_storage=self.frame_storage,
         )
 
     def resolved_purpose(self) -> Literal["alignment", "probe"]:
