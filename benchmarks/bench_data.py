@@ -50,7 +50,7 @@ from opportunity_standin import write_standin_release  # noqa: E402
 
 from detach_pl.data.cache import WindowCache  # noqa: E402
 from detach_pl.data.opportunity import OpportunityDataModule, parse_sensor_matrix  # noqa: E402
-from detach_pl.data.video import decode_clip  # noqa: E402
+from detach_pl.data.decoding import decode_clip  # noqa: E402
 from detach_pl.data.windows import WindowSettings, sample_frame_indices  # noqa: E402
 
 RUN = "S1-ADL1"

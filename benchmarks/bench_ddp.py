@@ -42,7 +42,7 @@ class StepTimer(pl.Callback):
 
 def datamodule(cache: Path, batch_size: int, image_size: int):
     from detach_pl.data.synthetic import SyntheticKitchenDataModule
-    from detach_pl.data.synthetic_world import SyntheticKitchenConfig
+    from detach_pl.data.synthetic import SyntheticKitchenConfig
     from detach_pl.data.windows import WindowSettings
 
     return SyntheticKitchenDataModule(

@@ -30,7 +30,7 @@ TINY_DATA = [
 def tiny_datamodule(cache_dir: Path, **kwargs):
     """A prepared SyntheticKitchenDataModule matching TINY_DATA."""
     from detach_pl.data.synthetic import SyntheticKitchenDataModule
-    from detach_pl.data.synthetic_world import SyntheticKitchenConfig
+    from detach_pl.data.synthetic import SyntheticKitchenConfig
     from detach_pl.data.windows import WindowSettings
 
     options = dict(

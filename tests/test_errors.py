@@ -104,7 +104,7 @@ def test_loader_workers_default_to_the_cpus_present(monkeypatch) -> None:
 def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch) -> None:
     from opportunity_standin import write_standin_release
 
-    from detach_pl.data import opportunity
+    from detach_pl.data.opportunity import datamodule as opportunity
     from detach_pl.data.windows import WindowSettings
 
     release = write_standin_release(tmp_path / "Opportunity++", seconds=8.0)
@@ -132,7 +132,7 @@ def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch)
 def test_hwu_checks_every_trial_before_decoding_any(tmp_path, monkeypatch) -> None:
     from hwu_standin import write_standin
 
-    from detach_pl.data import hwu_usp
+    from detach_pl.data.hwu_usp import datamodule as hwu_usp
     from detach_pl.data.windows import WindowSettings
 
     release = write_standin(tmp_path / "hwu", layout="flat", subjects=(1, 2, 3, 4), seconds=6.0)

@@ -7,7 +7,7 @@ import sys
 
 from helpers import DEMO, REPO, TINY_DATA
 
-from detach_pl.data.synthetic_world import CLASS_PLACE
+from detach_pl.data.synthetic import CLASS_PLACE
 
 SPEC = importlib.util.spec_from_file_location("bench_teacher", REPO / "benchmarks" / "bench_teacher.py")
 bench_teacher = importlib.util.module_from_spec(SPEC)

@@ -115,14 +115,15 @@ def test_recordings_match_the_generator(tree: str, request: pytest.FixtureReques
     columns = channel_columns(list(DEFAULT_CHANNELS))
     for trial in module.trials()[:4]:
         truth = release.trials[trial.name]
-        recording = module.read_trial(trial)
+        reading = module.read_trial(trial)
+        recording = reading.recording
         np.testing.assert_allclose(recording.time_ms, truth.time_ms, atol=1e-6)
         np.testing.assert_array_equal(recording.sensor, truth.states[:, columns])
         assert recording.fps == pytest.approx(truth.fps)
         assert recording.num_frames == truth.num_frames
         assert recording.subject == truth.subject
         assert recording.sequence_label == module.activities().index(truth.activity)
-        notes = " ".join(module.trial_notes[trial.name])
+        notes = " ".join(reading.findings)
         assert "50.00 Hz measured" in notes and "25.000 fps" in notes
         if release.layout == "flat":
             assert "Unix epoch in ms" in notes
@@ -135,7 +136,7 @@ def test_interpolate_gap_fill_leaves_gaps_to_the_shared_interpolation(flat: Stan
     module = make_module(flat.root, channels=channels, gap_fill="interpolate")
     trial = module.trials()[0]
     truth = flat.trials[trial.name]
-    recording = module.read_trial(trial)
+    recording = module.read_trial(trial).recording
     expected = truth.states[:, channel_columns(channels)].copy()
     expected[truth.removed_rows] = np.nan
     for row, name in truth.blank_cells:
@@ -156,10 +157,11 @@ def test_headerless_csv_with_column_names_file_and_datetime_clock(tmp_path: Path
     for trial in module.trials():
         assert trial.columns.names_file is not None and not trial.columns.has_header
         truth = release.trials[trial.name]
-        recording = module.read_trial(trial)
+        reading = module.read_trial(trial)
+        recording = reading.recording
         np.testing.assert_allclose(recording.time_ms, truth.time_ms, atol=1e-3)
         np.testing.assert_array_equal(recording.sensor, truth.states[:, channel_columns(channels)])
-        assert "date-time strings" in " ".join(module.trial_notes[trial.name])
+        assert "date-time strings" in " ".join(reading.findings)
     info = module.data_info
     assert (info.num_channels, info.num_classes, info.num_places) == (2, 2, 3)
     assert info.place_names == ["TP_L_Power", "Ktch_Motion_1", "none"]

@@ -32,7 +32,7 @@ from detach_pl.data.opportunity import (
     parse_srt,
     resolve_channels,
 )
-from detach_pl.data.video import iter_frames
+from detach_pl.data.decoding import iter_frames
 from detach_pl.data.windows import (
     WindowSettings,
     interpolate_nans,
@@ -75,6 +75,7 @@ def module(root: Path, cache_dir: Path, **kwargs) -> OpportunityDataModule:
     options = dict(
         root=str(root), cache_dir=str(cache_dir), windows=WindowSettings(image_size=16), num_frames=4,
         batch_size=4, num_workers=0, train_runs=TRAIN, val_runs=VAL, test_runs=TEST, progress=False,
+        purpose="alignment",
     )
     options.update(kwargs)
     return OpportunityDataModule(**options)

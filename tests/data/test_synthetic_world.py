@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detach_pl.data.synthetic_world import (
+from detach_pl.data.synthetic import (
     CABINETS,
     CLASS_IS_OPEN,
     CLASS_NAMES,

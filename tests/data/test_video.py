@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detach_pl.data.cache import RunRecording, WindowCache, build_cache, place_frames
-from detach_pl.data.video import iter_timed_frames, probe_video
+from detach_pl.data.decoding import iter_timed_frames, probe_video
 from detach_pl.data.windows import WindowSettings
 from standin_video import write_timed_video, write_video
 

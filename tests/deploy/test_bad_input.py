@@ -12,7 +12,7 @@ import torch
 from helpers import DEMO
 
 from detach_pl.cli import main
-from detach_pl.data.synthetic_world import CLASS_NAMES, generate_run
+from detach_pl.data.synthetic import CLASS_NAMES, generate_run
 from detach_pl.deploy.contract import load_probe
 from detach_pl.deploy.data import CsvRecordings
 from detach_pl.deploy.readers import world_of

@@ -11,7 +11,7 @@ from helpers import DEMO, tiny_datamodule
 
 from detach_pl.cli import main
 from detach_pl.deploy.contract import load_probe
-from detach_pl.data.synthetic_world import generate_run
+from detach_pl.data.synthetic import generate_run
 from detach_pl.deploy.data import SyntheticRecordings
 from detach_pl.deploy.readers import world_of
 from detach_pl.deploy.events import merge_events

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from detach_pl.data.synthetic_world import generate_run
+from detach_pl.data.synthetic import generate_run
 from detach_pl.deploy import StreamingRecognizer
 from detach_pl.deploy.contract import load_probe
 from detach_pl.deploy.data import SyntheticRecordings

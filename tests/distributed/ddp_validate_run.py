@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
 
-from detach_pl.data.synthetic_world import SyntheticKitchenConfig  # noqa: E402
+from detach_pl.data.synthetic import SyntheticKitchenConfig  # noqa: E402
 from detach_pl.modules import TemporalAlignmentModule  # noqa: E402
 
 

@@ -1,7 +1,18 @@
-"""The DataModule every dataset shares: cache building, splits, standardisation, loaders.
+"""The DataModule every dataset shares: cache building, reports, splits, standardisation, loaders.
 
-A dataset subclass only says how to read its release (`recordings`), what it is called, which
-runs it has and how they split; everything after the raw files is common.
+A dataset subclass only says how to read its release (`recordings`, with a reader that returns
+what it found per run), what it is called, which runs it has and how they split; everything after
+the raw files is common: one `prepare_data` builds the cache and writes the report next to it.
+
+The contract with the models is explicit, in two places:
+
+- **purpose** ("alignment": windows with video; "probe": labelled windows, sensors only). A model
+  class states the purpose it needs as its `data_purpose` attribute ("the data purpose"); the
+  `detach` CLI copies it into `data.init_args.purpose` when the configuration leaves it "auto",
+  at parse time, before anything is built. Outside the CLI pass `purpose=` yourself, or let the
+  Trainer's model decide it at the first `setup` (decided once, then kept).
+- **what stage 1 reads from the training set**: `alignment_training_set()` returns an
+  `AlignmentTrainingSet` (standardised sensor windows, place ids), nothing else.
 """
 
 from __future__ import annotations
@@ -9,7 +20,8 @@ from __future__ import annotations
 import json
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,18 +31,47 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detach_pl.data.cache import FrameStorage, RunRecording, RunReport, WindowCache, build_cache, cache_key
-from detach_pl.data.checks import resolve_num_workers
+from detach_pl.data.checks import ensure_writable_folder, resolve_num_workers
 from detach_pl.data.dataset import WindowDataset, clips_to_float
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings
 from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract
 from detach_pl.distributed import BatchedDataset, UnpaddedBatchSampler
+from detach_pl.io import write_atomically
 from detach_pl.seeding import loader_generator, run_seed, sample_generator
 from detach_pl.transforms import augment_clip
 
 log = logging.getLogger(__name__)
 
 Purpose = Literal["auto", "alignment", "probe"]
+PURPOSES: tuple[str, ...] = ("alignment", "probe")
+
+
+@dataclass(frozen=True)
+class RunReading:
+    """One run as a reader returns it: the recording for the cache and what reading it found.
+
+    Attributes:
+        recording: What the cache writer stores.
+        findings: JSON-able notes of the reader about this run (clock unit, label counts, …),
+            handed to `WindowDataModule.report_extra`; None when there is nothing to say.
+    """
+
+    recording: RunRecording
+    findings: Any = None
+
+
+@dataclass(frozen=True)
+class AlignmentTrainingSet:
+    """What stage 1 needs from the training set, in dataset-index order.
+
+    Attributes:
+        sensor: (N, C, L) standardised sensor windows (the ODC memory's initialisation).
+        place: (N,) place id of each window, −1 for none (cluster diagnostics only).
+    """
+
+    sensor: torch.Tensor
+    place: torch.Tensor
 
 
 class SequenceDataset(Dataset):
@@ -99,7 +140,8 @@ class WindowDataModule(pl.LightningDataModule):
             (released: exact zeros stay 0, every other sample (x − μ)/σ, so an idle reed switch
             stays at rest) or "affine" (plain (x − μ)/σ). Applied at read time: no cache rebuild.
         purpose: "alignment" (windows with video), "probe" (labelled windows, sensors only), or
-            "auto": asked from the model (`data_purpose` attribute).
+            "auto": the model's `data_purpose` (set at parse time by the `detach` CLI; outside it,
+            taken from the Trainer's model at the first `setup`; module docstring).
         augment_video: Clip-consistent colour jitter and blur on training clips, applied on the
             training device after transfer (so DataLoader workers only read bytes).
         frame_storage: How the cache stores frames: raw uint8 (default) or JPEG at a quality
@@ -143,11 +185,13 @@ class WindowDataModule(pl.LightningDataModule):
             )
         self.cache_dir = Path(cache_dir).expanduser()
         self.windows = windows
-        self.batch_size = batch_size
         if probe_batch_size is not None and probe_batch_size < 1:
             raise ValueError(f"data.init_args.probe_batch_size={probe_batch_size} must be >= 1 (or null: batch_size)")
-        self.alignment_batch_size = batch_size
+        if purpose not in ("auto", *PURPOSES):
+            raise ValueError(f"data.init_args.purpose must be 'auto', 'alignment' or 'probe', got {purpose!r}")
+        self.window_batch_size = batch_size
         self.probe_batch_size = probe_batch_size
+        self.sequence_batch_size: int | None = None
         self.num_workers = resolve_num_workers(num_workers)
         self.num_frames = num_frames
         self._splits = {"train_runs": train_runs, "val_runs": val_runs, "test_runs": test_runs}
@@ -164,6 +208,7 @@ class WindowDataModule(pl.LightningDataModule):
         self.progress = progress
         self.cache: WindowCache | None = None
         self.reports: list[RunReport] = []
+        self.report: dict[str, Any] = {}
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.datasets: dict[str, Dataset] = {}
@@ -175,8 +220,12 @@ class WindowDataModule(pl.LightningDataModule):
         """Dataset-specific settings that shape the cache (root folder, channel subset, …)."""
 
     @abstractmethod
-    def recordings(self) -> Iterator[RunRecording]:
-        """Read the release run by run (called only when the cache is built)."""
+    def recordings(self) -> Iterator[RunRecording | RunReading]:
+        """Read the release run by run (called only when the cache is built).
+
+        Yields `RunReading`s when the reader has something to report about a run (its findings
+        go to `report_extra`), bare `RunRecording`s otherwise.
+        """
 
     @abstractmethod
     def default_splits(self) -> dict[str, list[str]]:
@@ -201,6 +250,31 @@ class WindowDataModule(pl.LightningDataModule):
         """How many runs `recordings` yields, for the progress bar."""
         return None
 
+    def report_extra(self, reports: list[RunReport], findings: dict[str, Any]) -> dict[str, Any]:
+        """Dataset-specific entries of the report written next to the cache (default: none).
+
+        Args:
+            reports: What the cache writer found per run (durations, windows kept and dropped).
+            findings: Run name → the findings its reader returned (`RunReading.findings`).
+        """
+        return {}
+
+    def report_lines(self) -> list[str]:
+        """Dataset-specific lines of `summary()` (default: none), from `self.report`."""
+        return []
+
+    def excluded_runs(self) -> set[str]:
+        """Runs that the splits leave out although configured (default: none)."""
+        return set()
+
+    def window_labels(self, cache: WindowCache) -> np.ndarray:
+        """Class id of every cached window for this configuration (default: as stored).
+
+        A dataset whose cache stores labels of a larger vocabulary maps them here to the
+        configured classes (−1 outside them), so changing the classes never rebuilds the cache.
+        """
+        return cache.label
+
     def sequence_labels(self, cache: WindowCache) -> dict[int, int]:
         """Class of each run for the sequence probe: run index → class (runs without one omitted)."""
         return {
@@ -211,10 +285,15 @@ class WindowDataModule(pl.LightningDataModule):
 
     # ---- the shared mechanism ---------------------------------------------------------------
 
-    def split(self, name: str) -> list[str]:
-        """Run names of `train_runs`, `val_runs` or `test_runs` (config value or default)."""
+    def configured_runs(self, name: str) -> list[str]:
+        """Run names of `train_runs`, `val_runs` or `test_runs`: the config value or the default."""
         chosen = self._splits[name]
         return list(chosen) if chosen is not None else list(self.default_splits()[name])
+
+    def split(self, name: str) -> list[str]:
+        """The configured runs of a split, without the `excluded_runs`."""
+        excluded = self.excluded_runs()
+        return [run for run in self.configured_runs(name) if run not in excluded]
 
     @property
     def cache_path(self) -> Path:
@@ -229,72 +308,150 @@ class WindowDataModule(pl.LightningDataModule):
         )
         return self.cache_dir / f"{self.dataset_name}-{key}.h5"
 
+    @property
+    def report_path(self) -> Path:
+        """`<cache>.report.json`: what preparing found (per run, and the dataset's own findings)."""
+        return self.cache_path.with_suffix(".report.json")
+
     def prepare_data(self) -> None:
-        """Build the cache if it is missing (Lightning runs this on one process per node)."""
+        """Build the cache if it is missing and write its report (one process per node).
+
+        The report holds the cache writer's `RunReport`s under "runs" plus the dataset's
+        `report_extra`; it is written atomically beside the cache. With the cache already there
+        (or built by another process meanwhile) the stored report is read instead.
+        """
         path = self.cache_path
         if path.is_file():
+            self.load_report()
             return
+        ensure_writable_folder(self.cache_dir, "data.init_args.cache_dir")
         log.info("building window cache %s", path)
-        self.reports = build_cache(
+        findings: dict[str, Any] = {}
+        read: list[bool] = []
+        reports = build_cache(
             path,
-            self.recordings(),
+            _collect_findings(self.recordings(), findings, read),
             self.windows,
             self.cache_meta(),
             num_runs=self.num_recordings(),
             progress=self.progress,
             frame_storage=self.frame_storage,
         )
+        if not read:  # another process built the cache while this one waited
+            self.load_report()
+            return
+        self.reports = reports
+        self.report = {"runs": [asdict(report) for report in reports], **self.report_extra(reports, findings)}
+        write_atomically(self.report_path, json.dumps(self.report, indent=1, default=str))
+
+    def load_report(self) -> None:
+        """Read the report stored beside an existing cache (empty for a cache without one)."""
+        if not self.report_path.is_file():
+            self.report, self.reports = {}, []
+            return
+        self.report = json.loads(self.report_path.read_text())
+        self.reports = [RunReport(**report) for report in self.report.get("runs", [])]
+
+    def summary(self) -> str:
+        """What preparing found, for `detach prepare`: the cache, each run, the dataset's notes."""
+        path = self.cache_path
+        size = f" ({path.stat().st_size / 2**30:.2f} GiB)" if path.is_file() else ""
+        lines = [f"cache: {path}{size}", f"report: {self.report_path}"]
+        if not self.report:
+            lines.append("  (no report stored beside this cache)")
+        for report in self.reports:
+            notes = f"; {'; '.join(report.notes)}" if report.notes else ""
+            lines.append(
+                f"  {report.name}: {report.windows} windows, sensor {report.sensor_seconds:.1f} s, "
+                f"video {report.video_seconds:.1f} s{notes}"
+            )
+        return "\n".join(lines + self.report_lines())
 
     def resolved_purpose(self) -> Literal["alignment", "probe"]:
-        """The purpose in force: the config value, or the attached model's `data_purpose`."""
-        if self.purpose != "auto":
-            return self.purpose
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        return getattr(model, "data_purpose", "alignment")
+        """The purpose in force, decided once (see the module docstring).
 
-    def setup(self, stage: str | None = None) -> None:
-        """Open the cache, compute training-run statistics and build the split datasets."""
+        Raises:
+            ValueError: The purpose is "auto" and no Trainer's model states one.
+        """
+        if self.purpose == "auto":
+            model = self.trainer.lightning_module if self.trainer is not None else None
+            purpose = getattr(model, "data_purpose", None)
+            if purpose not in PURPOSES:
+                raise ValueError(
+                    f"{type(self).__name__}: data.init_args.purpose is 'auto' and no model states its "
+                    "data purpose: the `detach` CLI sets it from the model class; otherwise pass "
+                    "purpose='alignment' (windows with video) or purpose='probe' (labelled windows)"
+                )
+            self.purpose = purpose
+        return self.purpose
+
+    @property
+    def batch_size(self) -> int:
+        """Items per batch and device that the loaders serve for the purpose in force.
+
+        `batch_size` (windows) for alignment; for the probe `probe_batch_size` (None: the same),
+        or `sequence_batch_size` runs for the sequence probe when the dataset sets it.
+        """
+        if self.purpose != "probe":
+            return self.window_batch_size
+        if self.probe_unit == "sequence" and self.sequence_batch_size is not None:
+            return self.sequence_batch_size
+        return self.probe_batch_size if self.probe_batch_size is not None else self.window_batch_size
+
+    def open_cache(self) -> WindowCache:
+        """The cache (built if missing), its window labels mapped by `window_labels`."""
         if self.cache is None:
             if not self.cache_path.is_file():
                 self.prepare_data()
-            self.cache = WindowCache(self.cache_path)
-        cache = self.cache
+            cache = WindowCache(self.cache_path)
+            cache.label = self.window_labels(cache)
+            self.cache = cache
+        return self.cache
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the cache, compute training-run statistics and build the split datasets."""
+        cache = self.open_cache()
         train_runs = self.split("train_runs")
         cache.run_indices(train_runs, setting="data.train_runs")
         self.mean, self.std = cache.channel_statistics(train_runs)
         purpose = self.resolved_purpose()
-        self.batch_size = self.alignment_batch_size
-        if purpose == "probe" and self.probe_batch_size is not None:
-            self.batch_size = self.probe_batch_size
         for split in ("train", "val", "test"):
-            setting, runs = f"{split}_runs", self.split(f"{split}_runs")
-            if split == "train" and purpose == "probe" and self.probe_train_runs is not None:
-                setting, runs = "probe_train_runs", self.probe_train_runs
-            windows = cache.windows_of_runs(runs, setting=f"data.{setting}")
-            labelled = cache.label[windows] >= 0
-            if purpose == "probe" and self.probe_unit == "window":
-                windows = windows[labelled]
-            elif purpose == "alignment" and split != "test" and self.pretrain_windows == "labelled":
-                windows = windows[labelled]
-            if windows.size == 0:
-                raise ValueError(
-                    f"data.{setting} {runs} give no {purpose} windows "
-                    f"(cache {self.cache_path.name})"
-                )
-            dataset = WindowDataset(
-                cache,
-                windows,
-                self.mean,
-                self.std,
-                num_frames=self.num_frames,
-                load_video=purpose == "alignment",
-                standardize=self.standardize,
-            )
-            if purpose == "probe" and self.probe_unit == "sequence":
-                labels = self.sequence_labels(cache)
-                runs = set(np.unique(dataset.sequence.numpy()).tolist())
-                dataset = SequenceDataset(dataset, {run: labels[run] for run in runs if run in labels})
-            self.datasets[split] = dataset
+            self.datasets[split] = self.split_dataset(cache, split, purpose)
+
+    def split_dataset(self, cache: WindowCache, split: str, purpose: str) -> Dataset:
+        """The dataset of one split for a purpose: its windows, or its runs for the sequence probe.
+
+        Raises:
+            ValueError: The split's runs give no window (or no labelled run) for the purpose.
+        """
+        setting, runs = f"{split}_runs", self.split(f"{split}_runs")
+        if split == "train" and purpose == "probe" and self.probe_train_runs is not None:
+            setting, runs = "probe_train_runs", self.probe_train_runs
+        windows = cache.windows_of_runs(runs, setting=f"data.{setting}")
+        labelled = cache.label[windows] >= 0
+        if purpose == "probe" and self.probe_unit == "window":
+            windows = windows[labelled]
+        elif purpose == "alignment" and split != "test" and self.pretrain_windows == "labelled":
+            windows = windows[labelled]
+        if windows.size == 0:
+            raise ValueError(f"data.{setting} {runs} give no {purpose} windows (cache {self.cache_path.name})")
+        dataset = WindowDataset(
+            cache,
+            windows,
+            self.mean,
+            self.std,
+            num_frames=self.num_frames,
+            load_video=purpose == "alignment",
+            standardize=self.standardize,
+        )
+        if purpose != "probe" or self.probe_unit != "sequence":
+            return dataset
+        labels = self.sequence_labels(cache)
+        present = set(np.unique(dataset.sequence.numpy()).tolist())
+        sequences = SequenceDataset(dataset, {run: labels[run] for run in present if run in labels})
+        if len(sequences) == 0:
+            raise ValueError(f"data.{setting} {runs}: no run with a sequence label of the configured classes")
+        return sequences
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         """On the device: uint8 clips (B, T, H, W, 3) → floats (B, T, 3, H, W) in [0, 1]; training
@@ -309,12 +466,19 @@ class WindowDataModule(pl.LightningDataModule):
         batch["video"] = video
         return batch
 
-    def train_sensor_windows(self) -> torch.Tensor:
-        """All standardised training windows (N, C, L) in dataset-index order (ODC initialisation)."""
-        dataset = self.datasets["train"]
+    def alignment_training_set(self) -> AlignmentTrainingSet:
+        """The training windows' sensors and places, for stage 1 (after `setup`).
+
+        Raises:
+            TypeError: The training set is not made of windows (e.g. the sequence probe's runs).
+        """
+        dataset = self.datasets.get("train")
         if not isinstance(dataset, WindowDataset):
-            raise TypeError("train_sensor_windows is only defined for window datasets")
-        return dataset.sensor
+            raise TypeError(
+                f"alignment_training_set() needs the window training set of setup(); got "
+                f"{type(dataset).__name__} (purpose {self.purpose!r}, probe_unit {self.probe_unit!r})"
+            )
+        return AlignmentTrainingSet(sensor=dataset.sensor, place=dataset.place)
 
     def _loader(self, split: str, sampler: DistributedSampler | None = None) -> DataLoader:
         """A loader with its own generator and its sampler at the epoch training is at.
@@ -427,3 +591,19 @@ class WindowDataModule(pl.LightningDataModule):
                 self.split("train_runs"),
             )
 
+
+def _collect_findings(
+    items: Iterable[RunRecording | RunReading], findings: dict[str, Any], read: list[bool]
+) -> Iterator[RunRecording]:
+    """The recordings of a reader's items, with each `RunReading`'s findings kept by run name.
+
+    `read` gets one entry when the first item is asked for (the writer may reuse a cache that
+    another process finished, and then reads none).
+    """
+    read.append(True)
+    for item in items:
+        if isinstance(item, RunReading):
+            findings[item.recording.name] = item.findings
+            yield item.recording
+        else:
+            yield item

@@ -24,7 +24,7 @@ from detach_pl.data.datamodule import collate_sequences
 from detach_pl.data.hwu_usp import GapFill, TimestampUnit, discover_trials, read_ambient_csv
 from detach_pl.data.info import DataInfo
 from detach_pl.data.opportunity import OpportunityDataModule, locate_run
-from detach_pl.data.synthetic_world import SyntheticKitchenConfig
+from detach_pl.data.synthetic import SyntheticKitchenConfig
 from detach_pl.deploy.contract import LoadedProbe, PreprocessingContract, load_probe
 from detach_pl.deploy.preprocess import (
     RateMismatch,

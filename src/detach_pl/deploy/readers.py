@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from detach_pl.data.synthetic_world import CLASS_NAMES, SyntheticKitchenConfig, channel_names, generate_run
+from detach_pl.data.synthetic import CLASS_NAMES, SyntheticKitchenConfig, channel_names, generate_run
 
 #: Label cells that mean "no label" in a CSV's label column.
 NULL_LABELS = ("", "null")

@@ -212,8 +212,8 @@ class SpatialGroundingModule(DetachModule):
 
     def on_train_start(self) -> None:
         """Initialise the memory bank (unless a resumed checkpoint restored it)."""
-        datamodule = self.trainer.datamodule
-        train_sensor = datamodule.train_sensor_windows()
+        training_set = self.trainer.datamodule.alignment_training_set()
+        train_sensor = training_set.sensor
         if self.memory is None:
             self.initialize_memory(train_sensor)
         elif self.memory.num_samples != train_sensor.shape[0]:
@@ -222,7 +222,7 @@ class SpatialGroundingModule(DetachModule):
                 f"training set has {train_sensor.shape[0]}: resume with the same data settings"
             )
         self.memory.to(self.device)
-        self._train_places = datamodule.datasets["train"].place.to(self.device)
+        self._train_places = training_set.place.to(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the memory bank (features, labels, centroids, thresholds) in the checkpoint."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detach_pl.data.cache import RunRecording
 from detach_pl.data.kitchen.config import SyntheticKitchenConfig
 from detach_pl.data.kitchen.layout import CLASS_PLACE
 from detach_pl.data.kitchen.rendering import render_frames
@@ -15,33 +16,24 @@ from detach_pl.data.kitchen.sensors import apply_flaws, gesture_rows, render_sen
 
 
 @dataclass
-class SyntheticRun:
-    """One raw recording, as a real release gives it.
+class SyntheticRun(RunRecording):
+    """One generated recording: a `RunRecording` as a real release's reader gives it, plus the truth.
+
+    The recording fields are those of `RunRecording`, with: `name` ``run<NN>``; `subject` the
+    0-based subject id, shared by ``runs_per_subject`` consecutive runs; `time_ms` a float64 clock
+    in ms since the run start (integer values); `sensor` (rows, C) float32 (see
+    :func:`channel_names`), NaN where missing; `row_label` / `row_place` the class / place of the
+    gesture covering the row (−1 for null); `frames` an (F, H, W, 3) uint8 array, frame k at
+    k * 1000 / fps ms.
 
     Attributes:
-        name: Run name, ``run<NN>``.
-        subject: Subject id (0-based), shared by ``runs_per_subject`` consecutive runs.
-        time_ms: (rows,) float64 sample clock in ms since the run start (integer values).
-        sensor: (rows, C) float32 ambient channels (see :func:`channel_names`), NaN where missing.
-        row_label: (rows,) int64 class id of the gesture covering the row, -1 for null.
-        row_place: (rows,) int64 place id of that gesture, -1 for null.
-        frames: (F, H, W, 3) uint8 camera frames; frame k is at k * 1000 / fps ms.
-        fps: Camera frame rate.
         events: Gestures as (class_id, start_ms, end_ms), sorted by time; rows with
             start_ms <= time_ms < end_ms carry the label.
         other_events: The release's other gestures as (index into OTHER_GESTURES, start_ms,
             end_ms); their rows are null (-1).
     """
 
-    name: str
-    subject: int
-    time_ms: np.ndarray
-    sensor: np.ndarray
-    row_label: np.ndarray
-    row_place: np.ndarray
-    frames: np.ndarray
-    fps: float
-    events: list[tuple[int, float, float]]
+    events: list[tuple[int, float, float]] = field(default_factory=list)
     other_events: list[tuple[int, float, float]] = field(default_factory=list)
 
 
@@ -67,6 +59,7 @@ def generate_run(config: SyntheticKitchenConfig, run_index: int) -> SyntheticRun
     for class_id, start, end in schedule.events:
         row_label[gesture_rows(time_ms, start, end)] = class_id
     row_place = np.where(row_label >= 0, np.asarray(CLASS_PLACE)[row_label], -1).astype(np.int64)
+    frames = render_frames(config, world, subject, schedule, run_index)
     return SyntheticRun(
         name=f"run{run_index:02d}",
         subject=subject_id,
@@ -74,8 +67,10 @@ def generate_run(config: SyntheticKitchenConfig, run_index: int) -> SyntheticRun
         sensor=sensor,
         row_label=row_label,
         row_place=row_place,
-        frames=render_frames(config, world, subject, schedule, run_index),
+        frames=frames,
         fps=float(config.fps),
+        num_frames=frames.shape[0],
+        source=f"synthetic world seed {config.seed}",
         events=list(schedule.events),
         other_events=list(schedule.other_events),
     )

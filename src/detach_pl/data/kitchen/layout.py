@@ -1,7 +1,8 @@
 """Fixed layout of the synthetic kitchen: classes, places, sensor columns, room geometry, timings.
 
-Everything here is a constant of the world's design (Opportunity++'s 14 gestures, 7 places and
-ambient columns 195-231), shared by the schedule, the sensors and the renderer.
+Everything here is a constant of the world's design, shared by the schedule, the sensors and the
+renderer. Opportunity++'s 14 gestures, 7 places and ambient columns 195-231 come from the vocabulary
+the Opportunity++ reader uses too (`detach_pl.data.vocabulary`).
 """
 
 from __future__ import annotations
@@ -10,27 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detach_pl.data.vocabulary import AMBIENT_ACCELEROMETERS, AXES, CLASS_NAMES, CLASS_PLACE, PLACE_NAMES
+from detach_pl.data.vocabulary import REED_SWITCHES as REED_PLACES
+
 if TYPE_CHECKING:
     from detach_pl.data.kitchen.config import SyntheticKitchenConfig
 
-CLASS_NAMES: tuple[str, ...] = (
-    "Open Door 1",
-    "Open Door 2",
-    "Close Door 1",
-    "Close Door 2",
-    "Open Fridge",
-    "Close Fridge",
-    "Open Dishwasher",
-    "Close Dishwasher",
-    "Open Drawer 1",
-    "Close Drawer 1",
-    "Open Drawer 2",
-    "Close Drawer 2",
-    "Open Drawer 3",
-    "Close Drawer 3",
-)
-PLACE_NAMES: tuple[str, ...] = ("door1", "door2", "fridge", "dishwasher", "drawer1", "drawer2", "drawer3")
-CLASS_PLACE: tuple[int, ...] = (0, 1, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6)
 CLASS_IS_OPEN: tuple[bool, ...] = tuple(name.startswith("Open") for name in CLASS_NAMES)
 NUM_CLASSES = len(CLASS_NAMES)
 NUM_PLACES = len(PLACE_NAMES)
@@ -49,36 +35,13 @@ OTHER_GESTURES: tuple[tuple[str, int, float, float], ...] = (
 # Fixtures that share one cabinet body: a gesture at one shakes the others' accelerometers.
 CABINETS: tuple[tuple[int, ...], ...] = ((4, 5, 6),)
 
-# Reed switches in Opportunity column order (195-207): name, place, flip threshold on the opening
-# progress (S1/S2/S3 sit at different points along the travel, so they flip at different moments).
-# The doors have none (the release's doors carry accelerometers only).
-REED_SWITCHES: tuple[tuple[str, int, float], ...] = (
-    ("REED SWITCH DISHWASHER S1", 3, 0.2),
-    ("REED SWITCH FRIDGE S3", 2, 0.8),
-    ("REED SWITCH FRIDGE S2", 2, 0.5),
-    ("REED SWITCH FRIDGE S1", 2, 0.2),
-    ("REED SWITCH MIDDLEDRAWER S1", 5, 0.2),
-    ("REED SWITCH MIDDLEDRAWER S2", 5, 0.5),
-    ("REED SWITCH MIDDLEDRAWER S3", 5, 0.8),
-    ("REED SWITCH LOWERDRAWER S3", 6, 0.8),
-    ("REED SWITCH LOWERDRAWER S2", 6, 0.5),
-    ("REED SWITCH UPPERDRAWER", 4, 0.5),
-    ("REED SWITCH DISHWASHER S3", 3, 0.8),
-    ("REED SWITCH LOWERDRAWER S1", 6, 0.2),
-    ("REED SWITCH DISHWASHER S2", 3, 0.5),
+# Where along the opening travel each reed switch (vocabulary.REED_SWITCHES, column order) flips:
+# S1/S2/S3 sit at different points, so they flip at different moments.
+REED_FLIP_THRESHOLDS: tuple[float, ...] = (0.2, 0.8, 0.5, 0.2, 0.2, 0.5, 0.8, 0.8, 0.5, 0.5, 0.8, 0.2, 0.5)
+# Reed switches in Opportunity column order (195-207): name, place, flip threshold.
+REED_SWITCHES: tuple[tuple[str, int, float], ...] = tuple(
+    (name, place, threshold) for (name, place), threshold in zip(REED_PLACES, REED_FLIP_THRESHOLDS)
 )
-# Ambient accelerometers in Opportunity column order (208-231): name, place (-1: no place).
-AMBIENT_ACCELEROMETERS: tuple[tuple[str, int], ...] = (
-    ("DOOR1", 0),
-    ("LAZYCHAIR", -1),
-    ("DOOR2", 1),
-    ("DISHWASHER", 3),
-    ("UPPERDRAWER", 4),
-    ("LOWERDRAWER", 6),
-    ("MIDDLEDRAWER", 5),
-    ("FRIDGE", 2),
-)
-AXES = ("X", "Y", "Z")
 
 # Room layout in normalised (y, x) image coordinates: place centre, side the person stands on
 # (+1 right, -1 left), axis the "open" bar slides along (0: y, 1: x) and whether it slides backwards.

@@ -6,13 +6,13 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from detach_pl.data.cache import RunRecording
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.info import DataInfo
-from detach_pl.data.synthetic_world import (
+from detach_pl.data.synthetic.world import (
     CLASS_NAMES,
     PLACE_NAMES,
     SyntheticKitchenConfig,
+    SyntheticRun,
     channel_names,
     generate_run,
 )
@@ -63,18 +63,7 @@ class SyntheticKitchenDataModule(WindowDataModule):
             channel_names=channel_names(self.world),
         )
 
-    def recordings(self) -> Iterator[RunRecording]:
+    def recordings(self) -> Iterator[SyntheticRun]:
+        """The generated runs, one at a time (each a `RunRecording` with its ground truth)."""
         for index in range(self.world.num_runs):
-            run = generate_run(self.world, index)
-            yield RunRecording(
-                name=run.name,
-                time_ms=run.time_ms,
-                sensor=run.sensor,
-                row_label=run.row_label,
-                row_place=run.row_place,
-                frames=iter(run.frames),
-                fps=run.fps,
-                subject=run.subject,
-                num_frames=run.frames.shape[0],
-                source=f"synthetic world seed {self.world.seed}",
-            )
+            yield generate_run(self.world, index)

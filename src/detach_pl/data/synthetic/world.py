@@ -28,7 +28,9 @@ same places, labelled null (``other_gesture_prob``), and longer, more varied ges
 (``gesture_scale``, ``gesture_spread``). The doors carry accelerometers only, as in the release.
 
 The generator lives in :mod:`detach_pl.data.kitchen` (layout, config, room, schedule, motion,
-sensors, rendering, generator); this module keeps its public names where they have always been.
+sensors, rendering, generator); this module gathers its public names, which
+:mod:`detach_pl.data.synthetic` re-exports. The classes, places and channel names are the
+Opportunity++ vocabulary (:mod:`detach_pl.data.vocabulary`).
 """
 
 from __future__ import annotations
