@@ -136,7 +136,9 @@ def test_supervised_ceiling_trains_the_sensor_encoders_and_hands_them_to_the_pro
 
 def test_supervised_embedding_of_sequences_carries_gradients() -> None:
     torch.manual_seed(0)
-    module = SupervisedSensorModule(DataInfo(CHANNELS, 5, 7), tiny_encoder())
+    # Eval mode: BatchNorm uses its running statistics, so a window's embedding does not depend on
+    # the other windows of its batch (the pooled sequence is compared with one window alone).
+    module = SupervisedSensorModule(DataInfo(CHANNELS, 5, 7), tiny_encoder()).eval()
     sensor = torch.randn(2, 3, CHANNELS, 128)
     mask = torch.tensor([[True, True, False], [True, False, False]])
     logits = module(sensor, mask)

@@ -143,3 +143,24 @@ def test_probe_batches_hold_eight_windows_as_released(tmp_path) -> None:
     assert kept.batch_size == 16
     with pytest.raises(ValueError, match="probe_batch_size"):
         tiny_datamodule(tmp_path, probe_batch_size=0)
+
+
+def test_standardiser_batches_reach_the_device_through_the_datamodule_transfer_hooks(tmp_path) -> None:
+    """The pre-pass of the standardiser sees batches as training steps do (on_after_batch_transfer)."""
+    base = type(tiny_datamodule(tmp_path))
+
+    class Doubling(base):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            batch = super().on_after_batch_transfer(batch, dataloader_idx)
+            batch["sensor"] = 2.0 * batch["sensor"]
+            return batch
+
+    datamodule = tiny_datamodule(tmp_path)
+    datamodule.__class__ = Doubling  # the tiny DataModule with one more on-device step
+    probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), standardize_features=True)
+    trainer = pl.Trainer(max_epochs=1, limit_val_batches=0, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(probe, datamodule=datamodule)
+    reference = probe.embed(2.0 * datamodule.datasets["train"].sensor).double()
+    torch.testing.assert_close(probe.classifier[0].mean, reference.mean(0).float(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(probe._memos["train"].values, reference.float(), rtol=1e-4, atol=1e-6)

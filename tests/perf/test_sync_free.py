@@ -15,7 +15,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from detach_pl.data.info import DataInfo
-from detach_pl.modules import SpatialGroundingModule, TemporalAlignmentModule
+from detach_pl.modules import LinearProbeModule, SpatialGroundingModule, TemporalAlignmentModule
+from detach_pl.modules.probe import HOST_INDEX
 from helpers import tiny_encoder
 
 HOST_READS = {
@@ -53,6 +54,20 @@ def batches(steps: int, nan_at: int | None = None) -> list[dict[str, torch.Tenso
     return out
 
 
+def probe_batches(steps: int, nan_at: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """`batches` whose windows are those of a fixed table by index (an item is the same window in
+    every batch, as in a dataset); with `nan_at`, a NaN in an item first seen at that step."""
+    data = batches(steps)
+    table = torch.randn(WINDOWS, 4, 64, generator=torch.Generator().manual_seed(7))
+    if nan_at is not None:
+        earlier = set(torch.cat([batch["index"] for batch in data[:nan_at]]).tolist()) if nan_at else set()
+        new = next(i for i in data[nan_at]["index"].tolist() if i not in earlier)
+        table[new, 0, 0] = float("nan")
+    for batch in data:
+        batch["sensor"] = table[batch["index"]]
+    return data
+
+
 def build(stage: str, debug_checks: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     if stage == "stage1":
@@ -60,6 +75,9 @@ def build(stage: str, debug_checks: bool) -> torch.nn.Module:
                                         warp_start_epoch=0, min_cluster_size=1, kmeans_inits=2, video_gate=0.0,
                                         debug_checks=debug_checks)
         module.initialize_memory(torch.randn(WINDOWS, 4, 64, generator=torch.Generator().manual_seed(5)))
+    elif stage == "probe":
+        module = LinearProbeModule(INFO, tiny_encoder(), debug_checks=debug_checks)
+        module.reset_memos()  # what `on_fit_start` does
     else:
         module = TemporalAlignmentModule(INFO, tiny_encoder(), debug_checks=debug_checks)
     return module.train()
@@ -71,6 +89,7 @@ def run(module: torch.nn.Module, data: list[dict[str, torch.Tensor]], guard_afte
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for step, batch in enumerate(data):
+            batch = module.on_before_batch_transfer(dict(batch), 0)  # as Lightning does, on the host
             mode = NoHostReads() if guard_after_first and step > 0 else None
             optimizer.zero_grad()
             if mode is not None:  # the step itself; AdamW reads its CPU step counter (no device sync on GPU)
@@ -85,9 +104,9 @@ def run(module: torch.nn.Module, data: list[dict[str, torch.Tensor]], guard_afte
     return losses
 
 
-@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "probe"])
 def test_steps_without_checks_read_nothing_and_equal_the_checked_steps(stage: str) -> None:
-    data = batches(3)
+    data = probe_batches(3) if stage == "probe" else batches(3)
     fast = build(stage, debug_checks=False)
     checked = build(stage, debug_checks=True)
     fast_losses = run(fast, data, guard_after_first=True)  # steps 2 and 3 under NoHostReads
@@ -98,6 +117,23 @@ def test_steps_without_checks_read_nothing_and_equal_the_checked_steps(stage: st
     if stage == "stage1":
         assert torch.equal(fast.memory.features, checked.memory.features)
         assert torch.equal(fast.memory.labels, checked.memory.labels)
+    if stage == "probe":  # the memo embedded new items in the guarded steps too
+        seen = torch.unique(torch.cat([batch["index"] for batch in data]))
+        assert set(torch.nonzero(fast._memos["train"].known).flatten().tolist()) == set(seen.tolist())
+        assert len(set(data[1]["index"].tolist()) - set(data[0]["index"].tolist())) > 0
+        assert torch.equal(fast._memos["train"].values, checked._memos["train"].values)
+
+
+def test_probe_memo_equals_embedding_every_batch_directly() -> None:
+    """The sync-free memo returns what embedding each batch afresh gives (within a step's rounding)."""
+    data = probe_batches(4)
+    probe = build("probe", debug_checks=False)
+    for batch in data:
+        batch = probe.on_before_batch_transfer(dict(batch), 0)
+        with NoHostReads():
+            memoised = probe._memoised_embeddings(batch, "train")
+        torch.testing.assert_close(memoised, probe.embed(batch["sensor"]), rtol=1e-5, atol=1e-6)
+        assert batch[HOST_INDEX].tolist() == batch["index"].tolist()  # the memo's host copy
 
 
 def test_the_guard_catches_a_host_read() -> None:
@@ -105,9 +141,9 @@ def test_the_guard_catches_a_host_read() -> None:
         bool(torch.ones(2).sum() > 0)
 
 
-@pytest.mark.parametrize(("stage", "message"), [("stage1", "NaN"), ("stage2", "finite")])
+@pytest.mark.parametrize(("stage", "message"), [("stage1", "NaN"), ("stage2", "finite"), ("probe", "not finite")])
 def test_debug_checks_still_fire_after_the_first_step(stage: str, message: str) -> None:
-    data = batches(2, nan_at=1)
+    data = probe_batches(2, nan_at=1) if stage == "probe" else batches(2, nan_at=1)
     with pytest.raises(ValueError, match=message):
         run(build(stage, debug_checks=True), data, guard_after_first=False)
     run(build(stage, debug_checks=False), data, guard_after_first=False)  # default: first step only

@@ -6,8 +6,12 @@
   from scratch, and pools each modality into u_x = joint_embedding(z_x, h_x), so the linear probe
   loads its sensor encoders exactly as it loads DETACH's.
 - :class:`SupervisedSensorModule` trains the two sensor encoders and a linear head with the
-  labels: the ceiling. Its checkpoint holds `encoders.sensor_spatial` / `encoders.sensor_temporal`,
-  so the same frozen linear probe measures it.
+  labels, end to end: the ceiling. It is the probe's sibling (both `SensorClassifierModule`); its
+  checkpoint holds `encoders.sensor_spatial` / `encoders.sensor_temporal`, so the same frozen
+  linear probe measures it.
+
+Both are exported from :mod:`detach_pl.modules` (configs spell them `detach_pl.modules.X`);
+`detach_pl.modules.baselines.X` stays importable for older configs and checkpoints.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
 from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad, local_slice
 from detach_pl.losses import info_nce
 from detach_pl.modules.base import DetachModule
-from detach_pl.modules.probe import LinearProbeModule
+from detach_pl.modules.sensor_classifier import SensorClassifierModule
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, joint_embedding
 from detach_pl.seeding import batch_generator
 from detach_pl.transforms import sinusoidal_time_warp
@@ -145,14 +149,14 @@ class GlobalAlignmentModule(DetachModule):
         self.diagnostics.reset()
 
 
-class SupervisedSensorModule(LinearProbeModule):
+class SupervisedSensorModule(SensorClassifierModule):
     """The supervised ceiling: the sensor encoders and the linear head trained with the labels.
 
-    The same model as the probe (u_s → Linear), but every parameter trains (AdamW), on the probe
-    data (labelled windows, or runs pooled per sequence). No feature standardisation: the
-    embeddings move while the encoders train, and AdamW on the whole network needs none. Probe
-    its checkpoint with `LinearProbeModule` (encoder_checkpoint) for the ceiling row, or
-    `detach test` it directly.
+    The probe's model (u_s → Linear, `SensorClassifierModule`, its sibling `LinearProbeModule`),
+    but every parameter trains (AdamW) end to end, on the probe data (labelled windows, or runs
+    pooled per sequence). No feature standardisation: the embeddings move while the encoders
+    train, and AdamW on the whole network needs none. Probe its checkpoint with
+    `LinearProbeModule` (encoder_checkpoint) for the ceiling row, or `detach test` it directly.
 
     Args:
         data_info: Linked from the DataModule.
@@ -162,9 +166,8 @@ class SupervisedSensorModule(LinearProbeModule):
         warp_sigma: σ of the sensor time warp on training windows (0.2, as in DETACH's stages).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        normalize_embedding: Normalise u_s to norm 1 (the paper) or not (released: norm √2).
     """
-
-    data_purpose = "probe"
 
     def __init__(
         self,
@@ -174,26 +177,15 @@ class SupervisedSensorModule(LinearProbeModule):
         warp_sigma: float = 0.2,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        normalize_embedding: bool = False,
     ) -> None:
-        super().__init__(data_info, encoder, encoder_checkpoint, lr, weight_decay, standardize_features=False)
+        super().__init__(
+            data_info, encoder, lr, weight_decay, standardize_features=False, normalize_embedding=normalize_embedding
+        )
+        self.save_hyperparameters()
         if warp_sigma < 0:
             raise ValueError(f"model: warp_sigma={warp_sigma} must be >= 0")
         self.warp_sigma = warp_sigma
-        self.encoders.requires_grad_(True)
-
-    def setup(self, stage: str) -> None:
-        """Load the optional starting checkpoint, then let the encoders train."""
-        super().setup(stage)
-        self.encoders.requires_grad_(True)
-        self.encoders.train(self.training)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW over the encoders and the head."""
-        return DetachModule.configure_optimizers(self)
-
-    def embed(self, sensor: Tensor, mask: Tensor | None = None) -> Tensor:
-        """`LinearProbeModule.embed` with gradients (the probe's is under no_grad)."""
-        return LinearProbeModule.embed.__wrapped__(self, sensor, mask)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Cross-entropy on the labels, the sensor windows time-warped (no embedding memo: the
@@ -207,9 +199,3 @@ class SupervisedSensorModule(LinearProbeModule):
         loss = nn.functional.cross_entropy(self(sensor, batch.get("mask")), batch["label"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch["label"].shape[0])
         return loss
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Validation loss and probe metrics of the current encoders and head."""
-        logits = self(batch["sensor"], batch.get("mask"))
-        self.log("val/loss", nn.functional.cross_entropy(logits, batch["label"]), batch_size=logits.shape[0])
-        self.val_metrics.update(logits.softmax(1), batch["label"])
