@@ -1,0 +1,65 @@
+"""The batch contract of the shared DataModule: what the loader gives, what the model gets, loader options."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import tiny_datamodule
+
+from detach_pl.data.dataset import clips_to_float
+
+
+@pytest.fixture(scope="module")
+def alignment_data(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny kitchen, prepared, serving windows with video (no augmentation)."""
+    datamodule = tiny_datamodule(tmp_path_factory.mktemp("loader"), purpose="alignment", augment_video=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_loader_gives_contiguous_hwc_uint8_clips_and_the_model_gets_chw_floats(alignment_data) -> None:
+    batch = next(iter(alignment_data.train_dataloader()))
+    video = batch["video"]
+    assert video.dtype == torch.uint8 and video.shape == (8, 4, 16, 16, 3) and video.is_contiguous()
+    model_batch = alignment_data.on_after_batch_transfer(dict(batch), 0)
+    assert model_batch["video"].dtype == torch.float32 and model_batch["video"].shape == (8, 4, 3, 16, 16)
+    dataset, cache = alignment_data.datasets["train"], alignment_data.cache
+    for row, index in enumerate(batch["index"].tolist()):
+        frames = cache.read_frames(int(dataset.windows[index]), 4)  # (T, H, W, 3) uint8, as stored
+        expected = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        assert torch.equal(model_batch["video"][row], expected)
+
+
+def test_clips_to_float_equals_float_after_permute() -> None:
+    clips = torch.randint(0, 256, (2, 5, 7, 9, 3), dtype=torch.uint8)
+    converted = clips_to_float(clips)
+    assert converted.is_contiguous() and converted.shape == (2, 5, 3, 7, 9)
+    assert torch.equal(converted, clips.permute(0, 1, 4, 2, 3).float() / 255.0)
+    assert torch.equal(clips_to_float(clips[0]), converted[0])
+    with pytest.raises(ValueError, match=r"\(\.\.\., T, H, W, 3\) uint8"):
+        clips_to_float(clips.permute(0, 1, 4, 2, 3))
+
+
+def attach(datamodule, device: str) -> None:
+    """A stand-in for the Trainer: the DataModule only asks for the device, world size and rank here."""
+    datamodule.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)),
+                                         world_size=1, global_rank=0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_options_follow_the_device_and_workers(alignment_data, workers: int) -> None:
+    alignment_data.num_workers = workers
+    try:
+        loader = alignment_data.val_dataloader()
+        assert loader.num_workers == workers and loader.persistent_workers == (workers > 0)
+        assert not loader.pin_memory  # no trainer: nothing to copy to
+        attach(alignment_data, "cpu")
+        assert not alignment_data.val_dataloader().pin_memory  # pinning only costs on CPU
+        attach(alignment_data, "cuda")
+        assert alignment_data.val_dataloader().pin_memory
+    finally:
+        alignment_data.trainer = None
+        alignment_data.num_workers = 0
