@@ -1,4 +1,15 @@
-"""Momentum (EMA) copies of encoders, used by stage 2 for stable temporal similarities."""
+"""Momentum (EMA) copies of encoders, used by stage 2 for stable temporal similarities.
+
+Kept rather than `torch.optim.swa_utils.AveragedModel` + `get_ema_multi_avg_fn` or Lightning's
+weight-averaging callback: the update here (docs/method.md, stage 2: m = 0.999 after every
+optimiser step) is θ' ← m·θ' + (1 − m)·θ from the first step on, with BatchNorm buffers *copied*
+from the online encoder, and the copy is
+an ordinary sub-module whose checkpoint keys are the encoder's own (`ema.sensor_temporal.*`).
+AveragedModel copies θ on its first update instead of averaging, either averages buffers
+(`use_buffers=True`) or leaves them untouched, and nests the weights under `module.` next to an
+`n_averaged` counter (new checkpoint keys); Lightning's callback averages the whole model for its
+final weights, not a teacher read inside the loss.
+"""
 
 from __future__ import annotations
 
