@@ -185,6 +185,10 @@ def gather_with_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
     backward is still the exact gradient of Σ_r L_r / R; a mean over all anchors then needs each
     L_r scaled by `global_mean_factor` (training batches are even; evaluation needs no gradient).
 
+    Not `torch.distributed.nn.functional.all_gather` (same values and gradients, checked on gloo):
+    torch 2.14 deprecates it (FutureWarning) for `torch.distributed._functional_collectives`, a
+    private module, and neither gathers uneven per-rank row counts without the padding done here.
+
     Args:
         x: (n_r, ...) local tensor; the dims after 0 agree on every rank.
         sizes: every rank's n_r from `batch_sizes`, when the caller already has them (the
