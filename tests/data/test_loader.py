@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import tiny_datamodule
 
-from detach_pl.data.dataset import clips_to_float
+from detach_pl.data.cache import FrameStorage
+from detach_pl.data.dataset import clips_to_float, decodes_on_device
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +64,24 @@ def test_loader_options_follow_the_device_and_workers(alignment_data, workers: i
     finally:
         alignment_data.trainer = None
         alignment_data.num_workers = 0
+
+
+def test_jpeg_decoded_after_transfer_equals_jpeg_decoded_in_workers(tmp_path) -> None:
+    """The GPU path (bytes through the loader, one batched decode after transfer), run on the CPU."""
+    datamodule = tiny_datamodule(tmp_path, purpose="alignment", augment_video=False,
+                                 frame_storage=FrameStorage(codec="jpeg", quality=90))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    dataset = datamodule.datasets["val"]
+    assert not dataset.decode_on_device  # no trainer on a GPU: workers decode
+    in_workers = datamodule.on_after_batch_transfer(next(iter(datamodule.val_dataloader())), 0)
+    dataset.decode_on_device = True
+    batch = next(iter(datamodule.val_dataloader()))
+    assert "video" not in batch and len(batch["video_jpeg"]) == 4 and len(batch["video_jpeg"][0]) == 8
+    assert all(isinstance(data, bytes) for step in batch["video_jpeg"] for data in step)
+    after_transfer = datamodule.on_after_batch_transfer(batch, 0)
+    assert "video_jpeg" not in after_transfer
+    assert torch.equal(after_transfer["video"], in_workers["video"])
+    assert decodes_on_device(FrameStorage("jpeg"), torch.device("cuda"))
+    assert not decodes_on_device(FrameStorage("jpeg"), torch.device("cpu"))
+    assert not decodes_on_device(FrameStorage(), torch.device("cuda"))

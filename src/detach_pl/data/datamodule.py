@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detach_pl.data.cache import FrameStorage, RunRecording, RunReport, WindowCache, build_cache, cache_key
 from detach_pl.data.checks import ensure_writable_folder, resolve_num_workers
-from detach_pl.data.dataset import WindowDataset, clips_to_float
+from detach_pl.data.dataset import WindowDataset, clips_to_float, decodes_on_device, jpeg_clips_to_float
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings
 from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract
@@ -443,6 +443,8 @@ class WindowDataModule(pl.LightningDataModule):
             num_frames=self.num_frames,
             load_video=purpose == "alignment",
             standardize=self.standardize,
+            decode_on_device=self.trainer is not None
+            and decodes_on_device(self.frame_storage, self.trainer.strategy.root_device),
         )
         if purpose != "probe" or self.probe_unit != "sequence":
             return dataset
@@ -454,11 +456,15 @@ class WindowDataModule(pl.LightningDataModule):
         return sequences
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        """On the device: uint8 clips (B, T, H, W, 3) → floats (B, T, 3, H, W) in [0, 1]; training
-        clips augmented, one draw per clip (batch contract: `detach_pl.data.dataset`)."""
-        if "video" not in batch or batch["video"].dtype != torch.uint8:
+        """On the device: uint8 clips (B, T, H, W, 3), or a JPEG cache's frame bytes, → floats
+        (B, T, 3, H, W) in [0, 1]; training clips augmented, one draw per clip (batch contract:
+        `detach_pl.data.dataset`)."""
+        if "video_jpeg" in batch:
+            video = jpeg_clips_to_float(batch.pop("video_jpeg"), batch["sensor"].device)
+        elif "video" in batch and batch["video"].dtype == torch.uint8:
+            video = clips_to_float(batch["video"])
+        else:
             return batch
-        video = clips_to_float(batch["video"])
         if self.augment_video and self.trainer is not None and self.trainer.training:
             seed, epoch = run_seed(), self.trainer.current_epoch
             generators = [sample_generator(seed, epoch, index) for index in batch["index"].tolist()]

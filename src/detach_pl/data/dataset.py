@@ -6,6 +6,13 @@ alignment, `video` (T, H, W, 3) uint8 exactly as the cache stores frames, contig
 model gets, after the DataModule's `on_after_batch_transfer` on the training device: `video`
 (B, T, 3, H, W) float32 in [0, 1] (`clips_to_float`), augmented on training batches.
 
+A JPEG cache (`frame_storage: {codec: jpeg}`) is decoded where the model runs: in the DataLoader
+workers on CPU (items carry `video` as above), or, when training on a CUDA device, on the GPU
+(nvJPEG): items then carry `video_jpeg`, a tuple of the T frames' JPEG bytes, which the default
+collate turns into T tuples of B `bytes` (not tensors: Lightning leaves them on the host, where
+`decode_jpeg` wants its input), and `on_after_batch_transfer` decodes the batch in one call
+(`jpeg_clips_to_float`) into the same `video` the model always gets.
+
 Why the loader carries HWC uint8: stacking contiguous clips is one memory copy, whereas
 stacking permuted (T, 3, H, W) views gathers bytes three apart (measured 14 ms against 7.7 ms
 per batch of 8 clips of 20 × 224²); uint8 moves 4× fewer bytes from workers and to the device,
@@ -14,11 +21,13 @@ and the permute + conversion is one pass on the device.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detach_pl.data.cache import WindowCache
+from detach_pl.data.cache import FrameStorage, WindowCache, decode_jpeg_frames
 from detach_pl.data.windows import Standardize, standardize_windows
 
 
@@ -32,6 +41,8 @@ class WindowDataset(Dataset):
     the ODC memory), `sensor` (C, L), `video` (T, H, W, 3) uint8, `label`, `place`, `sequence`.
     Clips stay uint8 and channels-last until they reach the training device; the DataModule's
     `on_after_batch_transfer` turns them into (T, 3, H, W) floats in [0, 1] (`clips_to_float`).
+    With `decode_on_device` and a JPEG cache, items carry the frames' JPEG bytes as `video_jpeg`
+    instead (module docstring).
     """
 
     def __init__(
@@ -44,8 +55,10 @@ class WindowDataset(Dataset):
         num_frames: int,
         load_video: bool,
         standardize: Standardize = "keep_zeros",
+        decode_on_device: bool = False,
     ) -> None:
         self.cache = cache
+        self.decode_on_device = decode_on_device and cache.frame_storage.codec == "jpeg"
         self.windows = np.asarray(windows, dtype=np.int64)
         self.num_frames = num_frames
         self.load_video = load_video
@@ -69,10 +82,30 @@ class WindowDataset(Dataset):
             "place": self.place[index],
             "sequence": self.sequence[index],
         }
-        if self.load_video:
+        if self.load_video and self.decode_on_device:
+            encoded = self.cache.read_encoded_frames(int(self.windows[index]), self.num_frames)
+            item["video_jpeg"] = tuple(frame.numpy().tobytes() for frame in encoded)
+        elif self.load_video:
             frames = self.cache.read_frames(int(self.windows[index]), self.num_frames)
             item["video"] = torch.from_numpy(frames)
         return item
+
+
+def decodes_on_device(storage: FrameStorage, device: torch.device) -> bool:
+    """Whether JPEG frames are decoded on the training device (CUDA) rather than in the loader workers."""
+    return storage.codec == "jpeg" and device.type == "cuda"
+
+
+def jpeg_clips_to_float(encoded: Sequence[Sequence[bytes]], device: torch.device) -> torch.Tensor:
+    """A batch's `video_jpeg` (T tuples of B JPEG byte strings) → (B, T, 3, H, W) float32 in [0, 1] on `device`.
+
+    One batched `decode_jpeg` call for all B·T frames (nvJPEG on a GPU).
+    """
+    frames = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for step in encoded for data in step]
+    decoded = decode_jpeg_frames(frames, device)
+    steps, batch = len(encoded), len(encoded[0])
+    clips = decoded.view(steps, batch, *decoded.shape[1:]).transpose(0, 1)
+    return clips.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def clips_to_float(video: torch.Tensor) -> torch.Tensor:
