@@ -30,6 +30,10 @@ def confusion_figure(matrix: Tensor, class_names: Sequence[str], title: str | No
     test samples would be a blank row that reads like "never recognised"; its tick label says
     it is absent instead, and its row is hatched.
 
+    Not torchmetrics' `MulticlassConfusionMatrix.plot()`: it colours and writes one matrix (counts,
+    or rates if the metric normalises, losing the counts), has no colour bar, and labels both axes
+    alike, so it cannot show row rates with counts, per-row support or absent classes.
+
     Args:
         matrix: (K, K) counts, rows = true class, columns = predicted class.
         class_names: The K class names.
