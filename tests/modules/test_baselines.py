@@ -1,4 +1,5 @@
-"""Global-alignment baseline and supervised ceiling: loss, temperature, DDP negatives, probe hand-over."""
+"""Global-alignment baseline and supervised ceiling: loss, temperature, probe hand-over (DDP negatives:
+tests/distributed/test_ddp_baselines.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from baseline_inputs import CHANNELS, baseline, fake_batch
 from helpers import tiny_datamodule, tiny_encoder
 
-from detach_pl import distributed
 from detach_pl.data.info import DataInfo
 from detach_pl.modules import LinearProbeModule
 from detach_pl.modules.baselines import GlobalAlignmentModule, SupervisedSensorModule
-
-CHANNELS = 41
-
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
@@ -35,16 +31,6 @@ def quick_trainer(root, **kwargs) -> pl.Trainer:
     )
     options.update(kwargs)
     return pl.Trainer(**options)
-
-
-def baseline(**kwargs) -> GlobalAlignmentModule:
-    torch.manual_seed(0)
-    return GlobalAlignmentModule(DataInfo(CHANNELS, 14, 7), tiny_encoder(), lr=1e-3, **kwargs)
-
-
-def fake_batch(size: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(size, 4, 3, 16, 16, generator=generator), torch.randn(size, CHANNELS, 128, generator=generator)
 
 
 def reference_info_nce(u_v: torch.Tensor, u_s: torch.Tensor, tau: float) -> torch.Tensor:
@@ -148,51 +134,3 @@ def test_supervised_embedding_of_sequences_carries_gradients() -> None:
     with torch.no_grad():
         single = module.classifier(module.embed(sensor[1, :1]))
     torch.testing.assert_close(logits[1].detach(), single[0])
-
-
-# ---- global negatives on 2 real processes --------------------------------------------------------
-
-WORLD = 2
-
-
-def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        video, sensor = fake_batch(8, seed=3)
-        local = distributed.local_slice(4)
-        results = {}
-        for gather in (True, False):
-            module = baseline(gather_distributed=gather).eval()
-            loss, *_ = module.alignment_loss(video[local], sensor[local])
-            loss.backward()
-            grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]
-            for grad in grads:  # DDP averages parameter gradients over the ranks
-                dist.all_reduce(grad)
-                grad /= WORLD
-            results[gather] = {"loss": loss.detach(), "grads": grads}
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def single_process(video: torch.Tensor, sensor: torch.Tensor) -> dict:
-    module = baseline().eval()
-    loss, *_ = module.alignment_loss(video, sensor)
-    loss.backward()
-    return {"loss": loss.detach(), "grads": [p.grad for p in module.parameters() if p.grad is not None]}
-
-
-def test_two_ranks_with_global_negatives_equal_one_process(tmp_path) -> None:
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-    video, sensor = fake_batch(8, seed=3)
-    whole = single_process(video, sensor)
-    mean_loss = sum(rank[True]["loss"] for rank in ranks) / WORLD
-    torch.testing.assert_close(mean_loss, whole["loss"], atol=1e-5, rtol=1e-5)
-    for ours, reference in zip(ranks[0][True]["grads"], whole["grads"]):
-        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
-    # Local negatives: each rank's loss is one process's loss on its own half.
-    for rank in range(WORLD):
-        half = single_process(video[4 * rank : 4 * rank + 4], sensor[4 * rank : 4 * rank + 4])
-        torch.testing.assert_close(ranks[rank][False]["loss"], half["loss"], atol=1e-5, rtol=1e-5)
