@@ -2,7 +2,9 @@
 
 `detach fit --config configs/<dataset>/<stage>.yaml`, `detach test --config … --ckpt_path …`,
 `detach predict --config configs/<dataset>/predict.yaml --ckpt_path <probe>` (new recordings,
-sensors only) and `detach export --ckpt_path <probe> --output model.onnx` (docs/deploy.md).
+sensors only), `detach export --ckpt_path <probe> --output model.onnx` (docs/deploy.md) and
+`detach prepare --config <data or stage config>` (builds the cache ahead of training and prints
+its report; `detach_pl.data.prepare`).
 The DataModule's `data_info` (channels, classes, places) is linked into the
 model after instantiation, so one config never states the same fact twice. Without a `data:`
 section the built-in synthetic kitchen is used.
@@ -12,6 +14,8 @@ What the CLI adds to LightningCLI, so a mistake fails early and in the user's ow
 - errors raised by the DataModule or the model come out as raised, not wrapped in jsonargparse's
   link or union messages;
 - `--ckpt_path` is checked before Lightning reads it (a truncated file is named as such);
+- the data purpose is decided at parse time: `data.init_args.purpose: auto` becomes the model
+  class's `data_purpose` ("alignment" or "probe"), before anything is built;
 - `detach fit --trainer.max_epochs 0` is refused (it would write no checkpoint for the next stage);
 - the cache folder is checked for writing before a cache is built (`data.init_args.cache_dir`);
 - TensorBoard loggers get no `hp_metric` placeholder, any logger gets a learning-rate scalar
@@ -258,8 +262,10 @@ class DetachCLI(LightningCLI):
         }
 
     def before_instantiate_classes(self) -> None:
-        """Switch off TensorBoard's `hp_metric = -1` placeholder (the probe logs real metrics)."""
+        """Decide the data purpose (`set_data_purpose`); switch off TensorBoard's `hp_metric = -1`
+        placeholder (the probe logs real metrics)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        set_data_purpose(config)
         for entry in _tensorboard_entries(config.get("trainer", Namespace()).get("logger")):
             entry.init_args.default_hp_metric = False
 
@@ -297,6 +303,28 @@ def class_of(entry: Any) -> type | None:
         return None
     module, name = str(path).rsplit(".", 1)
     return getattr(importlib.import_module(module), name, None)
+
+
+def set_data_purpose(config: Namespace) -> None:
+    """`data.init_args.purpose: auto` → the model class's `data_purpose`, once, at parse time.
+
+    Raises:
+        ValueError: The purpose is left "auto" and the model class states none.
+    """
+    data_class, model_class = class_of(config.get("data")), class_of(config.get("model"))
+    if data_class is None or model_class is None or not issubclass(data_class, WindowDataModule):
+        return
+    init_args = config.data.get("init_args") or Namespace()
+    if init_args.get("purpose", "auto") != "auto":
+        return
+    purpose = getattr(model_class, "data_purpose", None)
+    if purpose not in ("alignment", "probe"):
+        raise ValueError(
+            f"model {model_class.__name__} states no data_purpose ('alignment' or 'probe'): set "
+            "data.init_args.purpose"
+        )
+    init_args.purpose = purpose
+    config.data.init_args = init_args
 
 
 def link_recordings_checkpoint(config: Namespace) -> None:
@@ -354,7 +382,8 @@ def check_resumable(trainer: pl.Trainer) -> None:
 def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
     """Entry point of `detach`; `args` lets tests call it in-process.
 
-    `detach export …` is dispatched to `detach_pl.deploy.export` (no Trainer involved).
+    `detach export …` is dispatched to `detach_pl.deploy.export` and `detach prepare …` to
+    `detach_pl.data.prepare` (no Trainer involved in either).
 
     Log lines go through `logging_redirect_tqdm`, so warnings print above the progress bars
     instead of breaking them.
@@ -364,6 +393,12 @@ def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
         from detach_pl.deploy.export import export_main
 
         export_main(arguments[1:])
+        return None
+    if arguments[:1] == ["prepare"]:
+        from detach_pl.data.prepare import prepare_main
+
+        with logging_redirect_tqdm(loggers=console_loggers()):
+            prepare_main(arguments[1:])
         return None
     with logging_redirect_tqdm(loggers=console_loggers()):
         return DetachCLI(

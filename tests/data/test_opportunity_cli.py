@@ -10,7 +10,6 @@ from helpers import DEMO, REPO
 from opportunity_standin import StandinRelease, write_standin_release
 
 from detach_pl.cli import main
-from detach_pl.data import opportunity
 
 OPP = REPO / "configs" / "opp"
 
@@ -110,12 +109,26 @@ def test_checkpoint_chain_stage1_stage2_probe_then_test(in_scratch, release, cac
 def test_prepare_command_builds_the_cache_that_training_uses(in_scratch, release, tmp_path, capsys) -> None:
     cache = tmp_path / "prepared"
     args = ["--config", str(OPP / "stage1.yaml"), *tiny(release, cache)]
-    assert opportunity.main(["prepare", *args]) == 0
+    assert main(["prepare", *args]) is None
     printed = capsys.readouterr().out
     built = list(cache.glob("opportunity-*.h5"))
     assert len(built) == 1 and str(built[0]) in printed and "S2-ADL3: 28 windows" in printed
+    assert "rows per class: {" in printed and built[0].with_suffix(".report.json").is_file()
     training = main(args, run=False)
     assert training.datamodule.cache_path == built[0]
-    assert opportunity.main(["prepare", *args]) == 0
+    assert main(["prepare", *args]) is None
     assert "cache already prepared" in capsys.readouterr().out
-    assert opportunity.main([]) == 2
+    with pytest.raises(ValueError, match="neither a data config .* nor a stage config"):
+        main(["prepare", "--config", str(OPP / "encoder.yaml")])
+
+
+def test_prepare_command_reads_the_data_config_alone(in_scratch, release, tmp_path, capsys) -> None:
+    """`--config configs/opp/data.yaml` gives the cache the stage config gives (model and trainer
+    options of a `fit` command line are ignored)."""
+    cache = tmp_path / "prepared"
+    main(["prepare", "--config", str(OPP / "data.yaml"), *tiny(release, cache)])
+    built = list(cache.glob("opportunity-*.h5"))
+    assert len(built) == 1 and "cache already prepared" not in capsys.readouterr().out
+    main(["prepare", "--config", str(OPP / "stage1.yaml"), *tiny(release, cache)])
+    assert "cache already prepared" in capsys.readouterr().out
+    assert list(cache.glob("opportunity-*.h5")) == built
