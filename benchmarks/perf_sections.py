@@ -83,13 +83,13 @@ def _clustered_features(num_samples: int, num_clusters: int = 7, seed: int = 0) 
 
 def kmeans(quick: bool = False, workdir: Path | None = None) -> dict:
     """k-means initialisation (10 inits, 50 iterations, K = 7) of 10k and 100k windows × 256."""
-    from detach_pl.clustering import odc
+    from detach_pl import clustering
 
     results = {}
     for num_samples in (10_000, 100_000):
         features = _clustered_features(num_samples)
         repeats = 1 if num_samples == 100_000 and quick else 3
-        seconds = median_seconds(lambda: odc.kmeans(features, 7, seed=42, num_inits=10, num_iters=50),
+        seconds = median_seconds(lambda: clustering.kmeans(features, 7, seed=42, num_inits=10, num_iters=50),
                                  repeats=repeats, warmup=0)
         results[str(num_samples)] = {"seconds": seconds}
         print(f"  kmeans {num_samples}: {seconds:.2f} s", flush=True)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from detach_pl.clustering import DissolveMode, OdcMemory, kmeans
-from detach_pl.clustering.odc import _euclidean_lloyd, _euclidean_seeds, _lloyd_centroids, _per_cluster_quantile
+from detach_pl.clustering.kmeans import _euclidean_lloyd, _euclidean_seeds, _lloyd_centroids
+from detach_pl.clustering.odc import _per_cluster_quantile
 
 
 def _blobs(sizes: list[int], dim: int = 8, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,11 +13,8 @@ centroid is ``1 - cos`` (in [0, 2]) or, for the released per-step confidence rul
 distance ``||f - c||`` (in [0, 2]); both order points alike on the unit sphere
 (``||a - b||^2 = 2 (1 - cos)``).
 
-The project keeps its own k-means instead of using scikit-learn's: it is deterministic given a
-seed (its random draws come from a CPU ``torch.Generator``, so they do not depend on the device),
-its sums are one-hot matrix products rather than floating-point atomics, so a rerun on the same
-device gives the same bank, it runs on the features' device without a copy to NumPy, and it adds
-no dependency. The initial clustering runs on rank 0 and is broadcast, so every rank holds the
+The initial clustering is the project's deterministic k-means (`detach_pl.clustering.kmeans`,
+which says why it is hand-written); it runs on rank 0 and is broadcast, so every rank holds the
 same bank.
 
 Per-step methods (:meth:`OdcMemory.update`, :meth:`OdcMemory.batch_confident_mask`,
@@ -35,45 +32,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from detach_pl.clustering.kmeans import (
+    KMeansMetric,
+    check_features_2d,
+    kmeans,
+    nearest_centroid,
+    normalised_member_means,
+)
 from detach_pl.losses.classification import ClampMode, class_balanced_weights
 
-__all__ = ["DissolveMode", "DistanceMetric", "KMeansMetric", "OdcMemory", "kmeans"]
+__all__ = ["DissolveMode", "DistanceMetric", "OdcMemory"]
 
-KMeansMetric = Literal["euclidean", "cosine"]
 DissolveMode = Literal["cluster", "members"]
 DistanceMetric = Literal["cosine", "euclidean"]
 
-_METRICS = ("euclidean", "cosine")
 _DISSOLVE_MODES = ("cluster", "members")
 _DISTANCE_METRICS = ("cosine", "euclidean")
-
-
-def _check_features_2d(features: Tensor, name: str, check_values: bool = True) -> None:
-    """Raise ValueError unless ``features`` is a floating (N, d) tensor (finite when checked: a sync)."""
-    if features.dim() != 2:
-        raise ValueError(f"{name}: expected a 2-D (N, d) tensor, got shape {tuple(features.shape)}")
-    if not features.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {features.dtype}")
-    if check_values and not bool(torch.isfinite(features).all()):
-        raise ValueError(f"{name}: contains NaN or Inf values")
-
-
-def _nearest_centroid(features: Tensor, centroids: Tensor) -> Tensor:
-    """Label of the nearest centroid of each row: argmax_k cos(x_i, c_k) (ties: lowest k)."""
-    return (features @ centroids.T).argmax(dim=1)
-
-
-def _normalised_member_means(features: Tensor, labels: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]:
-    """Normalised mean of the members of each cluster and the cluster sizes.
-
-    c_k = normalize(Σ_{i: y_i = k} x_i). Computed as a one-hot matrix product rather than
-    ``index_add_`` because the product is bit-reproducible on GPU (no floating-point atomics), which
-    keeps the bank identical across DDP ranks. Empty clusters get a zero row; callers handle them.
-    """
-    one_hot = F.one_hot(labels, num_clusters).to(features.dtype)
-    sums = one_hot.T @ features
-    sizes = one_hot.sum(dim=0).to(torch.int64)
-    return F.normalize(sums, dim=1), sizes
 
 
 def _cluster_counts(labels: Tensor, num_clusters: int) -> Tensor:
@@ -110,257 +84,6 @@ def _per_cluster_quantile(distances: Tensor, labels: Tensor, num_clusters: int, 
     high = sorted_distances[(starts + above).clamp(max=last_row)]
     values = torch.lerp(low, high, (ranks - below).to(distances.dtype))
     return torch.where(counts > 0, values, torch.full_like(values, -float("inf")))
-
-
-def _kmeans_plus_plus(features: Tensor, num_clusters: int, generator: torch.Generator) -> Tensor:
-    """k-means++ seeding: first centre uniform, then each next one drawn with probability ∝ D(x)^2.
-
-    D(x)^2 = ||x - nearest chosen centre||^2 = 2 (1 - max cos) for unit vectors. The random draws
-    use ``generator`` on CPU so that the seeding does not depend on the device of ``features``. If
-    every remaining point coincides with a chosen centre (all D = 0), the next centre is drawn
-    uniformly.
-    """
-    num_samples = features.shape[0]
-    first = int(torch.randint(num_samples, (1,), generator=generator))
-    chosen = [first]
-    min_sq_dist = (2.0 - 2.0 * (features @ features[first])).clamp_min(0.0)
-    for _ in range(1, num_clusters):
-        weights = min_sq_dist.double().cpu()
-        if float(weights.sum()) <= 0.0:
-            weights = torch.ones(num_samples, dtype=torch.float64)
-        nxt = int(torch.multinomial(weights, 1, generator=generator))
-        chosen.append(nxt)
-        sq_dist = (2.0 - 2.0 * (features @ features[nxt])).clamp_min(0.0)
-        min_sq_dist = torch.minimum(min_sq_dist, sq_dist)
-    return features[chosen].clone()
-
-
-def _lloyd_centroids(features: Tensor, labels: Tensor, num_clusters: int) -> Tensor:
-    """One spherical Lloyd centroid step with empty-cluster re-seeding.
-
-    Non-empty clusters get the normalised mean of their members. Each empty cluster (in ascending
-    order) is re-seeded with the point farthest (1 - cos) from its current cluster's centroid; a
-    point used for one re-seed is not used again.
-    """
-    centroids, sizes = _normalised_member_means(features, labels, num_clusters)
-    empty = torch.nonzero(sizes == 0).flatten().tolist()
-    if empty:
-        own_distance = 1.0 - (features * centroids[labels]).sum(dim=1)
-        for cluster in empty:
-            farthest = int(own_distance.argmax())
-            centroids[cluster] = features[farthest]
-            own_distance[farthest] = -float("inf")
-    return centroids
-
-
-def _spherical_kmeans(
-    points: Tensor, num_clusters: int, num_iters: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """One spherical k-means run on unit vectors: k-means++ seeds, then Lloyd until labels settle."""
-    centroids = _kmeans_plus_plus(points, num_clusters, generator)
-    labels = _nearest_centroid(points, centroids)
-    for _ in range(num_iters):
-        centroids = _lloyd_centroids(points, labels, num_clusters)
-        new_labels = _nearest_centroid(points, centroids)
-        converged = torch.equal(new_labels, labels)
-        labels = new_labels
-        if converged:
-            break
-    return centroids, labels
-
-
-def _squared_distances(points: Tensor, point_sq_norms: Tensor, centroids: Tensor) -> Tensor:
-    """(N, M) squared Euclidean distances ||x_i||² − 2 x_i·c_m + ||c_m||², computed with one matmul."""
-    return point_sq_norms[:, None] - 2.0 * (points @ centroids.T) + centroids.pow(2).sum(dim=1)[None, :]
-
-
-def _euclidean_seeds(points: Tensor, num_clusters: int, num_inits: int, generator: torch.Generator) -> Tensor:
-    """k-means++ seeds of ``num_inits`` independent runs at once, shape (R, K, d).
-
-    Run r draws its first centre uniformly, then each next one with probability ∝ D_r(x)², the
-    squared Euclidean distance to run r's nearest chosen centre. Step by step, all runs draw
-    together (one ``torch.multinomial`` over R rows of the CPU ``generator``) and one matmul gives
-    the distances of every point to the R new centres. A run whose D² is 0 everywhere (every point
-    coincides with a chosen centre) draws uniformly.
-    """
-    num_samples = points.shape[0]
-    point_sq_norms = points.pow(2).sum(dim=1)
-    chosen = torch.randint(num_samples, (num_inits,), generator=generator)
-    centres = [points[chosen.to(points.device)]]
-    min_sq_dist = _squared_distances(points, point_sq_norms, centres[0]).T.clamp_min(0.0)
-    rows = torch.arange(num_inits, device=points.device)
-    min_sq_dist[rows, chosen.to(points.device)] = 0.0
-    for _ in range(1, num_clusters):
-        weights = min_sq_dist.double().cpu()
-        totals = weights.sum(dim=1, keepdim=True)
-        weights = torch.where(totals > 0, weights, torch.ones_like(weights))
-        chosen = torch.multinomial(weights, 1, generator=generator)[:, 0]
-        new_centres = points[chosen.to(points.device)]
-        centres.append(new_centres)
-        sq_dist = _squared_distances(points, point_sq_norms, new_centres).T.clamp_min(0.0)
-        min_sq_dist = torch.minimum(min_sq_dist, sq_dist)
-        min_sq_dist[rows, chosen.to(points.device)] = 0.0
-    return torch.stack(centres, dim=1).clone()
-
-
-def _euclidean_assign(points: Tensor, centroids: Tensor) -> Tensor:
-    """(R, N) label of the nearest centroid (squared Euclidean; ties: lowest k) of every run.
-
-    argmin_k ||x − c_k||² = argmin_k (||c_k||² − 2 x·c_k): ||x||² is common to all k, so the
-    distances of all runs are one fused matmul (``addmm``) of the points with the (R·K, d) centroids.
-    """
-    num_runs, num_clusters, dim = centroids.shape
-    flat = centroids.reshape(num_runs * num_clusters, dim)
-    scores = torch.addmm(flat.pow(2).sum(dim=1)[None, :], points, flat.T, alpha=-2.0)
-    return scores.view(-1, num_runs, num_clusters).argmin(dim=2).T.contiguous()
-
-
-def _euclidean_lloyd_centroids(points: Tensor, labels: Tensor, num_clusters: int) -> Tensor:
-    """One Lloyd centroid step for R runs at once: member means, empty clusters re-seeded.
-
-    c_{r,k} = mean of the points with y_{r,i} = k, as one product of a (N, R·K) one-hot matrix with
-    the points (no floating-point atomics: bit-reproducible on GPU). Each empty cluster of a run (in
-    ascending order) is re-seeded with the point farthest (squared Euclidean) from its own
-    cluster's new centroid in that run; a point used for one re-seed is not used again.
-
-    Args:
-        points: (N, d) features.
-        labels: (R, N) labels of each run.
-        num_clusters: K.
-
-    Returns:
-        (R, K, d) centroids.
-    """
-    num_runs, num_samples = labels.shape
-    codes = labels + num_clusters * torch.arange(num_runs, device=labels.device)[:, None]
-    one_hot = torch.zeros(num_samples, num_runs * num_clusters, dtype=points.dtype, device=points.device)
-    one_hot.scatter_(1, codes.T, 1.0)
-    sums = one_hot.T @ points
-    sizes = torch.bincount(codes.flatten(), minlength=num_runs * num_clusters)
-    centroids = (sums / sizes.clamp(min=1)[:, None].to(points.dtype)).view(num_runs, num_clusters, -1)
-    empty_runs, empty_clusters = torch.nonzero(sizes.view(num_runs, num_clusters) == 0, as_tuple=True)
-    for run in sorted(set(empty_runs.tolist())):
-        own_distance = (points - centroids[run][labels[run]]).pow(2).sum(dim=1)
-        for cluster in empty_clusters[empty_runs == run].tolist():
-            farthest = int(own_distance.argmax())
-            centroids[run, cluster] = points[farthest]
-            own_distance[farthest] = -float("inf")
-    return centroids
-
-
-def _euclidean_lloyd(points: Tensor, seeds: Tensor, num_iters: int) -> tuple[Tensor, Tensor]:
-    """Batched Lloyd iterations of R Euclidean k-means runs from (R, K, d) seeds.
-
-    Each run alternates y_i = argmin_k ||x_i − c_k||² and c_k = mean_{y_i = k} x_i until its labels
-    stop changing or ``num_iters`` iterations have run. A run whose labels settled is a fixed point
-    and is not iterated further, so every run gives what it would give alone (up to the rounding of
-    differently shaped matmuls). The returned labels
-    are the nearest-centroid labels of the returned centroids.
-
-    Returns:
-        ((R, K, d) centroids, (R, N) labels).
-    """
-    num_clusters = seeds.shape[1]
-    centroids = seeds.clone()
-    labels = _euclidean_assign(points, centroids)
-    active = torch.arange(seeds.shape[0], device=points.device)
-    for _ in range(num_iters):
-        new_centroids = _euclidean_lloyd_centroids(points, labels[active], num_clusters)
-        new_labels = _euclidean_assign(points, new_centroids)
-        settled = (new_labels == labels[active]).all(dim=1)
-        centroids[active] = new_centroids
-        labels[active] = new_labels
-        active = active[~settled]
-        if active.numel() == 0:
-            break
-    return centroids, labels
-
-
-def _euclidean_inertia(points: Tensor, centroids: Tensor, labels: Tensor, chunk: int = 4096) -> Tensor:
-    """(R,) float64 inertia Σ_i ||x_i − c_{y_i}||² of each run, from direct differences.
-
-    Direct differences (not the matmul expansion) so that two runs with the same centroids and
-    labels get exactly the same inertia and the tie goes to the lower init index; computed in row
-    chunks that stay in cache.
-    """
-    totals = torch.zeros(labels.shape[0], dtype=torch.float64, device=points.device)
-    for start in range(0, points.shape[0], chunk):
-        rows = points[start : start + chunk]
-        for run in range(labels.shape[0]):
-            diff = rows - centroids[run][labels[run, start : start + chunk]]
-            totals[run] += (diff * diff).sum(dim=1).double().sum()
-    return totals
-
-
-def kmeans(
-    features: Tensor,
-    num_clusters: int,
-    *,
-    num_iters: int = 50,
-    seed: int = 0,
-    metric: KMeansMetric = "euclidean",
-    num_inits: int = 10,
-) -> tuple[Tensor, Tensor]:
-    """k-means with k-means++ seeding and several initialisations, deterministic given ``seed``.
-
-    ``metric="euclidean"`` (released code, default): on the raw features, minimising the inertia
-    Σ_i ||x_i − c_{y_i}||². ``num_inits`` runs are seeded by k-means++ and iterated together
-    (batched Lloyd: y_i = argmin_k ||x_i − c_k||², c_k = mean_{y_i = k} x_i); the run with the lowest
-    inertia is kept (ties: the lowest init index). The runs draw their seeds together, step by step,
-    so a run's seeds depend on ``num_inits`` as well as on ``seed``. The features are centred first (k-means is
-    translation invariant; it keeps ||x||² − 2x·c + ||c||² accurate) and the mean is added back.
-
-    ``metric="cosine"`` (the previous behaviour): spherical k-means on the L2-normalised features,
-    y_i = argmax_k cos(x_i, c_k) and c_k = normalize(Σ_{y_i = k} x_i); with several inits the run
-    with the lowest Σ_i (1 − cos(x_i, c_{y_i})) is kept. ``num_inits=1`` reproduces the earlier
-    single-run results exactly.
-
-    Both stop a run when its labels stop changing or after ``num_iters`` Lloyd iterations, and
-    re-seed an empty cluster with the point farthest from its own centroid. The random draws come
-    from a CPU ``torch.Generator(seed)``, so the seeding does not depend on the device. The returned
-    labels are always the nearest-centroid labels of the returned centroids; the centroids are the
-    member means of the labels before the last assignment (the same labels once converged).
-
-    Args:
-        features: (N, d) features (raw for "euclidean"; normalised here for "cosine").
-        num_clusters: K, 1 ≤ K ≤ N.
-        num_iters: maximum number of Lloyd iterations (≥ 1).
-        seed: seed of the k-means++ draws.
-        metric: "euclidean" or "cosine", see above.
-        num_inits: number of k-means++ initialisations (≥ 1).
-
-    Returns:
-        (centroids, labels): (K, d) centroids (member means in feature space for "euclidean",
-        L2-normalised for "cosine") in the features' dtype, and (N,) int64 labels in [0, K).
-
-    Raises:
-        ValueError: features not a finite (N, d) float tensor, K < 1, N < K, num_iters < 1,
-            num_inits < 1, or an unknown metric.
-    """
-    _check_features_2d(features, "kmeans features")
-    num_samples = features.shape[0]
-    if num_clusters < 1:
-        raise ValueError(f"kmeans: num_clusters must be >= 1, got {num_clusters}")
-    if num_samples < num_clusters:
-        raise ValueError(f"kmeans: need at least num_clusters={num_clusters} samples, got N={num_samples}")
-    if num_iters < 1:
-        raise ValueError(f"kmeans: num_iters must be >= 1, got {num_iters}")
-    if num_inits < 1:
-        raise ValueError(f"kmeans: num_inits must be >= 1, got {num_inits}")
-    if metric not in _METRICS:
-        raise ValueError(f"kmeans: metric must be one of {_METRICS}, got {metric!r}")
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    if metric == "cosine":
-        points = F.normalize(features.detach(), dim=1)
-        runs = [_spherical_kmeans(points, num_clusters, num_iters, generator) for _ in range(num_inits)]
-        costs = torch.stack([(1.0 - (points * c[y]).sum(dim=1)).double().sum() for c, y in runs])
-        return runs[int(torch.argmin(costs))]
-    mean = features.detach().double().mean(dim=0)
-    points = features.detach() - mean.to(features.dtype)
-    seeds = _euclidean_seeds(points, num_clusters, num_inits, generator)
-    centroids, labels = _euclidean_lloyd(points, seeds, num_iters)
-    best_run = int(torch.argmin(_euclidean_inertia(points, centroids, labels)))
-    return centroids[best_run] + mean.to(features.dtype), labels[best_run].clone()
 
 
 class OdcMemory:
@@ -454,7 +177,7 @@ class OdcMemory:
 
     def _check_batch_features(self, features: Tensor, rows: int | None, operation: str, check: bool = True) -> Tensor:
         """Validate (rows, d) features (finite when checked: a sync); return them detached, float32, on the bank."""
-        _check_features_2d(features, f"OdcMemory.{operation} features", check_values=check)
+        check_features_2d(features, f"OdcMemory.{operation} features", check_values=check)
         if features.shape[1] != self.dim or (rows is not None and features.shape[0] != rows):
             expected = f"({rows if rows is not None else 'B'}, {self.dim})"
             raise ValueError(
@@ -527,7 +250,7 @@ class OdcMemory:
         momentum = self.memory_momentum
         blended = F.normalize(momentum * self.features[indices] + (1.0 - momentum) * current, dim=1)
         self.features[indices] = blended
-        self.labels[indices] = _nearest_centroid(blended, self.centroids)
+        self.labels[indices] = nearest_centroid(blended, self.centroids)
 
     def update_centroids(self, min_cluster_size: int, dissolve: DissolveMode = "cluster") -> dict[str, int]:
         """Once-per-epoch centroid update with small-cluster dissolution and empty-cluster splits.
@@ -580,14 +303,14 @@ class OdcMemory:
             target_ids = torch.nonzero(targets).flatten()
             if dissolve == "cluster":
                 sources = torch.nonzero(dissolving).flatten()
-                nearest = _nearest_centroid(self.centroids[sources], self.centroids[target_ids])
+                nearest = nearest_centroid(self.centroids[sources], self.centroids[target_ids])
                 mapping = torch.arange(self.num_clusters, device=self.device)
                 mapping[sources] = target_ids[nearest]
                 self.labels = mapping[self.labels]
                 dissolved_samples = int(sizes[sources].sum())
             else:
                 members = torch.nonzero(dissolving[self.labels]).flatten()
-                nearest = _nearest_centroid(self.features[members], self.centroids[target_ids])
+                nearest = nearest_centroid(self.features[members], self.centroids[target_ids])
                 self.labels[members] = target_ids[nearest]
                 dissolved_samples = int(members.numel())
             self._recompute_centroids()
@@ -607,7 +330,7 @@ class OdcMemory:
 
     def _recompute_centroids(self) -> None:
         """c_k = normalize(mean of members) for non-empty clusters; empty ones keep their centroid."""
-        means, sizes = _normalised_member_means(self.features, self.labels, self.num_clusters)
+        means, sizes = normalised_member_means(self.features, self.labels, self.num_clusters)
         self.centroids = torch.where((sizes > 0).unsqueeze(1), means, self.centroids)
 
     def _split_largest_into(self, empty_cluster: int, sizes: Tensor) -> None:
