@@ -42,8 +42,10 @@ def free_machine_minutes(cpu_per_job: Sequence[float], jobs: int, threads: int) 
 
 
 def work_units(rows: Sequence[Row]) -> list[list[Row]]:
-    """Rows grouped by their first step (rows sharing a stage 1 must run in one job), the groups
-    with the most steps first (a longest-first order keeps parallel jobs balanced)."""
+    """Rows grouped by their first step (rows sharing a stage 1 must run in one job).
+
+    The groups with the most steps come first: a longest-first order keeps parallel jobs balanced.
+    """
     groups: dict[Step | None, list[Row]] = {}
     for row in rows:
         groups.setdefault(row.steps[0] if row.steps else None, []).append(row)

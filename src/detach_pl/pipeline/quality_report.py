@@ -91,7 +91,7 @@ PAPER_COLUMNS = ("paper Opp++ F1 / mAP", "paper HWU-USP F1 / mAP", "minutes per 
 
 
 def joined(values: dict[str, float], *names: str) -> str:
-    """ "a / b / …" of the named values, "—" where one is missing."""
+    """The named values as "a / b / …", "—" where one is missing."""
     return " / ".join(f"{values[name]:.3f}" if name in values else "—" for name in names)
 
 
