@@ -15,11 +15,12 @@ the stand-in video is 640×480, 10 fps, MPEG-4 at 2 Mbit/s with texture and came
      clips; the float conversion and augmentation happen after the transfer, on the device)
      against a Dataset that decodes each clip with `decode_clip`.
 2. Preparing: seconds per minute of recording and peak resident memory of the preparing
-   subprocess (its `VmHWM`: on Linux a child's `ru_maxrss` starts from the parent's high-water
-   mark, so it would overstate) for a 30-minute run (`--quick`: 5 minutes) at 224×224 (target
-   < 2 GiB: frames are streamed, never all in memory).
-3. Cache size per hour of recording at 112 and 224 pixels, measured on the throughput run (5 min;
-   `--quick`: 2 min) and extrapolated linearly (frames dominate; uncompressed, one chunk each).
+   process (a spawned child, `prepare`; its own `VmHWM`: on Linux a child's `ru_maxrss` starts
+   from the parent's high-water mark, so it would overstate) for a 30-minute run (`--quick`: 5
+   minutes) at 224×224 (target < 2 GiB: frames are streamed, never all in memory).
+3. Cache size per hour of recording at 112 and 224 pixels (raw frames, one chunk each) and at 224
+   with JPEG frames (quality 90), measured on the throughput run (5 min; `--quick`: 2 min) and
+   extrapolated linearly (frames dominate); and the one-process read rate of the JPEG cache.
 4. Parsing time of the sensor matrix of the prepared run (54k rows × 250 columns for 30 minutes).
 
 The cache file was just written, so reads come mostly from the page cache (as they do in training
@@ -29,51 +30,31 @@ after the first epoch on a machine with enough RAM).
 from __future__ import annotations
 
 import argparse
-import json
+import multiprocessing
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "data"))
-
-from opportunity_standin import write_standin_release  # noqa: E402
-
-from detach_pl.data.cache import WindowCache  # noqa: E402
-from detach_pl.data.opportunity import OpportunityDataModule, parse_sensor_matrix  # noqa: E402
-from detach_pl.data.decoding import decode_clip  # noqa: E402
-from detach_pl.data.windows import WindowSettings, sample_frame_indices  # noqa: E402
+from detach_pl.data.cache import FrameStorage, WindowCache
+from detach_pl.data.decoding import decode_clip
+from detach_pl.data.opportunity import OpportunityDataModule, parse_sensor_matrix
+from detach_pl.data.windows import WindowSettings, sample_frame_indices
+from detach_pl.testing.opportunity import write_standin_release
 
 RUN = "S1-ADL1"
 FRAMES = 20
 BATCH = 8
 VIDEO_SIZE = (640, 480)
 NOISE = 12  # background texture and camera noise: a realistic bit rate (2 Mbit/s) and decoding work
-
-_PREPARE_CHILD = """
-import json, sys, time
-from detach_pl.data.opportunity import OpportunityDataModule
-from detach_pl.data.windows import WindowSettings
-imports_rss = int(dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)["VmHWM"].split()[0]) * 1024
-root, cache_dir, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-start = time.perf_counter()
-dm = OpportunityDataModule(root=root, cache_dir=cache_dir, windows=WindowSettings(image_size=size),
-                           runs=[%r], train_runs=[%r], val_runs=[%r], test_runs=[%r], progress=False)
-dm.prepare_data()
-status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-peak = int(status["VmHWM"].split()[0]) * 1024
-print(json.dumps({"seconds": time.perf_counter() - start, "path": str(dm.cache_path), "imports_rss": imports_rss, "peak_rss": peak}))
-""" % (RUN, RUN, RUN, RUN)
-
+JPEG = FrameStorage(codec="jpeg", quality=90)
 
 def make_release(root: Path, minutes: float) -> Path:
     """One run of `minutes` at 640×480, 10 fps, MPEG-4 at 2 Mbit/s (written frame by frame)."""
@@ -83,24 +64,33 @@ def make_release(root: Path, minutes: float) -> Path:
     return root
 
 
-def prepare_in_subprocess(root: Path, cache_dir: Path, size: int) -> dict:
-    """Prepare the cache in a child process; its wall time, peak RSS and cache path."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", _PREPARE_CHILD, str(root), str(cache_dir), str(size)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+def _peak_rss() -> int:
+    """This process's peak resident memory (VmHWM) in bytes."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status["VmHWM"].split()[0]) * 1024
+
+
+def prepare(root: str, cache_dir: str, size: int, frame_storage: FrameStorage) -> dict:
+    """Prepare the stand-in's cache in this process: wall time, cache path, peak RSS before and after."""
+    imports_rss = _peak_rss()  # torch, Lightning and the DataModule are imported by now
+    started = time.perf_counter()
+    dm = OpportunityDataModule(
+        root=root, cache_dir=cache_dir, windows=WindowSettings(image_size=size), frame_storage=frame_storage,
+        runs=[RUN], train_runs=[RUN], val_runs=[RUN], test_runs=[RUN], progress=False,
     )
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"preparing failed with exit code {child.returncode}")
-    result = json.loads(output.decode().strip().splitlines()[-1])
-    # ru_maxrss of a child keeps the parent's high-water mark from before exec (Linux), so the
-    # child's own VmHWM (peak RSS of its image) is the figure; ru_maxrss is kept for reference.
-    result["wait4_maxrss"] = usage.ru_maxrss * 1024
-    return result
+    dm.prepare_data()
+    return {"seconds": time.perf_counter() - started, "path": str(dm.cache_path), "imports_rss": imports_rss,
+            "peak_rss": _peak_rss()}
+
+
+def prepare_in_subprocess(root: Path, cache_dir: Path, size: int, frame_storage: FrameStorage = FrameStorage()) -> dict:
+    """`prepare` in a fresh (spawned) process, so that its peak RSS is the build's alone.
+
+    The child's own VmHWM is the figure: on Linux a forked child's high-water mark, and a
+    child's `ru_maxrss`, start from the parent's.
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(prepare, str(root), str(cache_dir), size, frame_storage).result()
 
 
 def datamodule(root: Path, cache_dir: Path, size: int) -> OpportunityDataModule:
@@ -117,7 +107,7 @@ def datamodule(root: Path, cache_dir: Path, size: int) -> OpportunityDataModule:
 class OnTheFlyClips(Dataset):
     """The reference implementation's way: each window's clip decoded from the video on demand.
 
-    Items match `WindowDataset`'s (standardised sensor, uint8 clip (T, 3, H, W)).
+    Items match `WindowDataset`'s (standardised sensor, uint8 clip (T, H, W, 3)).
     """
 
     def __init__(self, video: Path, cache: WindowCache, windows: np.ndarray, sensor: torch.Tensor, size: int) -> None:
@@ -132,7 +122,7 @@ class OnTheFlyClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         start = float(self.starts[index])
         clip = torch.from_numpy(decode_clip(self.video, start, start + self.window_seconds, FRAMES, self.size))
-        return {"sensor": self.sensor[index], "video": clip.permute(0, 3, 1, 2)}
+        return {"sensor": self.sensor[index], "video": clip}
 
 
 def loader_rate(dataset: Dataset, workers: int, limit: int, seed: int = 0) -> float:
@@ -227,10 +217,11 @@ def main() -> None:
         # ---- read throughput and cache sizes on a shorter run ----------------------------------
         read_root = make_release(workdir / "read", read_minutes)
         video = read_root / "data" / RUN / f"{RUN}_side.avi"
-        sizes = {}
-        for size in (112, 224):
-            result = prepare_in_subprocess(read_root, workdir / "cache_read", size)
-            sizes[size] = Path(result["path"]).stat().st_size
+        sizes, jpeg_path = {}, None
+        for size, storage in ((112, FrameStorage()), (224, FrameStorage()), (224, JPEG)):
+            result = prepare_in_subprocess(read_root, workdir / "cache_read", size, storage)
+            sizes[size, storage.codec] = Path(result["path"]).stat().st_size
+            jpeg_path = result["path"] if storage == JPEG else jpeg_path
         dm = datamodule(read_root, workdir / "cache_read", 224)
         dataset = dm.datasets["train"]  # uint8 clips, as training reads (converted and augmented on the device)
         print(f"  {len(dataset)} windows of {FRAMES} frames at 224x224 in the read run", flush=True)
@@ -238,6 +229,8 @@ def main() -> None:
         table.add("1 process: clip + sensor from the cache", f"{rates['cache']:.0f} windows/s", f"{rates['cache'] / rates['decode']:.0f}x decode_clip (target >= 20x)")
         table.add("1 process: clip decoded on the fly (decode_clip)", f"{rates['decode']:.1f} windows/s")
         table.add(f"1 process: memory copy of the same {rates['bytes'] / 2**20:.1f} MiB", f"{rates['memory']:.0f} windows/s", f"cache is {rates['memory'] / rates['cache']:.1f}x slower (target <= 3x)")
+        jpeg_rates = source_rates(WindowCache(jpeg_path), video, cache_limit, 1)
+        table.add("1 process: clip + sensor from a JPEG q90 cache", f"{jpeg_rates['cache']:.0f} windows/s", f"raw cache is {rates['cache'] / jpeg_rates['cache']:.1f}x faster")
         on_the_fly = OnTheFlyClips(video, dm.cache, dataset.windows, dataset.sensor, 224)
         for workers in (1, 2, 4):
             cache_rate = loader_rate(dataset, workers, cache_limit)
@@ -245,8 +238,8 @@ def main() -> None:
             table.add(f"DataLoader {workers}w: cache (WindowDataset)", f"{cache_rate:.1f} windows/s", f"{cache_rate / decode_rate:.1f}x decode_clip (target >= 20x)")
             table.add(f"DataLoader {workers}w: decode_clip", f"{decode_rate:.1f} windows/s")
         hours = read_minutes / 60.0
-        for size in (112, 224):
-            table.add(f"cache size at {size}x{size}", f"{sizes[size] / hours / 2**30:.2f} GiB/hour", f"{sizes[size] / 2**20:.0f} MiB for {read_minutes:g} min, extrapolated")
+        for (size, codec), nbytes in sizes.items():
+            table.add(f"cache size at {size}x{size}, {codec}", f"{nbytes / hours / 2**30:.2f} GiB/hour", f"{nbytes / 2**20:.0f} MiB for {read_minutes:g} min, extrapolated")
         dm.cache.close()
         shutil.rmtree(workdir / "cache_read")
         shutil.rmtree(read_root)

@@ -189,8 +189,8 @@ def standin_datamodule(cache_dir: Path, image_size: int, minutes: float, runs: i
 def _storage_options() -> list[dict]:
     """The frame storage settings this version of the code offers ({} is the default)."""
     try:
-        from detach_pl.data.frame_storage import FrameStorage
-    except ImportError:
+        from detach_pl.data.cache import FrameStorage
+    except ImportError:  # the code before frame storage options
         return [{}]
     return [{}, {"frame_storage": FrameStorage(codec="jpeg", quality=90)}]
 
@@ -302,8 +302,21 @@ def loader(quick: bool = False, workdir: Path | None = None) -> dict:
             rate = statistics_median(lambda: _loader_rate(dm, limit), repeats=1 if quick else 3)
             results[f"loader_{workers}w_windows_s"] = rate
             results[f"direct_over_loader_{workers}w"] = direct / rate
-        print(f"  {results}", flush=True)
         dm.cache.close()
+        for option in _storage_options()[1:]:  # compressed storage: decoded in the workers on CPU
+            name = _option_name(option).replace(" ", "_")
+            dm = standin_datamodule(folder, 224, 1.0 if quick else 2.0, batch_size=8, num_frames=20, num_workers=1,
+                                    **option)
+            dm.prepare_data()
+            dm.setup("fit")
+            windows = dm.datasets["train"].windows[np.random.default_rng(0).permutation(len(dm.datasets["train"]))[:limit]]
+            direct = statistics_median(lambda: _direct_rate(dm.cache, windows, 20, sensor))
+            rate = statistics_median(lambda: _loader_rate(dm, limit), repeats=1 if quick else 3)
+            results[f"{name}_direct_windows_s"] = direct
+            results[f"{name}_loader_1w_windows_s"] = rate
+            results[f"{name}_direct_over_loader_1w"] = direct / rate
+            dm.cache.close()
+        print(f"  {results}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return results
