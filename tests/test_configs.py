@@ -131,3 +131,33 @@ def test_configs_work_from_another_working_directory(tmp_path: Path, monkeypatch
     stage2 = run_detach(["fit", "--config", str(DEMO / "stage2.yaml"), *TINY_DATA, "--trainer.fast_dev_run", "1"])
     assert stage2.model.hparams.stage1_checkpoint == "runs/demo/stage1/checkpoints/last.ckpt"
     assert not (REPO / "configs/demo/runs").exists()
+
+
+OLD_STYLE = """\
+seed_everything: 42
+trainer:
+  max_epochs: 3
+  default_root_dir: runs/old/baseline_global
+  logger:
+    class_path: lightning.pytorch.loggers.TensorBoardLogger
+    init_args: {save_dir: runs/old/baseline_global, name: tensorboard}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {dirpath: runs/old/baseline_global/checkpoints, filename: last, save_top_k: 1, save_last: true}
+model:
+  class_path: detach_pl.modules.baselines.GlobalAlignmentModule
+  init_args:
+    encoder: DEMO/encoder.yaml
+data: DEMO/data.yaml
+"""
+
+
+def test_a_config_written_before_run_dir_still_runs_as_written(in_scratch: Path) -> None:
+    """The old spelling of the baselines' class path, and the trainer folders stated in full."""
+    old = in_scratch / "old.yaml"
+    old.write_text(OLD_STYLE.replace("DEMO", str(DEMO)))
+    cli = run_detach(["--config", str(old), *TINY_DATA], run=False)
+    assert type(cli.model).__name__ == "GlobalAlignmentModule"
+    assert cli.trainer.checkpoint_callback.dirpath == str(in_scratch / "runs/old/baseline_global/checkpoints")
+    assert cli.trainer.logger.save_dir == "runs/old/baseline_global" and cli.config["run_dir"] is None
+    assert len(cli.trainer.checkpoint_callbacks) == 1
