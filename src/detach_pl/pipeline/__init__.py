@@ -9,30 +9,22 @@
 Used by `detach_pl.folds` (cross-validated folds), `detach_pl.report` and the benchmarks.
 """
 
-from detach_pl.pipeline.metrics import METRIC_LABELS, TEST_METRICS, format_mean_std, format_table, mean_std
-from detach_pl.pipeline.stages import (
-    CHAIN,
-    STAGES,
-    Stage,
-    StageFailed,
-    last_checkpoint,
-    resolve_config,
-    run_detach,
-    run_stage,
-)
+from __future__ import annotations
 
-__all__ = [
-    "CHAIN",
-    "METRIC_LABELS",
-    "STAGES",
-    "TEST_METRICS",
-    "Stage",
-    "StageFailed",
-    "format_mean_std",
-    "format_table",
-    "last_checkpoint",
-    "mean_std",
-    "resolve_config",
-    "run_detach",
-    "run_stage",
-]
+import importlib
+from typing import Any
+
+from detach_pl.pipeline.metrics import METRIC_LABELS, TEST_METRICS, format_mean_std, format_table, mean_std
+
+#: Names of `stages`, imported on first use: it imports the CLI (Lightning, the modules, the
+#: data), which `detach_pl.report` and the metrics alone do not need.
+_STAGE_NAMES = ("CHAIN", "STAGES", "Stage", "StageFailed", "last_checkpoint", "resolve_config", "run_detach", "run_stage")
+
+__all__ = ["METRIC_LABELS", "TEST_METRICS", "format_mean_std", "format_table", "mean_std", *_STAGE_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    """The stage chain's names, from `detach_pl.pipeline.stages` when first asked for."""
+    if name in _STAGE_NAMES:
+        return getattr(importlib.import_module("detach_pl.pipeline.stages"), name)
+    raise AttributeError(f"module 'detach_pl.pipeline' has no attribute {name!r}")
