@@ -15,6 +15,7 @@ from torch import nn
 from detach_pl.data.info import DataInfo
 from detach_pl.distributed import gather_rng_states, restore_rng_state
 from detach_pl.nn import EncoderConfig, build_encoders
+from detach_pl.nn.config import NON_ARCHITECTURE_KEYS
 
 
 def as_data_info(value: DataInfo | dict | None, owner: str) -> DataInfo:
@@ -81,6 +82,17 @@ class DetachModule(pl.LightningModule):
         """
         first = self.first_training_step()
         return first or bool(getattr(self.hparams, "debug_checks", False))
+
+    def configure_model(self) -> None:
+        """Compile the encoders in place when `encoder.compile` is set (a throughput option).
+
+        `nn.Module.compile` keeps the modules and their state-dict keys, so checkpoints are the
+        same with and without it; compilation happens on the first forward of each encoder.
+        """
+        if self.encoder_config.compile and not getattr(self, "_encoders_compiled", False):
+            for encoder in self.encoders.values():
+                encoder.compile(mode=self.encoder_config.compile_mode)
+            self._encoders_compiled = True
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW over the parameters that train in this stage."""
@@ -172,7 +184,7 @@ def copy_encoder_weights(
     if theirs is not None:
         theirs = dataclasses.asdict(as_encoder_config(theirs))
         ours = dataclasses.asdict(module.encoder_config)
-        ignore = {"backbone_weights"}
+        ignore = set(NON_ARCHITECTURE_KEYS)
         differing = [
             f"{key}: checkpoint {theirs.get(key)!r} vs config {value!r}"
             for key, value in ours.items()

@@ -14,6 +14,10 @@ from typing import Literal
 VIDEO_BACKBONES: tuple[str, ...] = ("plain_cnn", "resnet18")
 SENSOR_STYLES: tuple[str, ...] = ("released", "paper")
 LEGACY_KEYS: tuple[str, ...] = ("groupnorm_groups", "small_cnn_width")
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Settings that change how the encoders are built or run, not the weights they hold: a later stage
+# may set them differently from the checkpoint it starts from.
+NON_ARCHITECTURE_KEYS: tuple[str, ...] = ("backbone_weights", "channels_last", "compile", "compile_mode")
 
 
 def _positive_int_list(name: str, values: list[int]) -> list[int]:
@@ -71,6 +75,15 @@ class EncoderConfig:
         sensor_temporal_groups: GroupNorm groups of g_s (8).
         gru_hidden: Hidden size of the sensor GRUs (per direction).
         amplitude_percentile: Quantile q of |s| over time used as the sensor amplitude feature.
+        channels_last: Throughput option (off = released): the video encoders keep their conv
+            weights and inputs channels-last (NHWC; NDHWC for g_v's Conv3d), the layout cuDNN's
+            fast convolutions and bf16 tensor cores want. Same outputs up to rounding.
+        compile: Throughput option (off = released): `torch.compile` every encoder of the stage
+            in place (`nn.Module.compile`, so state-dict keys stay the same), applied in the
+            LightningModule's `configure_model`. Same outputs up to rounding; the first steps
+            compile.
+        compile_mode: `torch.compile` mode when `compile` is on: "default", "reduce-overhead"
+            (CUDA graphs), "max-autotune" or "max-autotune-no-cudagraphs".
     """
 
     embed_dim: int = 256
@@ -91,6 +104,9 @@ class EncoderConfig:
     sensor_temporal_groups: int = 8
     gru_hidden: int = 256
     amplitude_percentile: float = 0.99
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
     def __post_init__(self) -> None:
         """Validate every field and normalise sequences to lists of ints."""
@@ -101,6 +117,7 @@ class EncoderConfig:
             "object_pooling": ("mean", "weighted"),
             "sensor_spatial_style": SENSOR_STYLES,
             "sensor_temporal_style": SENSOR_STYLES,
+            "compile_mode": COMPILE_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -112,6 +129,9 @@ class EncoderConfig:
                 "EncoderConfig.backbone_weights must be a file path string or None, "
                 f"got {self.backbone_weights!r}"
             )
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EncoderConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.backbone_weights == "":
             raise ValueError("EncoderConfig.backbone_weights must be a non-empty path or None")
         for name in ("sensor_spatial_pool", "gru_hidden", "sensor_spatial_groups", "sensor_temporal_groups"):

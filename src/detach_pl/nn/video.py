@@ -113,7 +113,8 @@ class VideoSpatialEncoder(nn.Module):
     head (conv, 1×1-conv sigmoid attention a, pooled as the mean of a·f over the positions,
     released; or Σ a·f / Σ a with `object_pooling: weighted`) that can focus on the small region of
     a drawer or door (P1 in docs/method.md). Their concatenation goes through Linear → LayerNorm.
-    Frames enter as [0, 1] values (released) unless `video_normalization: imagenet`.
+    Frames enter as [0, 1] values (released) unless `video_normalization: imagenet`. With
+    `channels_last` the convs and frames are NHWC (a throughput option; same outputs up to rounding).
 
     Args:
         config: Architecture hyper-parameters.
@@ -134,12 +135,17 @@ class VideoSpatialEncoder(nn.Module):
         self.normalize_input = imagenet
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.channels_last = config.channels_last
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def feature_map(self, video: Tensor) -> Tensor:
         """Time-averaged backbone feature map: (B, T, 3, H, W) in [0, 1] → (B, C_b, h, w)."""
         check_video(video)
         batch, frames = video.shape[:2]
         images = video.flatten(0, 1)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         if self.normalize_input:
             images = (images - self.mean) / self.std
         features = self.backbone(images)
@@ -177,7 +183,7 @@ class VideoTemporalEncoder(nn.Module):
     (x_{T'} − x_1) / (T' − 1): the net direction of change over the clip. That direction is what
     separates opening from closing the same object (whose frame-difference magnitudes are alike).
     A cosine-normalised linear layer maps it to embed_dim (no scale, as released, unless
-    `video_temporal_scale`).
+    `video_temporal_scale`). With `channels_last` the Conv3d blocks and their input are NDHWC.
 
     Args:
         config: Architecture hyper-parameters.
@@ -200,11 +206,16 @@ class VideoTemporalEncoder(nn.Module):
         self.head = CosineLinear(
             in_channels, config.embed_dim, init_scale=10.0 if config.video_temporal_scale else None
         )
+        self.channels_last = config.channels_last
+        if self.channels_last:
+            self.blocks.to(memory_format=torch.channels_last_3d)
 
     def forward(self, video: Tensor) -> Tensor:
         """Encode clips (B, T, 3, H, W), T ≥ 3, values in [0, 1], into h_v (B, embed_dim)."""
         check_video(video, min_frames=self.min_frames)
         differences = (video[:, 1:] - video[:, :-1]).transpose(1, 2)  # (B, 3, T-1, H, W)
+        if self.channels_last:
+            differences = differences.contiguous(memory_format=torch.channels_last_3d)
         sequence = self.blocks(differences).mean(dim=(3, 4)).transpose(1, 2)  # (B, T-1, C)
         net_change = (sequence[:, 1:] - sequence[:, :-1]).mean(dim=1)  # (B, C)
         return self.head(net_change)
