@@ -1,4 +1,4 @@
-"""Figures of the HWU-USP loader and probe, on generated stand-ins (tests/data/hwu_standin.py).
+"""Figures of the HWU-USP loader and probe, on generated stand-ins (detach_pl.testing.hwu_usp).
 
     python benchmarks/bench_hwu.py            # full (about 15 min on 2 cores)
     python benchmarks/bench_hwu.py --quick    # shorter trials, fewer epochs (a few minutes)
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -29,14 +28,12 @@ from pathlib import Path
 
 import torch
 
+from detach_pl.data.hwu_usp import HwuUspDataModule, read_ambient_csv
+from detach_pl.data.windows import WindowSettings
+from detach_pl.pipeline import last_checkpoint, run_stage
+from detach_pl.testing.hwu_usp import write_standin
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "data"))
-
-from hwu_standin import write_standin  # noqa: E402
-
-from detach_pl.data.hwu_usp import HwuUspDataModule, read_ambient_csv  # noqa: E402
-from detach_pl.data.windows import WindowSettings  # noqa: E402
-from detach_pl.pipeline import last_checkpoint, run_stage  # noqa: E402
 
 PROBE_CLASSES = ["cereals", "laptop", "sandwich", "tea", "dishes"]
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 from helpers import DEMO, REPO, TINY_DATA
-from opportunity_standin import FIXTURES
 from tqdm.contrib.logging import _TqdmLoggingHandler
 
 from detach_pl import cli
 from detach_pl.cli import main
+from detach_pl.testing.opportunity import FIXTURES
 
 OPP = REPO / "configs" / "opp"
 
@@ -102,7 +102,7 @@ def test_loader_workers_default_to_the_cpus_present(monkeypatch) -> None:
 
 
 def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch) -> None:
-    from opportunity_standin import write_standin_release
+    from detach_pl.testing.opportunity import write_standin_release
 
     from detach_pl.data.opportunity import datamodule as opportunity
     from detach_pl.data.windows import WindowSettings
@@ -130,7 +130,7 @@ def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch)
 
 
 def test_hwu_checks_every_trial_before_decoding_any(tmp_path, monkeypatch) -> None:
-    from hwu_standin import write_standin
+    from detach_pl.testing.hwu_usp import write_standin
 
     from detach_pl.data.hwu_usp import datamodule as hwu_usp
     from detach_pl.data.windows import WindowSettings

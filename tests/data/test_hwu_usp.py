@@ -9,14 +9,6 @@ import numpy as np
 import pytest
 import torch
 from helpers import tiny_encoder
-from hwu_standin import (
-    AMBIENT_COLUMNS,
-    PLACE_COLUMNS,
-    StandinRelease,
-    iter_scene_frames,
-    write_standin,
-    write_video,
-)
 
 from detach_pl.data.datamodule import SequenceDataset, WindowDataset, collate_sequences
 from detach_pl.data.hwu_usp import (
@@ -29,6 +21,14 @@ from detach_pl.data.hwu_usp import (
 )
 from detach_pl.data.windows import WindowSettings
 from detach_pl.modules import LinearProbeModule
+from detach_pl.testing.hwu_usp import (
+    AMBIENT_COLUMNS,
+    PLACE_COLUMNS,
+    StandinRelease,
+    iter_scene_frames,
+    write_standin,
+    write_video,
+)
 
 CLASSES = ["cereals", "tea", "dishes"]
 SUBJECTS = (1, 2, 3, 4, 5, 6)

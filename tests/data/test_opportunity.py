@@ -10,17 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from opportunity_standin import (
-    CLASS_IDS,
-    CLASS_PLACES,
-    FIXTURES,
-    StandinRelease,
-    legend_names,
-    write_sensor_matrix,
-    write_srt,
-    write_standin_release,
-)
 
+from detach_pl.data.decoding import iter_frames
 from detach_pl.data.opportunity import (
     AMBIENT_CHANNELS,
     PLACE_NAMES,
@@ -32,7 +23,6 @@ from detach_pl.data.opportunity import (
     parse_srt,
     resolve_channels,
 )
-from detach_pl.data.decoding import iter_frames
 from detach_pl.data.windows import (
     WindowSettings,
     interpolate_nans,
@@ -41,6 +31,16 @@ from detach_pl.data.windows import (
     resample_linear,
     sample_frame_indices,
     window_starts,
+)
+from detach_pl.testing.opportunity import (
+    CLASS_IDS,
+    CLASS_PLACES,
+    FIXTURES,
+    StandinRelease,
+    legend_names,
+    write_sensor_matrix,
+    write_srt,
+    write_standin_release,
 )
 
 TRAIN, VAL, TEST = ["S1-ADL1", "S1-Drill"], ["S2-ADL3"], ["S2-ADL4", "S3-ADL4"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from helpers import DEMO, REPO
-from opportunity_standin import StandinRelease, write_standin_release
 
 from detach_pl.cli import main
+from detach_pl.testing.opportunity import StandinRelease, write_standin_release
 
 OPP = REPO / "configs" / "opp"
 

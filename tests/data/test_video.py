@@ -11,7 +11,7 @@ import pytest
 from detach_pl.data.cache import RunRecording, WindowCache, build_cache, place_frames
 from detach_pl.data.decoding import iter_timed_frames, probe_video
 from detach_pl.data.windows import WindowSettings
-from standin_video import write_timed_video, write_video
+from detach_pl.testing.video import write_timed_video, write_video
 
 SETTINGS = WindowSettings(image_size=16, sensor_length=16)
 META = {"channel_names": ["a", "b"], "class_names": ["x"], "place_names": ["p"]}

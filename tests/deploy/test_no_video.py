@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from deploy.fabricate import probe_checkpoint
 from helpers import REPO
-from hwu_standin import write_standin
-from opportunity_standin import write_standin_release
 
 from detach_pl.cli import main
 from detach_pl.data.hwu_usp import DEFAULT_CHANNELS
 from detach_pl.data.opportunity import OpportunityDataModule
+from detach_pl.testing.hwu_usp import write_standin
+from detach_pl.testing.opportunity import write_standin_release
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

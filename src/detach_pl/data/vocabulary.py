@@ -4,14 +4,15 @@ Written once and shared by the Opportunity++ reader (`detach_pl.data.opportunity
 synthetic kitchen (`detach_pl.data.kitchen`), which copies the release's structure. Class names
 are those of the `ML_Both_Arms` track of `label_legend.txt`; channel names those of columns
 195–231 of `column_names.txt` (docs/datasets/opportunity.md). Place names are ours (the release
-has none): "door 1" … "drawer 3". None of these names enters a cache key.
+has none): the object of the classes' names, lower case without spaces ("door1" … "drawer3", the
+synthetic kitchen's released spelling). None of these names enters a cache key.
 """
 
 from __future__ import annotations
 
 #: The places of the kitchen (K = 7 clusters of stage 1), in place-id order.
 PLACE_NAMES: tuple[str, ...] = (
-    "door 1", "door 2", "fridge", "dishwasher", "drawer 1", "drawer 2", "drawer 3",
+    "door1", "door2", "fridge", "dishwasher", "drawer1", "drawer2", "drawer3",
 )
 
 #: DETACH's 14 probe classes in class order, each with the id of the place it happens at.

@@ -8,7 +8,7 @@ What this adds to the shared cache (`detach_pl.data.cache`), reading with `relea
 * window labels come from the matrix's `ML_Both_Arms` column, mapped to DETACH's 14 open/close
   classes (the other gestures of the track become null); the SRT tracks are checked against it
   and used only when the column is empty;
-* each window's place (door 1 … drawer 3) is kept for cluster diagnostics;
+* each window's place (door1 … drawer3) is kept for cluster diagnostics;
 * the frame rate is measured from each video, never assumed; durations are compared with the
   sensor timeline and a mismatch is reported (only the overlap is used).
 

@@ -23,7 +23,7 @@ place squares, the active one lit during its gesture, plus the frame number in g
 
 Everything written is returned (`StandinRelease`): the exact matrix (with NaN), the gesture
 segments on the ms clock, the frame count, so tests can compare the loader's output with the truth.
-Used by `tests/data/test_opportunity*.py` and `benchmarks/bench_data.py`.
+Used by the tests (`tests/data/test_opportunity*.py`, …) and `benchmarks/bench_data.py`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from standin_video import write_video
+from detach_pl.testing.video import write_video
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "opportunity"
 SENSOR_RATE_HZ = 30.0

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from standin_video import write_video
+from detach_pl.testing.video import write_video
 
 AMBIENT_COLUMNS: tuple[str, ...] = (
     "Ktch_B1_Drawer",
