@@ -113,7 +113,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_parallel(args: argparse.Namespace, rows: Sequence[Row]) -> dict[int, SeedResults]:
-    """Every (seed, group of rows) as a job of this script (`bench_quality_jobs.run_in_jobs`)."""
+    """Every (seed, group of rows) as a job of this script (`detach_pl.pipeline.jobs.run_in_jobs`)."""
     finished: dict[int, SeedResults] = {seed: SeedResults({}, {}, {}) for seed in args.seeds}
 
     def arguments(seed: int, group: list[Row], output: Path) -> list[str]:
