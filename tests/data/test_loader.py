@@ -85,3 +85,23 @@ def test_jpeg_decoded_after_transfer_equals_jpeg_decoded_in_workers(tmp_path) ->
     assert decodes_on_device(FrameStorage("jpeg"), torch.device("cuda"))
     assert not decodes_on_device(FrameStorage("jpeg"), torch.device("cpu"))
     assert not decodes_on_device(FrameStorage(), torch.device("cuda"))
+
+
+def test_augmentation_seeds_come_from_the_host_indices(alignment_data) -> None:
+    """The indices that seed each clip's augmentation are read on the host before the transfer,
+    so the device copy of `index` is never read back (no sync); the clips are those the
+    device-side indices would give."""
+    batch = next(iter(alignment_data.train_dataloader()))
+    alignment_data.augment_video = True
+    alignment_data.trainer = SimpleNamespace(training=True, current_epoch=1)
+    try:
+        reference = alignment_data.on_after_batch_transfer(dict(batch), 0)["video"]
+        hooked = alignment_data.on_before_batch_transfer(dict(batch), 0)
+        assert hooked["index_host"] == batch["index"].tolist()
+        hooked["index"] = torch.zeros_like(batch["index"])  # what the device copy says no longer matters
+        after = alignment_data.on_after_batch_transfer(hooked, 0)
+        assert "index_host" not in after and torch.equal(after["video"], reference)
+        assert not torch.equal(reference, clips_to_float(batch["video"]))  # augmented
+    finally:
+        alignment_data.augment_video = False
+        alignment_data.trainer = None

@@ -455,10 +455,18 @@ class WindowDataModule(pl.LightningDataModule):
             raise ValueError(f"data.{setting} {runs}: no run with a sequence label of the configured classes")
         return sequences
 
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """On the host: the windows' indices as Python ints (`index_host`), which seed the clip
+        augmentation after the transfer without reading them back from the device (a sync)."""
+        if "video" in batch or "video_jpeg" in batch:
+            batch["index_host"] = batch["index"].tolist()
+        return batch
+
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         """On the device: uint8 clips (B, T, H, W, 3), or a JPEG cache's frame bytes, → floats
         (B, T, 3, H, W) in [0, 1]; training clips augmented, one draw per clip (batch contract:
         `detach_pl.data.dataset`)."""
+        indices = batch.pop("index_host", None)
         if "video_jpeg" in batch:
             video = jpeg_clips_to_float(batch.pop("video_jpeg"), batch["sensor"].device)
         elif "video" in batch and batch["video"].dtype == torch.uint8:
@@ -467,7 +475,8 @@ class WindowDataModule(pl.LightningDataModule):
             return batch
         if self.augment_video and self.trainer is not None and self.trainer.training:
             seed, epoch = run_seed(), self.trainer.current_epoch
-            generators = [sample_generator(seed, epoch, index) for index in batch["index"].tolist()]
+            indices = batch["index"].tolist() if indices is None else indices  # called without the hook before
+            generators = [sample_generator(seed, epoch, index) for index in indices]
             video = torch.stack([augment_clip(clip, generator=g) for clip, g in zip(video, generators)])
         batch["video"] = video
         return batch
