@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module, single_run
 
 from detach_pl.data.decoding import iter_frames
 from detach_pl.data.opportunity import (
@@ -43,15 +44,7 @@ from detach_pl.testing.opportunity import (
     write_standin_release,
 )
 
-TRAIN, VAL, TEST = ["S1-ADL1", "S1-Drill"], ["S2-ADL3"], ["S2-ADL4", "S3-ADL4"]
-AMBIENT = slice(194, 231)  # columns 195–231, 0-based
 LOGGER = "detach_pl.data.opportunity"
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> StandinRelease:
-    """Five 30 s runs at 10 fps, written once for the module (never modified by tests)."""
-    return write_standin_release(tmp_path_factory.mktemp("opp") / "Opportunity++")
 
 
 @pytest.fixture
@@ -70,38 +63,9 @@ def release_copy(release: StandinRelease, tmp_path: Path) -> StandinRelease:
     return copy
 
 
-def module(root: Path, cache_dir: Path, **kwargs) -> OpportunityDataModule:
-    """A CPU-sized data module on a stand-in (16-pixel frames, 4 frames per clip)."""
-    options = dict(
-        root=str(root), cache_dir=str(cache_dir), windows=WindowSettings(image_size=16), num_frames=4,
-        batch_size=4, num_workers=0, train_runs=TRAIN, val_runs=VAL, test_runs=TEST, progress=False,
-        purpose="alignment",
-    )
-    options.update(kwargs)
-    return OpportunityDataModule(**options)
-
-
 def leftovers(cache_dir: Path) -> list[Path]:
     """Files in a cache folder (none when the folder was never created)."""
     return sorted(cache_dir.iterdir()) if cache_dir.exists() else []
-
-
-def single_run(run: str) -> dict:
-    """Splits that all name one run (enough for prepare_data)."""
-    return dict(train_runs=[run], val_runs=[run], test_runs=[run])
-
-
-def expected_standardisation(release: StandinRelease, runs: list[str], columns: slice | list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean/std over the non-NaN raw samples of the given runs (explicit loop)."""
-    stacked = np.concatenate([release.runs[r].matrix[:, columns] for r in runs])
-    mean, std = np.zeros(stacked.shape[1]), np.ones(stacked.shape[1])
-    for channel in range(stacked.shape[1]):
-        values = stacked[~np.isnan(stacked[:, channel]), channel]
-        if values.size:
-            mean[channel] = values.mean()
-            spread = values.std()
-            std[channel] = spread if spread >= 1e-6 else 1.0
-    return mean, std
 
 
 def coverage_label(segments, start_ms: float, window_ms: float, key) -> tuple[int, float]:
@@ -306,22 +270,6 @@ def test_video_is_stored_once_per_run_at_the_cache_size_with_measured_fps(tmp_pa
         np.testing.assert_array_equal(h5["windows/frame_start"][:], np.arange(10) * 15)
     assert dm.label_report.video["S1-ADL1"]["fps"] == pytest.approx(15.0)
     assert dm.label_report.video["S1-ADL1"]["decoded_frames"] == 180
-
-
-def test_statistics_come_from_the_training_runs_and_a_new_split_reuses_the_cache(release: StandinRelease, tmp_path: Path) -> None:
-    runs = TRAIN + VAL + TEST
-    first = module(release.root, tmp_path / "cache", runs=runs)
-    first.prepare_data()
-    first.setup("fit")
-    other = module(release.root, tmp_path / "cache", runs=runs, train_runs=["S2-ADL4"], test_runs=["S1-ADL1"])
-    assert other.cache_path == first.cache_path
-    other.setup("fit")
-    mean, std = expected_standardisation(release, ["S2-ADL4"], AMBIENT)
-    np.testing.assert_allclose(other.mean, mean, rtol=1e-5, atol=1e-4)
-    assert not np.allclose(other.mean, first.mean)
-    state = other.state_dict()
-    assert state["train_runs"] == ["S2-ADL4"] and np.allclose(state["mean"], other.mean)
-    assert len(list((tmp_path / "cache").glob("*.h5"))) == 1
 
 
 def test_cache_key_follows_root_channels_and_label_settings(release: StandinRelease, tmp_path: Path) -> None:

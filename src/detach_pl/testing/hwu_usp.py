@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from detach_pl.testing.video import write_video
 
 AMBIENT_COLUMNS: tuple[str, ...] = (

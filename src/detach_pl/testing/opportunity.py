@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from detach_pl.testing.video import write_video
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "opportunity"

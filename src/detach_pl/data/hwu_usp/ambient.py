@@ -23,7 +23,8 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time as time_of_day
+from datetime import datetime
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Literal
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detach_pl.data.vocabulary import AMBIENT_ACCELEROMETERS, AXES, CLASS_NAMES, CLASS_PLACE, PLACE_NAMES
+from detach_pl.data.vocabulary import AMBIENT_ACCELEROMETERS, AXES, CLASS_NAMES, PLACE_NAMES
+from detach_pl.data.vocabulary import CLASS_PLACE as CLASS_PLACE  # re-exported to the generator
 from detach_pl.data.vocabulary import REED_SWITCHES as REED_PLACES
 
 if TYPE_CHECKING:
