@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import shutil
 import tempfile
 import time
@@ -55,16 +56,21 @@ def loss(quick: bool = False, workdir: Path | None = None) -> dict:
             weights = pair_weights(x["z_v"], x["z_s"], x["h_v"], x["h_s"])
             weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
 
+        def weighted_bf16_gram() -> None:  # the stage-2 option weights_gram_dtype: bfloat16
+            weights = pair_weights(x["z_v"], x["z_s"], x["h_v"], x["h_s"], gram_dtype="bfloat16")
+            weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
+
         def project_plain() -> None:
             info_nce(u_v, u_s, TAU, check=False).backward()
 
         repeats = 3 if quick or num_pairs == 4096 else 7
-        times = {name: median_seconds(fn, repeats=repeats) for name, fn in
-                 (("plain", plain), ("weighted", weighted), ("info_nce", project_plain))}
+        variants = [("plain", plain), ("weighted", weighted), ("info_nce", project_plain)]
+        if "gram_dtype" in inspect.signature(pair_weights).parameters:
+            variants.append(("weighted_bf16_gram", weighted_bf16_gram))
+        times = {name: median_seconds(fn, repeats=repeats) for name, fn in variants}
         results[str(num_pairs)] = {
             **{f"{k}_ms": 1e3 * v for k, v in times.items()},
-            "weighted_ratio": times["weighted"] / times["plain"],
-            "info_nce_ratio": times["info_nce"] / times["plain"],
+            **{f"{k}_ratio": times[k] / times["plain"] for k in times if k != "plain"},
         }
         print(f"  N={num_pairs}: {results[str(num_pairs)]}", flush=True)
     return results
@@ -420,6 +426,9 @@ def _rows(figures: dict) -> dict[str, tuple[str, float]]:
         rows[f"loss N={n}: plain InfoNCE (F.cross_entropy)"] = ("ms", v["plain_ms"])
         rows[f"loss N={n}: weighted / plain (target <= 1.3)"] = ("x", v["weighted_ratio"])
         rows[f"loss N={n}: info_nce / plain"] = ("x", v["info_nce_ratio"])
+        if "weighted_bf16_gram_ratio" in v:
+            rows[f"loss N={n}: weighted, bf16 weight Grams / plain (weights_gram_dtype: bfloat16)"] = (
+                "x", v["weighted_bf16_gram_ratio"])
     for n, v in figures.get("kmeans", {}).items():
         rows[f"k-means init {n} x 256, 10 inits (target 100k < 3 s)"] = ("s", v["seconds"])
     for n, v in figures.get("odc", {}).items():

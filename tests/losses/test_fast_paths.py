@@ -83,3 +83,34 @@ def test_bf16_autocast_loss_within_tolerance_of_fp32() -> None:
         bf16 = weighted_info_nce(video, sensor, weights, 0.1)
     assert bf16.dtype in (torch.bfloat16, torch.float32)
     assert abs(bf16.float().item() - fp32.item()) <= 0.02 * fp32.item()
+
+
+def test_bf16_gram_weights_and_loss_within_stated_bounds_of_the_loop_reference() -> None:
+    """`gram_dtype="bfloat16"`: cosines off by ≤ ~4e-3 (bf16 inputs and product), so W (≤ 3 × 1)
+    is off by ≤ 2e-2; the loss stays within 1e-3 relative of the float64 loop reference and the
+    gradients within 2e-3 of the largest gradient entry."""
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        # A shared offset makes the cosines spread over [0, 1], not cluster at 0.
+        z_v, z_s, h_v, h_s = (torch.randn(48, 32, generator=gen) + 1.5 * torch.randn(1, 32, generator=gen) for _ in range(4))
+        video = torch.randn(48, 24, generator=gen).requires_grad_()
+        sensor = torch.randn(48, 24, generator=gen).requires_grad_()
+        exact = alignment_weights(
+            spatial_similarity(z_v.double(), z_s.double()), temporal_similarity(h_v.double(), h_s.double())
+        )
+        fast = pair_weights(z_v, z_s, h_v, h_s, gram_dtype="bfloat16")
+        assert fast.dtype == torch.float32 and torch.all(fast >= 0) and torch.all(fast.diagonal() == 0)
+        torch.testing.assert_close(fast.double(), exact, rtol=0, atol=2e-2)
+        assert not torch.equal(fast, pair_weights(z_v, z_s, h_v, h_s))  # the option does something
+        loss = weighted_info_nce(video, sensor, fast, 0.1, check=False)
+        expected = reference_loss(video.double(), sensor.double(), exact, 0.1)
+        assert abs(loss.item() - expected.item()) <= 1e-3 * expected.item()
+        grads = torch.autograd.grad(loss, (video, sensor))
+        expected_grads = torch.autograd.grad(expected, (video, sensor))
+        for grad, ref in zip(grads, expected_grads):
+            torch.testing.assert_close(grad, ref, rtol=0, atol=2e-3 * ref.abs().max().item())
+
+
+def test_unknown_gram_dtype_is_named() -> None:
+    with pytest.raises(ValueError, match="gram_dtype must be one of"):
+        unit_gram(torch.randn(4, 3), "float16")  # type: ignore[arg-type]

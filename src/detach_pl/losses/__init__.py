@@ -9,6 +9,7 @@ from detach_pl.losses.classification import (
 )
 from detach_pl.losses.contrastive import info_nce, weighted_info_nce
 from detach_pl.losses.weights import (
+    GramDtype,
     TemporalMode,
     alignment_weights,
     false_negative_weights,
@@ -20,6 +21,7 @@ from detach_pl.losses.weights import (
 )
 
 __all__ = [
+    "GramDtype",
     "TemporalMode",
     "alignment_weights",
     "check_counts",

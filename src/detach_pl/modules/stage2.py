@@ -12,6 +12,7 @@ from detach_pl.data.info import DataInfo
 from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
 from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad, local_slice
 from detach_pl.losses import (
+    GramDtype,
     TemporalMode,
     alignment_weights,
     false_negative_weights,
@@ -66,6 +67,9 @@ class TemporalAlignmentModule(DetachModule):
         weight_decay: AdamW weight decay (1e-4).
         debug_checks: Validate W and τ on the host at every training step (a device sync each
             step; False: on the first step only).
+        weights_gram_dtype: dtype of the four Gram products behind W in the training step:
+            "float32" (released) or "bfloat16" (a throughput option; W within 2e-2, the loss
+            within 1e-3 relative: tests/losses/test_fast_paths.py).
     """
 
     data_purpose = "alignment"
@@ -88,6 +92,7 @@ class TemporalAlignmentModule(DetachModule):
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
         debug_checks: bool = False,
+        weights_gram_dtype: GramDtype = "float32",
     ) -> None:
         super().__init__(data_info, encoder, SPATIAL + TEMPORAL, lr, weight_decay)
         self.save_hyperparameters()
@@ -98,6 +103,10 @@ class TemporalAlignmentModule(DetachModule):
             )
         if frozen_mode not in ("train", "eval"):
             raise ValueError(f"model.init_args.frozen_mode must be 'train' or 'eval', got {frozen_mode!r}")
+        if weights_gram_dtype not in ("float32", "bfloat16"):
+            raise ValueError(
+                f"model.init_args.weights_gram_dtype must be 'float32' or 'bfloat16', got {weights_gram_dtype!r}"
+            )
         self.freeze_encoders(SPATIAL)
         self.ema = nn.ModuleDict({name: make_ema_copy(self.encoders[name]) for name in TEMPORAL})
         self.diagnostics = AlignmentDiagnostics()
@@ -179,7 +188,7 @@ class TemporalAlignmentModule(DetachModule):
         hp = self.hparams
         weights = pair_weights(
             batch.z_v, batch.z_s, batch.h_v_ema, batch.h_s_ema, hp.lambda_hard, hp.temporal_similarity,
-            hp.use_spatial_weight, hp.use_temporal_weight,
+            hp.use_spatial_weight, hp.use_temporal_weight, hp.weights_gram_dtype,
         )
         loss = weighted_info_nce(
             batch.u_v, batch.u_s, weights, self.hparams.temperature, anchors=batch.anchors, check=check
