@@ -6,18 +6,21 @@
 For stage 1 (refine phase: every loss term) and stage 2, at batch 64 per device, 20 × 224² clips
 and the paper's encoders (`--tiny`: batch 4, 8 × 32², the demo's encoders):
 
-1. steps/s in fp32 and under bf16 autocast (batches already on the device);
+1. steps/s in fp32, under bf16 autocast, and under bf16 with the throughput options
+   ("bf16_fast": `encoder.channels_last`, stage 2's `weights_gram_dtype: bfloat16`, and with
+   `--compile` also `encoder.compile`; batches already on the device);
 2. peak allocated GPU memory of each;
 3. the sync check: after the first (validating) step, `training_step` + `backward` run under
    `torch.cuda.set_sync_debug_mode("error")`, so any host–device synchronisation raises;
 4. the data overhead: the same steps with batches from the DataModule's loader over a prepared
-   stand-in cache (pinned memory, workers) against the batches in memory.
+   stand-in cache (pinned memory, workers) against the batches in memory (fp32 and bf16 only).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import tempfile
@@ -47,6 +50,24 @@ def sync_errors(device: torch.device):
         torch.cuda.set_sync_debug_mode("default")
 
 
+PRECISIONS = ("fp32", "bf16", "bf16_fast")
+
+
+def build(stage: str, dm, encoder, precision: str, compile_encoders: bool):
+    """The stage module of `perf_sections.build_stage`, with the throughput options for "bf16_fast"."""
+    if precision != "bf16_fast":
+        return build_stage(stage, dm.data_info, encoder, dm.alignment_training_set().sensor)
+    encoder = dataclasses.replace(encoder, channels_last=True, compile=compile_encoders)
+    if stage == "stage1":
+        module = build_stage(stage, dm.data_info, encoder, dm.alignment_training_set().sensor)
+    else:
+        from detach_pl.modules import TemporalAlignmentModule
+
+        module = TemporalAlignmentModule(dm.data_info, encoder, weights_gram_dtype="bfloat16")
+    module.configure_model()
+    return module
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
@@ -54,7 +75,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def steps(module, batches, dm, device, precision: str, check_syncs: bool) -> tuple[float, int]:
     """Seconds and windows of training steps; bf16 autocast when `precision` is "bf16"."""
     optimizer = module.configure_optimizers()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
     synchronize(device)
     started, count = time.perf_counter(), 0
     for batch in batches:
@@ -74,6 +95,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="CPU-sized: batch 4, 8 × 32², demo encoders")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="bf16_fast also compiles the encoders (slow start)")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "perf_gpu.json")
     options = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -93,9 +115,9 @@ def main() -> None:
         in_memory = [next(iterator) for _ in range(num_steps + 1)]
         encoder = _encoder(paper=not options.tiny)
         for stage in ("stage1", "stage2"):
-            for precision in ("fp32", "bf16"):
+            for precision in PRECISIONS:
                 torch.manual_seed(0)
-                module = build_stage(stage, dm.data_info, encoder, dm.train_sensor_windows()).to(device)
+                module = build(stage, dm, encoder, precision, options.compile).to(device)
                 if stage == "stage1":
                     module.memory.to(device)
                 module.train()
@@ -111,13 +133,16 @@ def main() -> None:
                     sync_free = f"sync at {where}: {str(error).splitlines()[0]}"
                     torch.cuda.set_sync_debug_mode("default")
                 seconds, count = steps(module, in_memory[1:], dm, device, precision, check_syncs=False)
-                loader_batches = (next(iterator) for _ in range(num_steps))
-                loader_seconds, _ = steps(module, loader_batches, dm, device, precision, check_syncs=False)
+                overhead = None
+                if precision != "bf16_fast":
+                    loader_batches = (next(iterator) for _ in range(num_steps))
+                    loader_seconds, _ = steps(module, loader_batches, dm, device, precision, check_syncs=False)
+                    overhead = loader_seconds / seconds - 1.0
                 key = f"{stage}_{precision}"
                 results[key] = {
                     "steps_s": num_steps / seconds,
                     "windows_s": count / seconds,
-                    "data_overhead": loader_seconds / seconds - 1.0,
+                    "data_overhead": overhead,
                     "sync_free": sync_free,
                     "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
                 }

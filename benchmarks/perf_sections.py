@@ -389,7 +389,7 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
             encoder = _encoder(size["paper"])
             for stage in ("stage1", "stage2"):
                 torch.manual_seed(0)
-                module = build_stage(stage, dm.data_info, encoder, dm.train_sensor_windows())
+                module = build_stage(stage, dm.data_info, encoder, dm.alignment_training_set().sensor)
                 module.train()
                 transfer = lambda batch: dm.on_after_batch_transfer(dict(batch), 0)  # noqa: E731
                 loader_ = dm.train_dataloader()

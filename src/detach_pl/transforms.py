@@ -12,9 +12,18 @@ JitterOrder = Literal["random", "fixed"]
 
 
 def _uniform(count: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """``count`` samples of U(0, 1), drawn on the generator's device and moved to ``device``."""
+    """``count`` samples of U(0, 1), drawn on the generator's device and moved to ``device``.
+
+    The draws stay those of the generator (a CPU generator seeded per batch gives the same values
+    on every rank, device and resume). A CPU → CUDA move goes through pinned memory with
+    ``non_blocking=True``: a copy from pageable memory would make the host wait for the device,
+    one synchronisation per warped training step.
+    """
     draw_device = generator.device if generator is not None else device
-    return torch.rand(count, generator=generator, device=draw_device).to(device)
+    draws = torch.rand(count, generator=generator, device=draw_device)
+    if draws.device.type == "cpu" and torch.device(device).type == "cuda":
+        return draws.pin_memory().to(device, non_blocking=True)
+    return draws.to(device)
 
 
 RELEASED_WARP_PHASE_END = 4 * 3.14

@@ -18,5 +18,5 @@ def test_gpu_check_runs_on_cpu_tiny(tmp_path: Path) -> None:
         check=True, timeout=300, cwd=tmp_path,
     )
     figures = json.loads(out.read_text())
-    for key in ("stage1_fp32", "stage1_bf16", "stage2_fp32", "stage2_bf16"):
+    for key in ("stage1_fp32", "stage1_bf16", "stage1_bf16_fast", "stage2_fp32", "stage2_bf16", "stage2_bf16_fast"):
         assert figures[key]["steps_s"] > 0 and figures[key]["windows_s"] > 0
