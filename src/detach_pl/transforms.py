@@ -89,6 +89,11 @@ def augment_clip(
 ) -> Tensor:
     """Colour jitter and Gaussian blur with ONE random draw for all frames of a clip.
 
+    Why not `torchvision.transforms.v2` ColorJitter + GaussianBlur (they too draw once for a whole
+    (T, 3, H, W) clip): they draw from the global RNG, with no generator argument, and the
+    per-window generator is what keeps a window's augmentation the same on every rank, batch
+    size and resume; the image operations here are v2's own functional ones.
+
     Sharing the parameters keeps frame differences free of augmentation noise (the temporal
     encoder reads them). The four jitter operations (brightness, contrast, saturation, hue) run
     in a random order drawn per clip, as torchvision's ColorJitter does (released), or in that
