@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import os
 import shutil
 import tempfile
 import time
@@ -273,54 +274,76 @@ def statistics_median(measure, repeats: int = 3) -> float:
     return values[len(values) // 2]
 
 
-def _loader_rate(dm, limit: int) -> float:
-    """Windows/s through the DataModule's training loader, after the first batch (workers started)."""
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _direct_cpu_ms(cache, windows: np.ndarray, num_frames: int, sensor: np.ndarray) -> float:
+    """CPU ms per window of direct reads (`read_frames` + the sensor row): a cost that load does not change."""
+    started = time.process_time()
+    for window in windows:
+        cache.read_frames(int(window), num_frames)
+        sensor[int(window)].copy()
+    return 1000.0 * (time.process_time() - started) / len(windows)
+
+
+def _loader_rate_and_cpu(dm, limit: int) -> tuple[float, float]:
+    """Windows/s through the DataModule's training loader, after the first batch (workers started),
+    and its CPU ms per window: this process plus its workers (their /proc counters; in steady
+    state the batches prefetched before the clock starts balance those prefetched after it stops)."""
     loader = dm.train_dataloader()
     iterator = iter(loader)
     next(iterator)
+    workers = [worker.pid for worker in getattr(iterator, "_workers", [])]
+    cpu_started = time.process_time() + sum(_process_cpu_seconds(pid) for pid in workers)
     count, started = 0, time.perf_counter()
     for batch in iterator:
         count += batch["sensor"].shape[0]
         if count >= limit:
             break
     rate = count / (time.perf_counter() - started)
+    cpu = time.process_time() + sum(_process_cpu_seconds(pid) for pid in workers) - cpu_started
     del iterator, loader
     gc.collect()
-    return rate
+    return rate, 1000.0 * cpu / count
 
 
 def loader(quick: bool = False, workdir: Path | None = None) -> dict:
-    """DataModule training loader (1 and 2 workers, batch 8 of 20 × 224²) vs direct reads of the same windows."""
+    """DataModule training loader (0, 1 and 2 workers, batch 8 of 20 × 224²) vs direct reads of the same windows.
+
+    Wall-clock rates (windows/s) and, because wall clocks on a shared machine measure the load
+    as much as the code, CPU ms per window (this process and its workers) as well.
+    """
     results = {}
     folder = _scratch(workdir, "loader")
+    repeats = 1 if quick else 3
     try:
-        dm = standin_datamodule(folder, 224, 1.0 if quick else 2.0, batch_size=8, num_frames=20, num_workers=0)
-        dm.prepare_data()
-        dm.setup("fit")
-        dataset = dm.datasets["train"]
-        limit = 48 if quick else 96
-        windows = dataset.windows[np.random.default_rng(0).permutation(len(dataset))[:limit]]
-        sensor = dataset.sensor.numpy()
-        direct = statistics_median(lambda: _direct_rate(dm.cache, windows, 20, sensor))
-        results["direct_windows_s"] = direct
-        for workers in (0, 1, 2):
-            dm.num_workers = workers
-            rate = statistics_median(lambda: _loader_rate(dm, limit), repeats=1 if quick else 3)
-            results[f"loader_{workers}w_windows_s"] = rate
-            results[f"direct_over_loader_{workers}w"] = direct / rate
-        dm.cache.close()
-        for option in _storage_options()[1:]:  # compressed storage: decoded in the workers on CPU
-            name = _option_name(option).replace(" ", "_")
-            dm = standin_datamodule(folder, 224, 1.0 if quick else 2.0, batch_size=8, num_frames=20, num_workers=1,
+        for option in _storage_options():
+            name = _option_name(option)
+            prefix = "" if name == "raw" else name.replace(" ", "_") + "_"
+            dm = standin_datamodule(folder, 224, 1.0 if quick else 2.0, batch_size=8, num_frames=20, num_workers=0,
                                     **option)
             dm.prepare_data()
             dm.setup("fit")
-            windows = dm.datasets["train"].windows[np.random.default_rng(0).permutation(len(dm.datasets["train"]))[:limit]]
+            dataset = dm.datasets["train"]
+            limit = 48 if quick else 96
+            windows = dataset.windows[np.random.default_rng(0).permutation(len(dataset))[:limit]]
+            sensor = dataset.sensor.numpy()
             direct = statistics_median(lambda: _direct_rate(dm.cache, windows, 20, sensor))
-            rate = statistics_median(lambda: _loader_rate(dm, limit), repeats=1 if quick else 3)
-            results[f"{name}_direct_windows_s"] = direct
-            results[f"{name}_loader_1w_windows_s"] = rate
-            results[f"{name}_direct_over_loader_1w"] = direct / rate
+            direct_cpu = statistics_median(lambda: _direct_cpu_ms(dm.cache, windows, 20, sensor))
+            results[f"{prefix}direct_windows_s"] = direct
+            results[f"{prefix}direct_cpu_ms"] = direct_cpu
+            for workers in (0, 1, 2) if name == "raw" else (1,):  # compressed: decoded in the workers on CPU
+                dm.num_workers = workers
+                measured = [_loader_rate_and_cpu(dm, limit) for _ in range(repeats)]
+                rate = sorted(m[0] for m in measured)[len(measured) // 2]
+                cpu = sorted(m[1] for m in measured)[len(measured) // 2]
+                results[f"{prefix}loader_{workers}w_windows_s"] = rate
+                results[f"{prefix}direct_over_loader_{workers}w"] = direct / rate
+                results[f"{prefix}loader_{workers}w_cpu_ms"] = cpu
+                results[f"{prefix}loader_{workers}w_cpu_over_direct"] = cpu / direct_cpu
             dm.cache.close()
         print(f"  {results}", flush=True)
     finally:
@@ -441,7 +464,7 @@ def _rows(figures: dict) -> dict[str, tuple[str, float]]:
         rows[f"cache {name}: read windows/s"] = ("1/s", v["read_windows_s"])
         rows[f"cache {name}: memory copy / read (limit 1)"] = ("x", v["memory_over_read"])
     for key, v in figures.get("loader", {}).items():
-        rows[f"loader: {key}"] = ("x" if "over" in key else "1/s", v)
+        rows[f"loader: {key}"] = ("x" if "over" in key else "ms" if key.endswith("_ms") else "1/s", v)
     for key, v in figures.get("train", {}).items():
         size = f"batch {v['batch']}, {v['frames']} x {v['image']}^2"
         rows[f"{key} ({size}): windows/s in memory"] = ("1/s", v["memory_windows_s"])
