@@ -57,3 +57,14 @@ def test_prepare_names_a_bad_config_and_a_bad_setting(tmp_path: Path) -> None:
         main(["prepare", "--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ValueError, match=r"run_seconds must be in \["):
         main(["prepare", "--config", str(DEMO / "data.yaml"), "--data.init_args.world.run_seconds", "5"])
+
+
+def test_prepare_ignores_an_overlay_without_data_beside_a_config_with_it(tmp_path: Path, capsys) -> None:
+    cache = tmp_path / "cache"
+    overlay = tmp_path / "ddp.yaml"
+    overlay.write_text("trainer:\n  strategy: ddp\n  devices: 4\n")
+    main(["prepare", "--config", str(DEMO / "stage1.yaml"), "--config", str(overlay),
+          "--data.init_args.cache_dir", str(cache), *TINY_WORLD])
+    assert len(list(cache.glob("synthetic-*.h5"))) == 1 and "run00: 48 windows" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"ddp.yaml: neither a data config .*\(its keys: \['trainer'\]\)"):
+        main(["prepare", "--config", str(overlay)])

@@ -52,13 +52,16 @@ def split_arguments(args: Sequence[str]) -> tuple[list[str], set[str]]:
     """The arguments `detach prepare` parses, and the top-level keys it ignores.
 
     A `--config` naming a data config becomes `--data <file>`; options outside `OWN_OPTIONS`
-    (with their value) are dropped; a stage config's entries other than `data` are ignored.
+    (with their value) are dropped; a stage config's entries other than `data` are ignored, and
+    so are overlays without one (`configs/cluster/ddp.yaml`) beside a config that has one.
 
     Raises:
-        ValueError: A `--config` file that is neither a data config nor has a `data:` entry.
+        ValueError: `--config` files of which none is a data config or has a `data:` entry.
     """
     kept: list[str] = []
     ignored: set[str] = set()
+    with_data: list[str] = []
+    without_data: list[tuple[str, list[str]]] = []
     index = 0
     while index < len(args):
         option = args[index]
@@ -75,18 +78,21 @@ def split_arguments(args: Sequence[str]) -> tuple[list[str], set[str]]:
             entries = config_entries(value)
             if "class_path" in entries:
                 kept += ["--data", value]
-            elif "data" in entries or "model" in entries:
+                with_data.append(value)
+            else:
                 kept += ["--config", value]
                 ignored |= set(entries) - {"data"}
-            else:
-                raise ValueError(
-                    f"detach prepare --config {value}: neither a data config (a top-level "
-                    f"class_path, like configs/opp/data.yaml) nor a stage config with a data: entry "
-                    f"(its keys: {sorted(entries)})"
-                )
+                with_data += [value] if "data" in entries else []
+                without_data.append((value, sorted(entries)))
         elif top in OWN_OPTIONS:
             kept += args[index : index + step]
         index += step
+    if without_data and not with_data:
+        value, keys = without_data[0]
+        raise ValueError(
+            f"detach prepare --config {value}: neither a data config (a top-level class_path, like "
+            f"configs/opp/data.yaml) nor a stage config with a data: entry (its keys: {keys})"
+        )
     return kept, ignored
 
 
