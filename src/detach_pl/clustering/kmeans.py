@@ -20,6 +20,8 @@ changed cluster only, so an iteration costs one pass over the points instead of 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -32,6 +34,21 @@ KMeansMetric = Literal["euclidean", "cosine"]
 
 _METRICS = ("euclidean", "cosine")
 _ROW_CHUNK = 8192  # rows per distance/sum block: 8192 × 256 float32 = 8 MiB
+
+
+@contextmanager
+def _full_float32_matmuls() -> Iterator[None]:
+    """Float32 matmuls at full precision inside (no TF32 / bf16 passes), as the error bounds assume.
+
+    ``torch.set_float32_matmul_precision("high")`` (which a user or a GPU recipe may set) lets
+    float32 matmuls round like TF32; the skipped rows of `_DistanceBounds` rely on float32's.
+    """
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def check_features_2d(features: Tensor, name: str, check_values: bool = True) -> None:
@@ -209,7 +226,7 @@ class _DistanceBounds:
     E: a float32 dot product of length d errs by at most γ_d ||x|| ||c|| (γ_d ≈ d·2^-24), ||c||²
     and the float32 ||x||² likewise; every centroid is a mean of points or a point, so
     ||c|| ≤ X = max_i ||x_i||: E_i = 2·(d + 3)·2^-24·(X + ||x_i||)², with a factor 2 of safety
-    (a TF32 matmul on a GPU rounds more coarsely: keep TF32 off for this).
+    (`kmeans` keeps float32 matmuls at full precision meanwhile: `_full_float32_matmuls`).
     """
 
     def __init__(self, points: Tensor) -> None:
@@ -470,7 +487,8 @@ def kmeans(
         return runs[int(torch.argmin(costs))]
     mean = features.detach().double().mean(dim=0)
     points = features.detach() - mean.to(features.dtype)
-    seeds = _euclidean_seeds(points, num_clusters, num_inits, generator)
-    centroids, labels = _euclidean_lloyd(points, seeds, num_iters)
+    with _full_float32_matmuls():
+        seeds = _euclidean_seeds(points, num_clusters, num_inits, generator)
+        centroids, labels = _euclidean_lloyd(points, seeds, num_iters)
     best_run = int(torch.argmin(_euclidean_inertia(points, centroids, labels)))
     return centroids[best_run] + mean.to(features.dtype), labels[best_run].clone()
