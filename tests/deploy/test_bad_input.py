@@ -15,7 +15,7 @@ from detach_pl.cli import main
 from detach_pl.data.synthetic import CLASS_NAMES, generate_run
 from detach_pl.deploy.contract import load_probe
 from detach_pl.deploy.data import CsvRecordings
-from detach_pl.deploy.readers import world_of
+from detach_pl.deploy.readers import read_sensor_csv, world_of
 
 
 def write_csv(path: Path, time_s: np.ndarray, columns: dict[str, np.ndarray], labels: list[str] | None = None) -> Path:
@@ -133,3 +133,26 @@ def test_predict_with_a_stage_checkpoint_says_which_it_is(probe_ckpt, tmp_path, 
         main(["predict", "--config", str(DEMO / "predict.yaml"), "--ckpt_path", str(tmp_path / "stage1.ckpt")])
     with pytest.raises(ValueError, match="needs the probe checkpoint: --ckpt_path"):
         main(["predict", "--config", str(DEMO / "predict.yaml")])
+
+
+def reference_table(path: Path) -> tuple[list[str], np.ndarray]:
+    """Header and numbers of a CSV read cell by cell (csv module, empty cell → NaN, blank rows skipped)."""
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    return rows[0], np.array([[float(cell) if cell.strip() else np.nan for cell in row] for row in rows[1:]])
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_csv_numbers_equal_a_cell_by_cell_reading_with_or_without_blank_rows(tmp_path, line_end) -> None:
+    rng = np.random.default_rng(1)
+    values = np.round(rng.normal(0, 100, (40, 4)), 4)
+    values[rng.random(values.shape) < 0.2] = np.nan  # empty cells, first and last columns included
+    lines = ["timestamp,a,b,c"] + [",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in values]
+    for name, body in (("plain", lines), ("blank", lines[:9] + [",,,", ""] + lines[9:])):
+        path = tmp_path / f"{name}.csv"
+        path.write_text(line_end.join(body) + line_end)
+        recording = read_sensor_csv(path, CLASS_NAMES)
+        header, table = reference_table(path)
+        assert recording.channel_names == header[1:]
+        np.testing.assert_array_equal(recording.time_ms, table[:, 0] * 1000.0)
+        np.testing.assert_array_equal(recording.sensor, table[:, 1:])  # NaN where the reference has NaN

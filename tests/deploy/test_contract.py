@@ -12,7 +12,8 @@ from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract, load_
 
 def test_probe_checkpoint_carries_the_training_datamodules_contract(probe_ckpt, trained) -> None:
     contract = load_probe(probe_ckpt).contract
-    data = tiny_datamodule(trained / "data/cache", train_runs=["run00"], val_runs=["run01"], test_runs=["run02"])
+    data = tiny_datamodule(trained / "data/cache", train_runs=["run00"], val_runs=["run01"], test_runs=["run02"],
+                           purpose="probe")  # as the probe fit resolved it from the model
     data.setup("test")
     np.testing.assert_allclose(contract.mean, data.mean, rtol=1e-6)
     np.testing.assert_allclose(contract.std, data.std, rtol=1e-6)

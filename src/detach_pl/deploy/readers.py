@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,33 @@ def parse_numbers(path: Path, body: list[tuple[int, list[str]]], columns: list[i
         return np.array([[_number(row[i], path, line, header[i]) for i in columns] for line, row in body])
 
 
+def fast_numbers(text: str, columns: list[int], width: int, delimiter: str) -> np.ndarray | None:
+    """The numeric `columns` of a plain CSV body (no quotes, no blank rows) by numpy's C parser.
+
+    About ten times faster than splitting every row in Python (an hour of 30-Hz rows of 37
+    channels in well under a second). Empty cells become NaN. None when the body is not plain:
+    a quote, a carriage return (`read_sensor_csv` passes CRLF line ends as LF), a blank row, a row with another number of cells or a cell
+    numpy cannot read; `read_sensor_csv` then reads it row by row, which names the bad line.
+    """
+    if '"' in text or "\r" in text or len(delimiter) != 1 or delimiter.isspace():
+        return None
+    body = text.rstrip("\n")
+    if not body:
+        return None
+    blank = f"{delimiter} \t"
+    if any(line.count(delimiter) != width - 1 or not line.strip(blank) for line in body.split("\n")):
+        return None
+    empty, filled = delimiter * 2, f"{delimiter}nan{delimiter}"
+    body = body.replace(empty, filled).replace(empty, filled)
+    body = body.replace(f"\n{delimiter}", f"\nnan{delimiter}").replace(f"{delimiter}\n", f"{delimiter}nan\n")
+    body = ("nan" if body.startswith(delimiter) else "") + body + ("nan" if body.endswith(delimiter) else "")
+    try:
+        return np.loadtxt(io.StringIO(body), delimiter=delimiter, usecols=columns, dtype=np.float64,
+                          comments=None, quotechar=None, ndmin=2)
+    except ValueError:
+        return None
+
+
 def read_sensor_csv(
     path: str | Path,
     class_names: Sequence[str],
@@ -95,11 +123,13 @@ def read_sensor_csv(
     path = Path(path)
     if time_unit not in TIME_UNITS:
         raise ValueError(f"data.init_args.time_unit={time_unit!r}: expected one of {list(TIME_UNITS)}")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.reader(handle, delimiter=delimiter))
-    if not rows:
+    text = path.read_text(encoding="utf-8-sig")
+    first_line, _, rest = text.partition("\n")
+    plain_header = '"' not in first_line
+    header_row = next(csv.reader([first_line] if plain_header else io.StringIO(text), delimiter=delimiter), [])
+    if not header_row:
         raise ValueError(f"{path}: empty file; expected a header row naming the columns")
-    header = [name.strip() for name in rows[0]]
+    header = [name.strip() for name in header_row]
     if time_column not in header:
         raise ValueError(f"{path}:1: no timestamp column {time_column!r} in the header {header}")
     time_index = header.index(time_column)
@@ -107,19 +137,28 @@ def read_sensor_csv(
     channels = [i for i in range(len(header)) if i not in (time_index, label_index)]
     if not channels:
         raise ValueError(f"{path}:1: the header {header} names no sensor channel")
-    body = [(line, row) for line, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
-    if not body:
-        raise ValueError(f"{path}: a header but no rows")
-    for line, row in body:
-        if len(row) != len(header):
-            raise ValueError(f"{path}:{line}: {len(row)} cells, the header has {len(header)} columns")
     numeric = [time_index, *channels]
-    table = parse_numbers(path, body, numeric, header)
+    lines = rest.replace("\r\n", "\n")
+    table = fast_numbers(lines, numeric, len(header), delimiter) if plain_header else None
+    if table is not None:
+        label_cells = [] if label_index is None else [
+            (line, row.split(delimiter)[label_index]) for line, row in enumerate(lines.rstrip("\n").split("\n"), start=2)
+        ]
+    else:
+        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+        body = [(line, row) for line, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
+        if not body:
+            raise ValueError(f"{path}: a header but no rows")
+        for line, row in body:
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{line}: {len(row)} cells, the header has {len(header)} columns")
+        table = parse_numbers(path, body, numeric, header)
+        label_cells = [] if label_index is None else [(line, row[label_index]) for line, row in body]
     labels = []
     if label_index is not None:
         known = {name: index for index, name in enumerate(class_names)}
-        for line, row in body:
-            name = row[label_index].strip()
+        for line, cell in label_cells:
+            name = cell.strip()
             if name.lower() in NULL_LABELS:
                 labels.append(-1)
             elif name in known:
