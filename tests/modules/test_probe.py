@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_datamodule, tiny_encoder
 
 from detach_pl.modules import LinearProbeModule
-from detach_pl.modules.probe import EmbeddingMemo, FeatureStandardizer
+from detach_pl.modules.probe import HOST_INDEX, EmbeddingMemo, FeatureStandardizer
 
 
 def test_memo_computes_each_item_once_and_returns_what_compute_gave() -> None:
@@ -164,3 +164,25 @@ def test_standardiser_batches_reach_the_device_through_the_datamodule_transfer_h
     reference = probe.embed(2.0 * datamodule.datasets["train"].sensor).double()
     torch.testing.assert_close(probe.classifier[0].mean, reference.mean(0).float(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(probe._memos["train"].values, reference.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_training_batches_carry_the_host_copy_of_their_indices_through_the_trainer(tmp_path) -> None:
+    """The DataModule has its own batch hooks; the probe's host index still reaches every step."""
+    seen = []
+
+    class Recording(LinearProbeModule):
+        def training_step(self, batch, batch_idx):
+            seen.append(("train", batch[HOST_INDEX].tolist() == batch["index"].tolist()))
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            seen.append(("val", batch[HOST_INDEX].tolist() == batch["index"].tolist()))
+            return super().validation_step(batch, batch_idx)
+
+    datamodule = tiny_datamodule(tmp_path)
+    probe = Recording(data_info=datamodule.data_info, encoder=tiny_encoder())
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, num_sanity_val_steps=0,
+                         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(probe, datamodule=datamodule)
+    assert {split for split, _ in seen} == {"train", "val"} and all(same for _, same in seen)

@@ -89,7 +89,7 @@ def run(module: torch.nn.Module, data: list[dict[str, torch.Tensor]], guard_afte
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for step, batch in enumerate(data):
-            batch = module.on_before_batch_transfer(dict(batch), 0)  # as Lightning does, on the host
+            batch = module.transfer_batch_to_device(dict(batch), torch.device("cpu"), 0)  # as Lightning does
             mode = NoHostReads() if guard_after_first and step > 0 else None
             optimizer.zero_grad()
             if mode is not None:  # the step itself; AdamW reads its CPU step counter (no device sync on GPU)
@@ -129,7 +129,7 @@ def test_probe_memo_equals_embedding_every_batch_directly() -> None:
     data = probe_batches(4)
     probe = build("probe", debug_checks=False)
     for batch in data:
-        batch = probe.on_before_batch_transfer(dict(batch), 0)
+        batch = probe.transfer_batch_to_device(dict(batch), torch.device("cpu"), 0)
         with NoHostReads():
             memoised = probe._memoised_embeddings(batch, "train")
         torch.testing.assert_close(memoised, probe.embed(batch["sensor"]), rtol=1e-5, atol=1e-6)

@@ -133,16 +133,16 @@ class LinearProbeModule(SensorClassifierModule):
         """u_s of the frozen encoders, without a graph (nothing before the Linear layer trains)."""
         return super().embed(sensor, mask)
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Keep the item indices on the host too (`HOST_INDEX`): the memo decides there what to embed.
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Keep the item indices on the host too (`HOST_INDEX`), then move the batch as usual.
 
-        Lightning then notes once that this module, not the DataModule, provides the hook (the
-        DataModule has none; should it define one, Lightning calls that instead and the memo
-        reads the indices back from the device: correct, one synchronisation per step).
+        The memo decides on the host what to embed. This is the last hook that still sees the
+        loader's batch on the host after the DataModule's `on_before_batch_transfer`; Lightning
+        notes once that the module, not the DataModule, provides it (the DataModule has none).
         """
         if isinstance(batch, dict) and isinstance(batch.get("index"), Tensor):
             batch[HOST_INDEX] = batch["index"].numpy()
-        return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _memoised_embeddings(self, batch: dict[str, Any], split: str) -> Tensor:
         mask = batch.get("mask")
