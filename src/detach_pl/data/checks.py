@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 #: Upper bound of the automatic DataLoader worker count (per process).
 MAX_AUTO_WORKERS = 4
 
@@ -54,3 +56,15 @@ def ensure_writable_folder(folder: str | Path, setting: str) -> Path:
     os.close(handle)
     os.unlink(probe)
     return folder
+
+
+def timestamp_problem(time: np.ndarray) -> tuple[int, str] | None:
+    """The first row (0-based) whose timestamp is not finite or does not increase, and why."""
+    bad = np.flatnonzero(~np.isfinite(time))
+    if bad.size:
+        return int(bad[0]), f"is {time[bad[0]]}"
+    steps = np.flatnonzero(np.diff(time) <= 0)
+    if steps.size:
+        row = int(steps[0]) + 1
+        return row, f"goes from {time[row - 1]:.0f} to {time[row]:.0f} ms (expected strictly increasing times)"
+    return None

@@ -35,7 +35,7 @@ from detach_pl.data.checks import ensure_writable_folder, resolve_num_workers
 from detach_pl.data.dataset import WindowDataset, clips_to_float, decodes_on_device, jpeg_clips_to_float
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import Standardize, WindowSettings
-from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract
+from detach_pl.data.contract import CONTRACT_KEY, PreprocessingContract
 from detach_pl.distributed import BatchedDataset, UnpaddedBatchSampler
 from detach_pl.io import write_atomically
 from detach_pl.seeding import loader_generator, run_seed, sample_generator

@@ -16,8 +16,9 @@ from typing import Literal
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, _window_signals
+from detach_pl.data.checks import timestamp_problem
+from detach_pl.data.contract import PreprocessingContract
 from detach_pl.data.windows import standardize_windows, window_label, window_starts
-from detach_pl.deploy.contract import PreprocessingContract
 
 log = logging.getLogger(__name__)
 
@@ -200,18 +201,6 @@ def recording_windows(
     else:
         labels = np.asarray([window_label(row_label[first:last], settings) for first, last in spans], np.int64)
     return RecordingWindows(starts, starts + settings.window_seconds * 1000.0, windows, labels, dead)
-
-
-def timestamp_problem(time: np.ndarray) -> tuple[int, str] | None:
-    """The first row (0-based) whose timestamp is not finite or does not increase, and why."""
-    bad = np.flatnonzero(~np.isfinite(time))
-    if bad.size:
-        return int(bad[0]), f"is {time[bad[0]]}"
-    steps = np.flatnonzero(np.diff(time) <= 0)
-    if steps.size:
-        row = int(steps[0]) + 1
-        return row, f"goes from {time[row - 1]:.0f} to {time[row]:.0f} ms (expected strictly increasing times)"
-    return None
 
 
 def check_rows(time_ms: np.ndarray, sensor: np.ndarray, where: str) -> None:

@@ -57,7 +57,7 @@ from detach_pl.data.opportunity.release import (
     subject_of,
 )
 from detach_pl.data.vocabulary import AMBIENT_CHANNELS, PLACE_NAMES
-from detach_pl.deploy.preprocess import timestamp_problem
+from detach_pl.data.checks import timestamp_problem
 
 log = logging.getLogger(__name__)
 
