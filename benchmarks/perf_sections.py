@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from perf_common import load_average, markdown_table, median_seconds, peak_rss_bytes
+from benchmarks.perf_common import load_average, markdown_table, median_seconds, peak_rss_bytes
 
 EMBED = 256  # the paper's d: u = [normalize(z), normalize(h)] has 2d = 512
 TAU = 0.1

@@ -10,7 +10,8 @@ import pytest
 import torch
 from helpers import tiny_encoder
 
-from detach_pl.data.datamodule import SequenceDataset, WindowDataset, collate_sequences
+from detach_pl.data.dataset import WindowDataset
+from detach_pl.data.sequences import SequenceDataset, collate_sequences
 from detach_pl.data.hwu_usp import (
     DEFAULT_CHANNELS,
     HwuUspDataModule,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy import signal
 
 from detach_pl.data.cache import RunRecording, WindowCache, build_cache
-from detach_pl.data.datamodule import WindowDataset
+from detach_pl.data.dataset import WindowDataset
 from detach_pl.data.windows import (
     WindowSettings,
     fill_window_nans,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,33 +32,25 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detach_pl.data.cache import FrameStorage, RunRecording, RunReport, WindowCache, build_cache, cache_key
 from detach_pl.data.checks import ensure_writable_folder, resolve_num_workers
+from detach_pl.data.contract import CONTRACT_KEY, PreprocessingContract
 from detach_pl.data.dataset import WindowDataset, clips_to_float, decodes_on_device, jpeg_clips_to_float
 from detach_pl.data.info import DataInfo
+from detach_pl.data.loaders import split_loader
+from detach_pl.data.readings import RunReading, collect_findings
+from detach_pl.data.sequences import SequenceDataset, collate_sequences
 from detach_pl.data.windows import Standardize, WindowSettings
-from detach_pl.data.contract import CONTRACT_KEY, PreprocessingContract
-from detach_pl.distributed import BatchedDataset, UnpaddedBatchSampler
 from detach_pl.io import write_atomically
 from detach_pl.seeding import loader_generator, run_seed, sample_generator
 from detach_pl.transforms import augment_clip
+
+__all__ = [
+    "AlignmentTrainingSet", "RunReading", "SequenceDataset", "WindowDataModule", "WindowDataset", "collate_sequences",
+]
 
 log = logging.getLogger(__name__)
 
 Purpose = Literal["auto", "alignment", "probe"]
 PURPOSES: tuple[str, ...] = ("alignment", "probe")
-
-
-@dataclass(frozen=True)
-class RunReading:
-    """One run as a reader returns it: the recording for the cache and what reading it found.
-
-    Attributes:
-        recording: What the cache writer stores.
-        findings: JSON-able notes of the reader about this run (clock unit, label counts, …),
-            handed to `WindowDataModule.report_extra`; None when there is nothing to say.
-    """
-
-    recording: RunRecording
-    findings: Any = None
 
 
 @dataclass(frozen=True)
@@ -72,45 +64,6 @@ class AlignmentTrainingSet:
 
     sensor: torch.Tensor
     place: torch.Tensor
-
-
-class SequenceDataset(Dataset):
-    """Whole runs (trials) as items, for the sequence-level probe: all windows of a run."""
-
-    def __init__(self, windows: WindowDataset, labels: dict[int, int]) -> None:
-        self.windows = windows
-        self.runs = sorted(labels)
-        self.labels = labels
-        run_of_window = windows.sequence.numpy()
-        self.members = {run: np.flatnonzero(run_of_window == run) for run in self.runs}
-
-    def __len__(self) -> int:
-        return len(self.runs)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        run = self.runs[index]
-        rows = torch.from_numpy(self.members[run])
-        return {
-            "index": torch.tensor(index, dtype=torch.int64),
-            "sensor": self.windows.sensor[rows],
-            "label": torch.tensor(self.labels[run], dtype=torch.int64),
-            "sequence": torch.tensor(run, dtype=torch.int64),
-        }
-
-
-def collate_sequences(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Pad runs of different lengths: `sensor` (B, W_max, C, L) and a `mask` (B, W_max)."""
-    longest = max(item["sensor"].shape[0] for item in items)
-    channels, length = items[0]["sensor"].shape[1:]
-    sensor = torch.zeros(len(items), longest, channels, length)
-    mask = torch.zeros(len(items), longest, dtype=torch.bool)
-    for row, item in enumerate(items):
-        count = item["sensor"].shape[0]
-        sensor[row, :count] = item["sensor"]
-        mask[row, :count] = True
-    batch = {key: torch.stack([item[key] for item in items]) for key in ("index", "label", "sequence")}
-    batch.update(sensor=sensor, mask=mask)
-    return batch
 
 
 class WindowDataModule(pl.LightningDataModule):
@@ -330,7 +283,7 @@ class WindowDataModule(pl.LightningDataModule):
         read: list[bool] = []
         reports = build_cache(
             path,
-            _collect_findings(self.recordings(), findings, read),
+            collect_findings(self.recordings(), findings, read),
             self.windows,
             self.cache_meta(),
             num_runs=self.num_recordings(),
@@ -496,39 +449,24 @@ class WindowDataModule(pl.LightningDataModule):
         return AlignmentTrainingSet(sensor=dataset.sensor, place=dataset.place)
 
     def _loader(self, split: str, sampler: DistributedSampler | None = None) -> DataLoader:
-        """A loader with its own generator and its sampler at the epoch training is at.
+        """A split's loader (`detach_pl.data.loaders.split_loader`) with its own generator and its
+        sampler at the epoch training is at.
 
         Lightning creates the first iterator of a `fit` before it sets the sampler's epoch, and
         worker processes fetch their first batches at once: without the epoch set here, a resumed
         run with workers would replay epoch 0's order in its first epoch.
-
-        Without a sampler (evaluation) under DDP, the loader serves whole batches of an
-        `UnpaddedBatchSampler`: each window exactly once and the same number of batches on every
-        rank. Being a DistributedSampler, Lightning does not replace it by its padded one.
         """
-        dataset = self.datasets[split]
-        sequences = isinstance(dataset, SequenceDataset)
         if sampler is not None and self.trainer is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
-        batch_size: int | None = self.batch_size
-        collate_fn = collate_sequences if sequences else None
-        if sampler is None and self.trainer is not None and self.trainer.world_size > 1:
-            sampler = UnpaddedBatchSampler(
-                dataset, self.batch_size, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank
-            )
-            dataset, batch_size, collate_fn = BatchedDataset(dataset, collate_fn), None, None
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=batch_size is not None
-            and sampler is not None
-            and len(dataset) >= batch_size * sampler.num_replicas,
+        return split_loader(
+            self.datasets[split],
+            self.batch_size,
+            sampler,
+            world_size=self.trainer.world_size if self.trainer is not None else 1,
+            rank=self.trainer.global_rank if self.trainer is not None else 0,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             # pinned batches let the copy to a GPU run asynchronously; on CPU pinning only costs
             pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",
-            collate_fn=collate_fn,
             generator=loader_generator(self.shuffle_seed, split),
         )
 
@@ -606,19 +544,3 @@ class WindowDataModule(pl.LightningDataModule):
                 self.split("train_runs"),
             )
 
-
-def _collect_findings(
-    items: Iterable[RunRecording | RunReading], findings: dict[str, Any], read: list[bool]
-) -> Iterator[RunRecording]:
-    """The recordings of a reader's items, with each `RunReading`'s findings kept by run name.
-
-    `read` gets one entry when the first item is asked for (the writer may reuse a cache that
-    another process finished, and then reads none).
-    """
-    read.append(True)
-    for item in items:
-        if isinstance(item, RunReading):
-            findings[item.recording.name] = item.findings
-            yield item.recording
-        else:
-            yield item

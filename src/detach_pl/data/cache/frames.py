@@ -175,17 +175,25 @@ class StoredFrames:
         Raw frames stored one chunk each are read as their chunk bytes (no HDF5 selection
         machinery): a window read touches exactly its T frames.
         """
+        out = np.empty((picks.size, *self.shape), dtype=np.uint8)
+        self.read_into(picks, out)
+        return out
+
+    def read_into(self, picks: np.ndarray, out: np.ndarray) -> None:
+        """`read(picks)` written into `out`, a C-contiguous (T, H, W, 3) uint8 array (no temporary clip).
+
+        Raw chunks are read straight into their rows, in file order; JPEG frames are decoded in
+        one batched call and written in place.
+        """
         if self._direct:
-            out = np.empty((picks.size, *self.shape), dtype=np.uint8)
-            for row, index in enumerate(picks):
-                _, raw = self.dataset.id.read_direct_chunk((int(index), 0, 0, 0))
-                out[row] = np.frombuffer(raw, dtype=np.uint8).reshape(self.shape)
-            return out
-        if not self.jpeg:
+            rows = out.reshape(picks.size, -1)
+            for row in np.argsort(picks, kind="stable"):
+                self.dataset.id.read_direct_chunk((int(picks[row]), 0, 0, 0), out=rows[row])
+        elif not self.jpeg:
             unique, inverse = np.unique(picks, return_inverse=True)
-            return self.dataset[unique][inverse]
-        decoded = decode_jpeg_frames(self.encoded(picks), "cpu")
-        return decoded.permute(0, 2, 3, 1).contiguous().numpy()
+            out[...] = self.dataset[unique][inverse]
+        else:
+            out[...] = decode_jpeg_frames(self.encoded(picks), "cpu").permute(0, 2, 3, 1).numpy()
 
     def encoded(self, picks: np.ndarray) -> list[torch.Tensor]:
         """The JPEG bytes of frames `picks` (jpeg storage only), one 1-D uint8 tensor each."""

@@ -75,6 +75,11 @@ class WindowCache:
         """Names of the stored sensor channels, in order."""
         return list(self.meta["channel_names"])
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of every stored frame (the cache writer checks each against the settings)."""
+        return (self.settings.image_size, self.settings.image_size, 3)
+
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
@@ -146,6 +151,17 @@ class WindowCache:
         this process's CPU (`frames.StoredFrames.read`).
         """
         return self._stored_frames(window).read(self.frame_picks(window, num_frames))
+
+    def read_clips(self, windows: np.ndarray, num_frames: int, out: np.ndarray) -> None:
+        """`read_frames` of each of `windows` into `out` (B, T, H, W, 3) uint8, row by row, in file order.
+
+        Windows are visited by run and start frame, so that a batch reads each run's frames in
+        ascending order; `out[row]` receives the clip of `windows[row]` whatever the visiting order.
+        """
+        windows = np.asarray(windows, dtype=np.int64)
+        for row in np.lexsort((self.frame_start[windows], self.window_run[windows])):
+            window = int(windows[row])
+            self._stored_frames(window).read_into(self.frame_picks(window, num_frames), out[row])
 
     def read_encoded_frames(self, window: int, num_frames: int) -> list[torch.Tensor]:
         """The JPEG bytes of the frames `read_frames` would decode (a JPEG cache only), for decoding elsewhere."""

@@ -30,7 +30,8 @@ from typing import Any, Literal
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache
-from detach_pl.data.datamodule import RunReading, WindowDataModule
+from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.data.readings import RunReading
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.hwu_usp.ambient import AmbientTable, GapFill, TimestampUnit, place_per_row, read_ambient_csv
 from detach_pl.data.hwu_usp.discovery import (

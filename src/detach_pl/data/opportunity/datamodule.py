@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport
-from detach_pl.data.datamodule import RunReading, WindowDataModule
+from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.data.readings import RunReading
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.info import DataInfo
 from detach_pl.data.opportunity.labels import (
