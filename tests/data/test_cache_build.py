@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_builder import META, SETTINGS, recordings
 from detach_pl.data.cache import WindowCache, build_cache, remove_stale_temporaries
 from detach_pl.io import write_atomically
-
-BUILDER = Path(__file__).with_name("cache_builder.py")
+from detach_pl.testing.cache import META, SETTINGS, recordings
 
 
 def start_builder(cache: Path, marker: Path, sleep: float, runs: int = 2) -> subprocess.Popen[str]:
     """Run the builder program in its own process (stdout and stderr captured)."""
     return subprocess.Popen(
-        [sys.executable, str(BUILDER), str(cache), str(marker), "--sleep", str(sleep), "--runs", str(runs)],
+        [sys.executable, "-m", "detach_pl.testing.cache", str(cache), str(marker), "--sleep", str(sleep),
+         "--runs", str(runs)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

@@ -1,15 +1,49 @@
-"""The batch contract of the shared DataModule: what the loader gives, what the model gets, loader options."""
+"""The batch contract of the shared DataModule: what the loader gives, what the model gets, loader options.
+
+The loaders read a batch per fetch (`WindowBatches`); their batches must equal, key by key, those
+of a plain PyTorch DataLoader over the same `WindowDataset` with the same sampler and the default
+collate of single items (the path before batched reads).
+"""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
-from helpers import tiny_datamodule
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from detach_pl.data.cache import FrameStorage
-from detach_pl.data.dataset import clips_to_float, decodes_on_device
+from detach_pl.data.dataset import WindowDataset, clips_to_float, decodes_on_device
+from detach_pl.distributed import UnpaddedBatchSampler
+from helpers import tiny_datamodule
+
+EPOCH = 1
+
+
+def reference_training_batches(dataset: WindowDataset, batch_size: int, seed: int, world: int, rank: int) -> list:
+    """Per-item reads stacked by the default collate, in a DistributedSampler's epoch-EPOCH order."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                 drop_last=len(dataset) >= world)
+    sampler.set_epoch(EPOCH)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=default_collate,
+                        drop_last=len(dataset) >= batch_size * world)
+    return list(loader)
+
+
+def assert_same_batches(served: list[dict[str, Any]], reference: list[dict[str, Any]]) -> None:
+    """Same number of batches, same keys, and per key the same dtype, shape and values (or bytes)."""
+    assert len(served) == len(reference) > 0
+    for batch, expected in zip(served, reference, strict=True):
+        assert batch.keys() == expected.keys()
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                got = batch[key]
+                assert got.dtype == value.dtype and got.shape == value.shape, key
+                assert got.is_contiguous() and torch.equal(got, value), key
+            else:  # video_jpeg: T tuples of B byte strings
+                assert type(batch[key]) is type(value) and batch[key] == value, key
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +78,12 @@ def test_clips_to_float_equals_float_after_permute() -> None:
         clips_to_float(clips.permute(0, 1, 4, 2, 3))
 
 
-def attach(datamodule, device: str) -> None:
-    """A stand-in for the Trainer: the DataModule only asks for the device, world size and rank here."""
-    datamodule.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)),
-                                         world_size=1, global_rank=0)
+def attach(datamodule, device: str = "cpu", world_size: int = 1, rank: int = 0) -> None:
+    """A stand-in for the Trainer: the loaders only ask for the device, world size, rank and the epoch (EPOCH)."""
+    datamodule.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)), world_size=world_size, global_rank=rank,
+        fit_loop=SimpleNamespace(epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=EPOCH))),
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -105,3 +141,78 @@ def test_augmentation_seeds_come_from_the_host_indices(alignment_data) -> None:
     finally:
         alignment_data.augment_video = False
         alignment_data.trainer = None
+
+
+# ---- batched reads: the loaders' batches equal per-item reads stacked by the default collate -------
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_shuffled_training_batches_equal_per_item_reads(alignment_data, world: int, workers: int) -> None:
+    dataset = alignment_data.datasets["train"]
+    alignment_data.num_workers = workers
+    try:
+        for rank in range(world):
+            attach(alignment_data, world_size=world, rank=rank)
+            served = list(alignment_data.train_dataloader())
+            seed = alignment_data.shuffle_seed
+            expected = reference_training_batches(dataset, alignment_data.batch_size, seed, world, rank)
+            assert_same_batches(served, expected)
+            assert "video" in served[0] and served[0]["video"].dtype == torch.uint8
+    finally:
+        alignment_data.trainer, alignment_data.num_workers = None, 0
+
+
+def test_validation_batches_equal_per_item_reads(alignment_data) -> None:
+    dataset = alignment_data.datasets["val"]
+    served = list(alignment_data.val_dataloader())
+    expected = list(DataLoader(dataset, batch_size=alignment_data.batch_size, collate_fn=default_collate))
+    assert_same_batches(served, expected)
+    assert served[-1]["index"].shape[0] == (len(dataset) % alignment_data.batch_size or alignment_data.batch_size)
+
+
+def test_ddp_evaluation_batches_equal_per_item_reads_on_both_ranks(alignment_data) -> None:
+    dataset = alignment_data.datasets["val"]
+    try:
+        for rank in (0, 1):
+            attach(alignment_data, world_size=2, rank=rank)
+            served = list(alignment_data.val_dataloader())
+            batches = UnpaddedBatchSampler(dataset, alignment_data.batch_size, num_replicas=2, rank=rank)
+            assert_same_batches(served, [default_collate([dataset[i] for i in batch]) for batch in batches])
+    finally:
+        alignment_data.trainer = None
+
+
+def test_probe_batches_equal_per_item_reads(tmp_path) -> None:
+    """Sensors only (no video), labelled windows."""
+    datamodule = tiny_datamodule(tmp_path, purpose="probe")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    try:
+        attach(datamodule)
+        dataset = datamodule.datasets["train"]
+        served = list(datamodule.train_dataloader())
+        assert_same_batches(served, reference_training_batches(dataset, datamodule.batch_size,
+                                                               datamodule.shuffle_seed, 1, 0))
+        assert "video" not in served[0]
+    finally:
+        datamodule.trainer = None
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_jpeg_training_batches_equal_per_item_reads(tmp_path, on_device: bool) -> None:
+    """Decoded in the loader (CPU training) or carried as JPEG bytes for a decode on the device."""
+    datamodule = tiny_datamodule(tmp_path, purpose="alignment", augment_video=False,
+                                 frame_storage=FrameStorage(codec="jpeg", quality=90))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    dataset = datamodule.datasets["train"]
+    dataset.decode_on_device = on_device
+    try:
+        attach(datamodule)
+        served = list(datamodule.train_dataloader())
+        assert_same_batches(served, reference_training_batches(dataset, datamodule.batch_size,
+                                                               datamodule.shuffle_seed, 1, 0))
+        assert ("video_jpeg" in served[0]) == on_device and ("video" in served[0]) != on_device
+    finally:
+        datamodule.trainer = None

@@ -33,15 +33,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from detach_pl.data.cache import FrameStorage, RunRecording, RunReport, WindowCache, build_cache, cache_key
 from detach_pl.data.checks import ensure_writable_folder, resolve_num_workers
 from detach_pl.data.contract import CONTRACT_KEY, PreprocessingContract
-from detach_pl.data.dataset import WindowDataset, clips_to_float, decodes_on_device, jpeg_clips_to_float
+from detach_pl.data.dataset import WindowDataset, batch_for_model, decodes_on_device
 from detach_pl.data.info import DataInfo
 from detach_pl.data.loaders import split_loader
-from detach_pl.data.readings import RunReading, collect_findings
+from detach_pl.data.readings import RunReading, collect_findings, report_lines
 from detach_pl.data.sequences import SequenceDataset, collate_sequences
 from detach_pl.data.windows import Standardize, WindowSettings
 from detach_pl.io import write_atomically
-from detach_pl.seeding import loader_generator, run_seed, sample_generator
-from detach_pl.transforms import augment_clip
+from detach_pl.seeding import loader_generator
 
 __all__ = [
     "AlignmentTrainingSet", "RunReading", "SequenceDataset", "WindowDataModule", "WindowDataset", "collate_sequences",
@@ -307,18 +306,7 @@ class WindowDataModule(pl.LightningDataModule):
 
     def summary(self) -> str:
         """What preparing found, for `detach prepare`: the cache, each run, the dataset's notes."""
-        path = self.cache_path
-        size = f" ({path.stat().st_size / 2**30:.2f} GiB)" if path.is_file() else ""
-        lines = [f"cache: {path}{size}", f"report: {self.report_path}"]
-        if not self.report:
-            lines.append("  (no report stored beside this cache)")
-        for report in self.reports:
-            notes = f"; {'; '.join(report.notes)}" if report.notes else ""
-            lines.append(
-                f"  {report.name}: {report.windows} windows, sensor {report.sensor_seconds:.1f} s, "
-                f"video {report.video_seconds:.1f} s{notes}"
-            )
-        return "\n".join(lines + self.report_lines())
+        return "\n".join(report_lines(self.cache_path, self.report_path, self.report, self.reports) + self.report_lines())
 
     def resolved_purpose(self) -> Literal["alignment", "probe"]:
         """The purpose in force, decided once (see the module docstring).
@@ -415,24 +403,10 @@ class WindowDataModule(pl.LightningDataModule):
             batch["index_host"] = batch["index"].tolist()
         return batch
 
-    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        """On the device: uint8 clips (B, T, H, W, 3), or a JPEG cache's frame bytes, → floats
-        (B, T, 3, H, W) in [0, 1]; training clips augmented, one draw per clip (batch contract:
-        `detach_pl.data.dataset`)."""
-        indices = batch.pop("index_host", None)
-        if "video_jpeg" in batch:
-            video = jpeg_clips_to_float(batch.pop("video_jpeg"), batch["sensor"].device)
-        elif "video" in batch and batch["video"].dtype == torch.uint8:
-            video = clips_to_float(batch["video"])
-        else:
-            return batch
-        if self.augment_video and self.trainer is not None and self.trainer.training:
-            seed, epoch = run_seed(), self.trainer.current_epoch
-            indices = batch["index"].tolist() if indices is None else indices  # called without the hook before
-            generators = [sample_generator(seed, epoch, index) for index in indices]
-            video = torch.stack([augment_clip(clip, generator=g) for clip, g in zip(video, generators)])
-        batch["video"] = video
-        return batch
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """On the device: clips to the model's floats, training clips augmented (`batch_for_model`)."""
+        training = self.augment_video and self.trainer is not None and self.trainer.training
+        return batch_for_model(batch, augment_epoch=self.trainer.current_epoch if training else None)
 
     def alignment_training_set(self) -> AlignmentTrainingSet:
         """The training windows' sensors and places, for stage 1 (after `setup`).

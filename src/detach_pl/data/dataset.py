@@ -31,6 +31,8 @@ from torch.utils.data import Dataset, get_worker_info
 
 from detach_pl.data.cache import FrameStorage, WindowCache, decode_jpeg_frames
 from detach_pl.data.windows import Standardize, standardize_windows
+from detach_pl.seeding import run_seed, sample_generator
+from detach_pl.transforms import augment_clip
 
 
 class WindowDataset(Dataset):
@@ -159,6 +161,31 @@ def _empty_uint8(shape: tuple[int, ...]) -> torch.Tensor:
         return torch.from_numpy(np.empty(shape, dtype=np.uint8))
     storage = torch.UntypedStorage._new_shared(math.prod(shape))
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def batch_for_model(batch: dict[str, Any], *, augment_epoch: int | None) -> dict[str, Any]:
+    """A batch after its transfer to the training device, as the model gets it (module docstring).
+
+    uint8 clips (B, T, H, W, 3), or a JPEG cache's frame bytes, become floats (B, T, 3, H, W) in
+    [0, 1]; with `augment_epoch`, each clip is augmented by its window's generator of that epoch
+    (`sample_generator`: one draw per clip, whichever batch or rank serves it), seeded from the
+    host copy of the indices (`index_host`, popped) when the batch has one, so that the device's
+    `index` is never read back (a sync).
+    """
+    indices = batch.pop("index_host", None)
+    if "video_jpeg" in batch:
+        video = jpeg_clips_to_float(batch.pop("video_jpeg"), batch["sensor"].device)
+    elif "video" in batch and batch["video"].dtype == torch.uint8:
+        video = clips_to_float(batch["video"])
+    else:
+        return batch
+    if augment_epoch is not None:
+        seed = run_seed()
+        indices = batch["index"].tolist() if indices is None else indices  # called without the hook before
+        generators = [sample_generator(seed, augment_epoch, index) for index in indices]
+        video = torch.stack([augment_clip(clip, generator=g) for clip, g in zip(video, generators, strict=True)])
+    batch["video"] = video
+    return batch
 
 
 def decodes_on_device(storage: FrameStorage, device: torch.device) -> bool:

@@ -1,4 +1,4 @@
-"""A cache-building program for the build tests: `python cache_builder.py CACHE MARKER [--sleep S]`.
+"""A cache-building program for the cache-build tests: `python -m detach_pl.testing.cache CACHE MARKER [--sleep S]`.
 
 Builds a tiny window cache at CACHE from generated runs. The recordings generator appends
 "build <pid>" to MARKER when it is first asked for a run (so the number of lines counts the builds
