@@ -7,6 +7,7 @@ import torch
 
 from detach_pl.losses import (
     alignment_weights,
+    info_nce,
     pair_weights,
     spatial_similarity,
     temporal_similarity,
@@ -58,6 +59,44 @@ def test_bounded_fast_path_matches_loop_reference(temperature: float, anchors: s
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
     for grad, ref in zip(torch.autograd.grad(loss, (video, sensor)), torch.autograd.grad(expected, (video, sensor))):
         torch.testing.assert_close(grad, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("anchors", [None, slice(1, 4)])
+def test_bounded_path_normalisation_backward_equals_f_normalize_autograd(anchors: slice | None) -> None:
+    """The fused normalisation backward equals autograd of `F.normalize` (general path, tensor τ) in
+    float64 within 1e-10, also for a zero row and a row shorter than F.normalize's eps, and
+    with only one input requiring grad."""
+    video, sensor = features(6, 5, 20), features(6, 5, 21)
+    video[2] = 0.0
+    sensor[4] = 1e-14
+    weights = 3.0 * torch.rand(6, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for needs in ((True, True), (True, False), (False, True)):
+        v, s = video.clone().requires_grad_(needs[0]), sensor.clone().requires_grad_(needs[1])
+        inputs = tuple(x for x in (v, s) if x.requires_grad)
+        fast = weighted_info_nce(v, s, weights, 0.1, anchors=anchors)
+        general = weighted_info_nce(v, s, weights, torch.tensor(0.1, dtype=torch.float64), anchors=anchors)
+        assert "Bounded" in type(fast.grad_fn).__name__ and "Bounded" not in type(general.grad_fn).__name__
+        torch.testing.assert_close(fast, general, rtol=0, atol=1e-10)
+        for got, expected in zip(torch.autograd.grad(fast, inputs), torch.autograd.grad(general, inputs), strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_info_nce_fast_path_equals_cross_entropy_form() -> None:
+    """`info_nce` (W ≡ 1, no weight multiply) equals ½(CE rows + CE columns) written with
+    `F.cross_entropy`: float32 value within 1e-6, gradients within 1e-5 relative."""
+    gen = torch.Generator().manual_seed(6)
+    video = torch.randn(96, 16, generator=gen).requires_grad_()
+    sensor = torch.randn(96, 16, generator=gen).requires_grad_()
+    logits = torch.nn.functional.normalize(video, dim=1) @ torch.nn.functional.normalize(sensor, dim=1).T / 0.1
+    targets = torch.arange(96)
+    plain = 0.5 * (
+        torch.nn.functional.cross_entropy(logits, targets) + torch.nn.functional.cross_entropy(logits.T, targets)
+    )
+    fast = info_nce(video, sensor, 0.1, check=False)
+    torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+    grads = zip(torch.autograd.grad(fast, (video, sensor)), torch.autograd.grad(plain, (video, sensor)), strict=True)
+    for got, expected in grads:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_fast_path_equals_the_general_path_in_float32() -> None:

@@ -22,42 +22,93 @@ _MAX_LOGIT_RANGE = 60.0
 """Largest 2/τ of the bounded fast path: exp(S − 1/τ) ≥ e^−60 stays a normal float32."""
 
 
-class _BoundedWeightedInfoNce(torch.autograd.Function):
-    """L_CL from the cosines C = u_v u_sᵀ, using that S = C/τ is bounded by 1/τ (|cos| ≤ 1).
+_NORMALIZE_EPS = 1e-12
+"""The eps of `F.normalize`: rows are divided by max(‖x‖, eps)."""
 
-    With E_ij = W'_ij exp(S_ij − 1/τ) (W' = W with its diagonal set to 1), every row and column
+
+def _unit_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """`F.normalize(x, dim=1)` and the row norms ‖x_i‖ (kept for backward)."""
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return x / norms.clamp_min(_NORMALIZE_EPS), norms
+
+
+def _unit_rows_backward(grad_unit: Tensor, unit: Tensor, norms: Tensor) -> Tensor:
+    """∂L/∂x of u = x / max(‖x‖, eps) from ∂L/∂u: (∂L/∂u − u (u·∂L/∂u)) / max(‖x‖, eps).
+
+    Where ‖x‖ < eps the denominator is the constant eps, so the projection term is dropped (the
+    mask ‖x‖ ≥ eps is that of autograd's `clamp_min`). `grad_unit` is a fresh tensor, overwritten.
+    """
+    projection = (unit * grad_unit).sum(dim=1, keepdim=True)
+    projection.mul_(norms >= _NORMALIZE_EPS)
+    return grad_unit.addcmul_(unit, projection, value=-1.0).div_(norms.clamp_min(_NORMALIZE_EPS))
+
+
+class _BoundedWeightedInfoNce(torch.autograd.Function):
+    """L_CL from the raw embeddings, using that S = C/τ is bounded by 1/τ (|cos| ≤ 1).
+
+    Forward: u = x / max(‖x‖, eps) per row (as `F.normalize`), C = u_v u_sᵀ, and with
+    E_ij = W'_ij exp(S_ij − 1/τ) (W' = W with its diagonal set to 1) every row and column
     log-sum-exp is 1/τ + log Σ E: one exp pass shared by both directions, no max pass, no log of W.
     The diagonal term is ≥ e^(−2/τ), so the sums never vanish while 2/τ ≤ 60 (float32 keeps
-    e^−60 normal). Backward in closed form: ∂L/∂S = ½/|A| (E_rows/Σrow + E_cols/Σcol) − 1/|A| on
-    the anchors' diagonal, then ∂L/∂C = ∂L/∂S / τ. Equal to the log-sum-exp form up to rounding.
+    e^−60 normal). `weights` None means W ≡ 1 (plain InfoNCE: no multiply).
+
+    Backward in closed form, two N×N passes and the two matmuls: ∂L/∂S = ½/|A| (E_rows/Σrow +
+    E_cols/Σcol) − 1/|A| on the anchors' diagonal, ∂L/∂C = ∂L/∂S / τ, ∂L/∂u_v = ∂L/∂C u_s,
+    ∂L/∂u_s = ∂L/∂Cᵀ u_v, then the normalisation's backward (`_unit_rows_backward`). The matmuls
+    run in the dtype C had (bfloat16 under autocast, as autograd would). Equal to the autograd of
+    the log-sum-exp form up to rounding.
     """
 
     @staticmethod
-    def forward(ctx: Any, cosines: Tensor, weights: Tensor, temperature: float, anchors: slice | Tensor) -> Tensor:  # noqa: D102
+    def forward(  # noqa: D102
+        ctx: Any,
+        video_emb: Tensor,
+        sensor_emb: Tensor,
+        weights: Tensor | None,
+        temperature: float,
+        anchors: slice | Tensor,
+    ) -> Tensor:
+        unit_v, norms_v = _unit_rows(video_emb)
+        unit_s, norms_s = _unit_rows(sensor_emb)
+        cosines = unit_v @ unit_s.T
         dtype = torch.promote_types(cosines.dtype, torch.float32)
         inv_tau = 1.0 / temperature
-        exps = cosines.detach().to(dtype).mul(inv_tau).sub_(inv_tau).exp_()
-        positives = exps.diagonal().clone()
-        exps.mul_(weights.to(dtype)).diagonal().copy_(positives)
-        row_sums = exps[anchors, :].sum(dim=1)
-        col_sums = exps[:, anchors].sum(dim=0)
-        log_positives = cosines.detach().diagonal()[anchors].to(dtype) * inv_tau - inv_tau
+        shifted = cosines.to(dtype).mul_(inv_tau).sub_(inv_tau)  # S − 1/τ (a fresh tensor: in place)
+        log_positives = shifted.diagonal()[anchors].clone()
+        exps = shifted.exp_()
+        if weights is not None:
+            positives = exps.diagonal().clone()
+            exps.mul_(weights.to(dtype)).diagonal().copy_(positives)
+        full = anchors == slice(0, exps.shape[0], 1)
+        row_sums = exps.sum(dim=1) if full else exps[anchors, :].sum(dim=1)
+        col_sums = exps.sum(dim=0) if full else exps[:, anchors].sum(dim=0)
         loss = 0.5 * ((row_sums.log() - log_positives).mean() + (col_sums.log() - log_positives).mean())
-        ctx.save_for_backward(exps, row_sums, col_sums)
-        ctx.anchors, ctx.inv_tau, ctx.in_dtype = anchors, inv_tau, cosines.dtype
+        ctx.save_for_backward(unit_v, unit_s, norms_v, norms_s, exps, row_sums, col_sums)
+        ctx.anchors, ctx.full, ctx.inv_tau, ctx.mm_dtype = anchors, full, inv_tau, cosines.dtype
         return loss.to(cosines.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:  # noqa: D102
-        exps, row_sums, col_sums = ctx.saved_tensors
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:  # noqa: D102
+        unit_v, unit_s, norms_v, norms_s, exps, row_sums, col_sums = ctx.saved_tensors
         anchors = ctx.anchors
-        count = row_sums.shape[0]
-        scale = grad_loss.to(exps.dtype) * (0.5 * ctx.inv_tau / count)
-        grad = torch.zeros_like(exps)
-        grad[anchors, :] = exps[anchors, :] / row_sums[:, None]
-        grad[:, anchors] += exps[:, anchors] / col_sums[None, :]
-        grad.diagonal()[anchors] -= 2.0
-        return grad.mul_(scale).to(ctx.in_dtype), None, None, None
+        scale = grad_loss.to(exps.dtype) * (0.5 * ctx.inv_tau / row_sums.shape[0])
+        if ctx.full:
+            grad = exps * (scale / row_sums)[:, None]
+            grad.addcmul_(exps, (scale / col_sums)[None, :])
+        else:
+            grad = torch.zeros_like(exps)
+            grad[anchors, :] = exps[anchors, :] * (scale / row_sums)[:, None]
+            grad[:, anchors] += exps[:, anchors] * (scale / col_sums)[None, :]
+        grad.diagonal()[anchors] -= 2.0 * scale
+        grad = grad.to(ctx.mm_dtype)
+        grad_video = grad_sensor = None
+        if ctx.needs_input_grad[0]:
+            grad_unit_v = (grad @ unit_s.to(ctx.mm_dtype)).to(unit_v.dtype)
+            grad_video = _unit_rows_backward(grad_unit_v, unit_v, norms_v)
+        if ctx.needs_input_grad[1]:
+            grad_unit_s = (grad.T @ unit_v.to(ctx.mm_dtype)).to(unit_s.dtype)
+            grad_sensor = _unit_rows_backward(grad_unit_s, unit_s, norms_s)
+        return grad_video, grad_sensor, None, None, None
 
 
 def _anchor_indices(anchors: slice | None, num_pairs: int) -> range:
@@ -116,8 +167,10 @@ def weighted_info_nce(
         L_CL  = ½ (L_v2s + L_s2v),
 
     with A the anchors (all N pairs by default). The s2v term anchors sensor j and uses the same
-    W_ij over the video keys i. Computed as logsumexp of S_ij + log W_ij (log 0 = −inf, the
-    diagonal taken as log 1), so it is stable for small τ and zero weights.
+    W_ij over the video keys i. A float τ with 2/τ ≤ 60 takes the one-exp closed-form path of
+    `_BoundedWeightedInfoNce` (normalisation, cosines, loss and backward fused); otherwise it is
+    computed as logsumexp of S_ij + log W_ij (log 0 = −inf, the diagonal taken as log 1). Both are
+    stable for small τ and zero weights.
 
     Args:
         video_emb: (N, d) video embeddings u_v (need not be normalised).
@@ -146,22 +199,28 @@ def weighted_info_nce(
     weights = weights.detach()
     if check and not bool(((weights >= 0) & torch.isfinite(weights)).all()):
         raise ValueError("weights must be finite and non-negative")
-    selected = _anchor_indices(anchors, num_pairs)
+    return _symmetric_info_nce(video_emb, sensor_emb, weights, temperature, anchors)
+
+
+def _symmetric_info_nce(
+    video_emb: Tensor, sensor_emb: Tensor, weights: Tensor | None, temperature: float | Tensor, anchors: slice | None
+) -> Tensor:
+    """L_CL of validated inputs; `weights` None means W ≡ 1 (plain InfoNCE, no weight pass)."""
+    selected = _anchor_indices(anchors, video_emb.shape[0])
     anchor_idx: slice | Tensor = slice(selected.start, selected.stop, selected.step)
     if selected.step < 0:  # tensors take no negative steps: an index built on the device (no host copy)
         anchor_idx = torch.arange(
             selected.start, selected.stop, selected.step, dtype=torch.long, device=video_emb.device
         )
 
-    u_v = F.normalize(video_emb, dim=1)
-    u_s = F.normalize(sensor_emb, dim=1)
     if isinstance(temperature, float | int) and 2.0 / temperature <= _MAX_LOGIT_RANGE:
-        logits = u_v @ u_s.T
-        return _BoundedWeightedInfoNce.apply(logits, weights, float(temperature), anchor_idx)
-    logits = u_v @ u_s.T / temperature
-    log_weights = weights.to(logits.dtype).log()
-    log_weights.fill_diagonal_(0.0)
-    weighted_logits = logits + log_weights
+        return _BoundedWeightedInfoNce.apply(video_emb, sensor_emb, weights, float(temperature), anchor_idx)
+    logits = F.normalize(video_emb, dim=1) @ F.normalize(sensor_emb, dim=1).T / temperature
+    weighted_logits = logits
+    if weights is not None:
+        log_weights = weights.to(logits.dtype).log()
+        log_weights.fill_diagonal_(0.0)
+        weighted_logits = logits + log_weights
     positives = logits.diagonal()[anchor_idx]
 
     loss_v2s = (torch.logsumexp(weighted_logits[anchor_idx, :], dim=1) - positives).mean()
@@ -180,16 +239,11 @@ def info_nce(
     """Plain symmetric InfoNCE: `weighted_info_nce` with W ≡ 1 (the "no weighting" ablation).
 
     Args:
-        video_emb: (N, d) video embeddings.
-        sensor_emb: (N, d) sensor embeddings; row i pairs with video row i.
-        temperature: τ > 0 (a float, or a 0-d tensor when τ is learnt).
-        anchors: see `weighted_info_nce`.
+        video_emb, sensor_emb, temperature, anchors: as in `weighted_info_nce`.
         check: verify a tensor τ > 0 (a device sync); W ≡ 1 needs no check.
 
     Returns:
         Scalar loss ½(CE(S, I) over rows + CE(S, I) over columns).
     """
     _validate_inputs(video_emb, sensor_emb, temperature, check)
-    num_pairs = video_emb.shape[0]
-    ones = torch.ones(num_pairs, num_pairs, dtype=video_emb.dtype, device=video_emb.device)
-    return weighted_info_nce(video_emb, sensor_emb, ones, temperature, anchors=anchors, check=False)
+    return _symmetric_info_nce(video_emb, sensor_emb, None, temperature, anchors)
