@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from detach_pl.clustering import DissolveMode, OdcMemory, kmeans
 from detach_pl.clustering.kmeans import _euclidean_lloyd, _euclidean_seeds, _lloyd_centroids
-from detach_pl.clustering.odc import _per_cluster_quantile
+from detach_pl.clustering.cluster_stats import per_cluster_quantile
 
 
 def _blobs(sizes: list[int], dim: int = 8, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -567,7 +567,7 @@ def test_per_cluster_quantile_equals_torch_quantile_per_cluster() -> None:
     distances = 2.0 * torch.rand(labels.numel(), generator=generator)
     distances[:6] = distances[6]  # some exact ties
     for quantile in (0.0, 0.1, 0.33, 0.5, 0.75, 0.9, 1.0):
-        thresholds = _per_cluster_quantile(distances, labels, len(sizes), quantile)
+        thresholds = per_cluster_quantile(distances, labels, len(sizes), quantile)
         for k, n in enumerate(sizes):
             if n:
                 assert torch.equal(thresholds[k], torch.quantile(distances[labels == k], quantile)), (k, quantile)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from detach_pl.clustering.cluster_stats import cluster_counts, per_cluster_quantile
 from detach_pl.clustering.kmeans import (
     KMeansMetric,
     check_features_2d,
@@ -48,42 +49,6 @@ DistanceMetric = Literal["cosine", "euclidean"]
 
 _DISSOLVE_MODES = ("cluster", "members")
 _DISTANCE_METRICS = ("cosine", "euclidean")
-
-
-def _cluster_counts(labels: Tensor, num_clusters: int) -> Tensor:
-    """(K,) int64 n_k = #{i : y_i = k}, by an integer ``scatter_add_``.
-
-    Not ``torch.bincount``: on CUDA it reads the labels' maximum on the host to size its output (a
-    device sync), and this runs every step. Integer atomics are exact, so it stays deterministic.
-    """
-    counts = torch.zeros(num_clusters, dtype=torch.int64, device=labels.device)
-    return counts.scatter_add_(0, labels, torch.ones_like(labels, dtype=torch.int64))
-
-
-def _per_cluster_quantile(distances: Tensor, labels: Tensor, num_clusters: int, quantile: float) -> Tensor:
-    """thresholds_k = quantile_q({d_i : y_i = k}) for every k at once; −inf for an empty cluster.
-
-    Loop-free and sync-free: the rows are ordered by (label, distance) with two stable sorts, so
-    cluster k's sorted distances occupy positions [s_k, s_k + n_k) with n_k the cluster sizes and
-    s_k = Σ_{j<k} n_j. Linear interpolation as ``torch.quantile`` (bit-identical to it): rank
-    r_k = q·(n_k − 1) in float64 with q rounded to the distances' dtype, then
-    lerp(d_(s_k + ⌊r_k⌋), d_(s_k + ⌈r_k⌉), r_k − ⌊r_k⌋).
-    """
-    num_rows = distances.shape[0]
-    by_distance = torch.sort(distances, stable=True).indices
-    order = by_distance[torch.sort(labels[by_distance], stable=True).indices]
-    sorted_distances = distances[order]
-    counts = _cluster_counts(labels, num_clusters)
-    starts = torch.cumsum(counts, dim=0) - counts
-    q = torch.tensor(quantile, dtype=distances.dtype).double()  # rounded as torch.quantile does; a CPU scalar
-    ranks = (counts - 1).clamp(min=0).double() * q
-    below = ranks.long()
-    above = ranks.ceil().long()
-    last_row = max(num_rows - 1, 0)
-    low = sorted_distances[(starts + below).clamp(max=last_row)]
-    high = sorted_distances[(starts + above).clamp(max=last_row)]
-    values = torch.lerp(low, high, (ranks - below).to(distances.dtype))
-    return torch.where(counts > 0, values, torch.full_like(values, -float("inf")))
 
 
 class OdcMemory:
@@ -378,14 +343,14 @@ class OdcMemory:
         """(K,) thresholds_k = quantile_q({d_j : y_j = k}) over the current bank, q = confidence_quantile.
 
         Linear interpolation, bit-identical to ``torch.quantile`` per cluster, but loop-free and
-        sync-free (see `_per_cluster_quantile`), so it can run every step. An empty cluster gets
+        sync-free (see `per_cluster_quantile`), so it can run every step. An empty cluster gets
         −inf: with no members there is no statistic and nothing in it counts as confident.
 
         Args:
             metric: distance of :meth:`distances` ("euclidean" for the released per-step rule).
         """
         self._require_initialized("bank_thresholds")
-        return _per_cluster_quantile(
+        return per_cluster_quantile(
             self.distances(metric=metric), self.labels, self.num_clusters, self.confidence_quantile
         )
 
@@ -445,7 +410,7 @@ class OdcMemory:
     def cluster_sizes(self) -> Tensor:
         """(K,) int64 number of bank windows per cluster, |C_k|."""
         self._require_initialized("cluster_sizes")
-        return _cluster_counts(self.labels, self.num_clusters)
+        return cluster_counts(self.labels, self.num_clusters)
 
     def class_weights(self, power: float = 0.5, max_ratio: float = 10.0, clamp: ClampMode = "raise_small") -> Tensor:
         """Class-balanced weights w_k ∝ 1/|C_k|^power, max/min ≤ max_ratio, Σ_k w_k = K (docs/method.md, Stage 1).
