@@ -11,9 +11,10 @@ the stand-in video is 640×480, 10 fps, MPEG-4 at 2 Mbit/s with texture and came
      reads) against decoding it with PyAV on the fly (`video.decode_clip`, what the reference
      implementation does; target ≥ 20×) and against a plain memory copy of the same bytes from an
      in-RAM array (target: within 3×).
-   * Through a DataLoader with 1, 2 and 4 workers, as training reads (`WindowDataset`: uint8
-     clips; the float conversion and augmentation happen after the transfer, on the device)
-     against a Dataset that decodes each clip with `decode_clip`.
+   * Through a DataLoader with 1, 2 and 4 workers, as the DataModule's loaders read (a batch per
+     fetch, `WindowBatches`: uint8 clips read into one tensor; the float conversion and
+     augmentation happen after the transfer, on the device) against a Dataset that decodes each
+     clip with `decode_clip`.
 2. Preparing: seconds per minute of recording and peak resident memory of the preparing
    process (a spawned child, `prepare`; its own `VmHWM`: on Linux a child's `ru_maxrss` starts
    from the parent's high-water mark, so it would overstate) for a 30-minute run (`--quick`: 5
@@ -38,14 +39,17 @@ import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detach_pl.data.cache import FrameStorage, WindowCache
+from detach_pl.data.dataset import WindowBatches, already_batched
 from detach_pl.data.decoding import decode_clip
-from detach_pl.data.opportunity import OpportunityDataModule, parse_sensor_matrix
+from detach_pl.data.opportunity import OpportunityDataModule
+from detach_pl.data.opportunity.release import parse_sensor_matrix
 from detach_pl.data.windows import WindowSettings, sample_frame_indices
 from detach_pl.testing.opportunity import write_standin_release
 
@@ -125,10 +129,11 @@ class OnTheFlyClips(Dataset):
         return {"sensor": self.sensor[index], "video": clip}
 
 
-def loader_rate(dataset: Dataset, workers: int, limit: int, seed: int = 0) -> float:
+def loader_rate(dataset: Dataset, workers: int, limit: int, seed: int = 0, collate_fn: Any = None) -> float:
     """Windows per second through a shuffling DataLoader, worker start-up included."""
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, generator=generator)
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, generator=generator,
+                        collate_fn=collate_fn)
     count, started = 0, time.perf_counter()
     iterator = iter(loader)
     for batch in iterator:
@@ -233,9 +238,9 @@ def main() -> None:
         table.add("1 process: clip + sensor from a JPEG q90 cache", f"{jpeg_rates['cache']:.0f} windows/s", f"raw cache is {rates['cache'] / jpeg_rates['cache']:.1f}x faster")
         on_the_fly = OnTheFlyClips(video, dm.cache, dataset.windows, dataset.sensor, 224)
         for workers in (1, 2, 4):
-            cache_rate = loader_rate(dataset, workers, cache_limit)
+            cache_rate = loader_rate(WindowBatches(dataset), workers, cache_limit, collate_fn=already_batched)
             decode_rate = loader_rate(on_the_fly, workers, decode_limit)
-            table.add(f"DataLoader {workers}w: cache (WindowDataset)", f"{cache_rate:.1f} windows/s", f"{cache_rate / decode_rate:.1f}x decode_clip (target >= 20x)")
+            table.add(f"DataLoader {workers}w: cache (WindowBatches)", f"{cache_rate:.1f} windows/s", f"{cache_rate / decode_rate:.1f}x decode_clip (target >= 20x)")
             table.add(f"DataLoader {workers}w: decode_clip", f"{decode_rate:.1f} windows/s")
         hours = read_minutes / 60.0
         for (size, codec), nbytes in sizes.items():

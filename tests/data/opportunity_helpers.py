@@ -34,9 +34,15 @@ def single_run(run: str) -> dict:
     return dict(train_runs=[run], val_runs=[run], test_runs=[run])
 
 
-def expected_standardisation(release: StandinRelease, runs: list[str], columns: slice | list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean/std over the non-NaN raw samples of the given runs (explicit loop)."""
-    stacked = np.concatenate([release.runs[r].matrix[:, columns] for r in runs])
+def expected_standardisation(
+    release: StandinRelease, runs: list[str], columns: slice | list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean/std over the non-NaN raw samples of the given runs (`nan_statistics`)."""
+    return nan_statistics(np.concatenate([release.runs[r].matrix[:, columns] for r in runs]))
+
+
+def nan_statistics(stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of (samples, channels), NaNs left out, std 1 if constant (explicit loop)."""
     mean, std = np.zeros(stacked.shape[1]), np.ones(stacked.shape[1])
     for channel in range(stacked.shape[1]):
         values = stacked[~np.isnan(stacked[:, channel]), channel]

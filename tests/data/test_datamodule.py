@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module
+from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module, nan_statistics
 
 from detach_pl.data.cache import WindowCache
 from detach_pl.data.synthetic import SyntheticKitchenConfig, SyntheticKitchenDataModule, generate_run
@@ -47,15 +47,7 @@ def kitchen(cache_dir: Path, **kwargs) -> SyntheticKitchenDataModule:
 def raw_statistics(runs: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of the generated runs' non-NaN raw samples (std 1 if constant)."""
     world = dataclasses.replace(WORLD, image_size=16)
-    stacked = np.concatenate([generate_run(world, RUNS.index(run)).sensor for run in runs]).astype(np.float64)
-    mean, std = np.zeros(stacked.shape[1]), np.ones(stacked.shape[1])
-    for channel in range(stacked.shape[1]):
-        values = stacked[~np.isnan(stacked[:, channel]), channel]
-        if values.size:
-            mean[channel] = values.mean()
-            spread = values.std()
-            std[channel] = spread if spread >= 1e-6 else 1.0
-    return mean, std
+    return nan_statistics(np.concatenate([generate_run(world, RUNS.index(run)).sensor for run in runs]).astype(np.float64))
 
 
 # ---- splits and standardisation ----------------------------------------------------------------

@@ -11,15 +11,11 @@ import torch
 from helpers import tiny_encoder
 
 from detach_pl.data.dataset import WindowDataset
+from detach_pl.data.readings import RunReading
 from detach_pl.data.sequences import SequenceDataset, collate_sequences
-from detach_pl.data.hwu_usp import (
-    DEFAULT_CHANNELS,
-    HwuUspDataModule,
-    choose_timestamp_unit,
-    fold_subjects,
-    read_ambient_csv,
-    read_column_names,
-)
+from detach_pl.data.hwu_usp.ambient import choose_timestamp_unit, read_ambient_csv
+from detach_pl.data.hwu_usp.datamodule import HwuUspDataModule, fold_subjects
+from detach_pl.data.hwu_usp.discovery import DEFAULT_CHANNELS, read_column_names
 from detach_pl.data.windows import WindowSettings
 from detach_pl.modules import LinearProbeModule
 from detach_pl.testing.hwu_usp import (
@@ -38,15 +34,8 @@ SUBJECTS = (1, 2, 3, 4, 5, 6)
 def make_module(root: Path, cache_dir: Path | None = None, **kwargs) -> HwuUspDataModule:
     """A stand-in HwuUspDataModule at test sizes."""
     options = dict(
-        root=str(root),
-        cache_dir=str(cache_dir or root.parent / "cache"),
-        classes=CLASSES,
-        num_folds=3,
-        windows=WindowSettings(image_size=16),
-        num_frames=4,
-        batch_size=8,
-        num_workers=0,
-        progress=False,
+        root=str(root), cache_dir=str(cache_dir or root.parent / "cache"), classes=CLASSES, num_folds=3,
+        windows=WindowSettings(image_size=16), num_frames=4, batch_size=8, num_workers=0, progress=False,
     )
     options.update(kwargs)
     return HwuUspDataModule(**options)
@@ -86,6 +75,12 @@ def make_small_module(release: StandinRelease, **kwargs) -> HwuUspDataModule:
     options = dict(classes=["tea", "dishes"], num_folds=1, val_rule="test_fold")
     options.update(kwargs)
     return make_module(release.root, **options)
+
+
+def read_small_trial(release: StandinRelease, name: str) -> RunReading:
+    """`read_trial` of one trial of the `small` stand-in, as `prepare_data` reads it."""
+    module = make_small_module(release)
+    return module.read_trial(next(trial for trial in module.trials() if trial.name == name))
 
 
 def channel_columns(channels: list[str]) -> list[int]:
@@ -387,22 +382,18 @@ def test_non_numeric_cell_names_file_line_and_column(small: StandinRelease) -> N
     cells[1 + AMBIENT_COLUMNS.index("Ktch_Motion_1")] = "open"
     lines[9] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
-    module = make_small_module(small)
-    trial = next(trial for trial in module.trials() if trial.name == "dishes_s02")
     expected = r"dishes_s02\.csv: line 10, column 'Ktch_Motion_1': 'open' is not a number"
     with pytest.raises(ValueError, match=expected):
-        module.read_trial(trial)
+        read_small_trial(small, "dishes_s02")
 
 
 def test_video_much_shorter_than_the_table_gives_both_durations(small: StandinRelease) -> None:
     truth = small.trials["tea_s01"]
     five_seconds = iter_scene_frames(truth.time_ms, truth.states, fps=25.0, seconds=5.0, size=32)
     write_video(truth.video, five_seconds, 25.0)
-    module = make_small_module(small)
-    trial = next(trial for trial in module.trials() if trial.name == "tea_s01")
     expected = r"tea_s01: the video .*tea_s01\.mp4 lasts 5\.00 s but the ambient table .* 11\.98 s"
     with pytest.raises(ValueError, match=expected):
-        module.read_trial(trial)
+        read_small_trial(small, "tea_s01")
 
 
 def test_class_that_no_trial_has(small: StandinRelease) -> None:

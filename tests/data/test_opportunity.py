@@ -13,17 +13,16 @@ import pytest
 from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module, single_run
 
 from detach_pl.data.decoding import iter_frames
-from detach_pl.data.opportunity import (
-    AMBIENT_CHANNELS,
-    PLACE_NAMES,
-    LabelVocabulary,
-    OpportunityDataModule,
+from detach_pl.data.opportunity import OpportunityDataModule
+from detach_pl.data.opportunity.labels import LabelVocabulary
+from detach_pl.data.opportunity.release import (
     parse_column_names,
     parse_label_legend,
     parse_sensor_matrix,
     parse_srt,
     resolve_channels,
 )
+from detach_pl.data.vocabulary import AMBIENT_CHANNELS, PLACE_NAMES
 from detach_pl.data.windows import (
     WindowSettings,
     interpolate_nans,

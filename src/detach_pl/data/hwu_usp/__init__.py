@@ -5,63 +5,13 @@ millisecond clock (and the place of every row), `datamodule` serves the trials t
 window cache, with the authors' leave-two-subjects-out folds (docs/datasets/hwu_usp.md).
 
 `detach_pl.data.hwu_usp.HwuUspDataModule` is the class path of the configs and of saved
-checkpoints; the readers' public names are importable from here too.
+checkpoints. The readers' names are imported from their modules (`...hwu_usp.discovery`,
+`...hwu_usp.ambient`); the package names only the DataModule and what deployment uses to read a
+recording without a cache (trial discovery, the ambient CSV reader and its options).
 """
 
-from detach_pl.data.hwu_usp.ambient import (
-    UNIT_MS,
-    AmbientTable,
-    GapFill,
-    TimestampUnit,
-    choose_timestamp_unit,
-    fill_gaps,
-    find_time_column,
-    forward_fill,
-    place_per_row,
-    read_ambient_csv,
-    state_change_times,
-)
-from detach_pl.data.hwu_usp.datamodule import HwuUspDataModule, ValRule, fold_subjects
-from detach_pl.data.hwu_usp.discovery import (
-    ACTIVITIES,
-    DEFAULT_CHANNELS,
-    NONE_PLACE,
-    CsvColumns,
-    Discovery,
-    Trial,
-    csv_columns,
-    discover_trials,
-    parse_trial_name,
-    read_column_names,
-    trial_name,
-    trial_of_path,
-)
+from detach_pl.data.hwu_usp.ambient import GapFill, TimestampUnit, read_ambient_csv
+from detach_pl.data.hwu_usp.datamodule import HwuUspDataModule
+from detach_pl.data.hwu_usp.discovery import DEFAULT_CHANNELS, discover_trials
 
-__all__ = [
-    "ACTIVITIES",
-    "DEFAULT_CHANNELS",
-    "NONE_PLACE",
-    "UNIT_MS",
-    "AmbientTable",
-    "CsvColumns",
-    "Discovery",
-    "GapFill",
-    "HwuUspDataModule",
-    "TimestampUnit",
-    "Trial",
-    "ValRule",
-    "choose_timestamp_unit",
-    "csv_columns",
-    "discover_trials",
-    "fill_gaps",
-    "find_time_column",
-    "fold_subjects",
-    "forward_fill",
-    "parse_trial_name",
-    "place_per_row",
-    "read_ambient_csv",
-    "read_column_names",
-    "state_change_times",
-    "trial_name",
-    "trial_of_path",
-]
+__all__ = ["DEFAULT_CHANNELS", "GapFill", "HwuUspDataModule", "TimestampUnit", "discover_trials", "read_ambient_csv"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,23 +168,33 @@ def _column_count_error(path: Path, line_number: int, count: int, expected: int)
     )
 
 
-def _raise_first_bad_line(path: Path, num_columns: int) -> None:
-    """Find the first malformed line of a sensor matrix and raise a ValueError naming it."""
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
+def _matrix_lines(path: Path, num_columns: int) -> Iterator[tuple[int, bytes, list[bytes]]]:
+    """The non-empty lines of a sensor matrix as (line number, line, tokens), each of `num_columns` tokens.
+
+    Raises:
+        ValueError: A line with another column count (file:line).
+    """
+    with path.open("rb") as handle:
         for line_number, line in enumerate(handle, start=1):
             tokens = line.split()
             if not tokens:
                 continue
             if len(tokens) != num_columns:
                 raise _column_count_error(path, line_number, len(tokens), num_columns)
-            for column, token in enumerate(tokens, start=1):
-                try:
-                    float(token)
-                except ValueError:
-                    raise ValueError(
-                        f"{path}:{line_number}: column {column} holds {token!r}, which is not a "
-                        "number (expected an integer, a decimal or NaN)"
-                    ) from None
+            yield line_number, line, tokens
+
+
+def _raise_first_bad_line(path: Path, num_columns: int) -> None:
+    """Find the first malformed line of a sensor matrix and raise a ValueError naming it."""
+    for line_number, _, tokens in _matrix_lines(path, num_columns):
+        for column, token in enumerate(tokens, start=1):
+            try:
+                float(token)
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{line_number}: column {column} holds {token.decode(errors='replace')!r}, which is "
+                    "not a number (expected an integer, a decimal or NaN)"
+                ) from None
 
 
 def parse_sensor_matrix(path: str | Path, num_columns: int) -> np.ndarray:
@@ -233,36 +243,30 @@ def check_sensor_matrix(path: str | Path, num_columns: int, time_column: int = 0
     """
     path = Path(path)
     rows, previous = 0, -np.inf
-    with path.open("rb") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if len(tokens) != num_columns:
-                raise _column_count_error(path, line_number, len(tokens), num_columns)
-            if line.translate(None, _MATRIX_BYTES):
-                bad = [c for c, token in enumerate(tokens) if token.translate(None, _MATRIX_BYTES)]
-                raise ValueError(
-                    f"{path}:{line_number}: column {bad[0] + 1} holds "
-                    f"{tokens[bad[0]].decode(errors='replace')!r}, which is not a number "
-                    "(expected an integer, a decimal or NaN)"
-                )
-            try:
-                time = float(tokens[time_column])
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{line_number}: column {time_column + 1} holds "
-                    f"{tokens[time_column].decode(errors='replace')!r}, which is not a number"
-                ) from None
-            if not np.isfinite(time):
-                raise ValueError(f"{path}:{line_number}: {TIME_COLUMN} (column {time_column + 1}) is {time}")
-            if time <= previous:
-                raise ValueError(
-                    f"{path}:{line_number}: {TIME_COLUMN} goes from {previous:.0f} to {time:.0f} ms "
-                    "(expected strictly increasing times)"
-                )
-            previous = time
-            rows += 1
+    for line_number, line, tokens in _matrix_lines(path, num_columns):
+        if line.translate(None, _MATRIX_BYTES):
+            bad = [c for c, token in enumerate(tokens) if token.translate(None, _MATRIX_BYTES)]
+            raise ValueError(
+                f"{path}:{line_number}: column {bad[0] + 1} holds "
+                f"{tokens[bad[0]].decode(errors='replace')!r}, which is not a number "
+                "(expected an integer, a decimal or NaN)"
+            )
+        try:
+            time = float(tokens[time_column])
+        except ValueError:
+            raise ValueError(
+                f"{path}:{line_number}: column {time_column + 1} holds "
+                f"{tokens[time_column].decode(errors='replace')!r}, which is not a number"
+            ) from None
+        if not np.isfinite(time):
+            raise ValueError(f"{path}:{line_number}: {TIME_COLUMN} (column {time_column + 1}) is {time}")
+        if time <= previous:
+            raise ValueError(
+                f"{path}:{line_number}: {TIME_COLUMN} goes from {previous:.0f} to {time:.0f} ms "
+                "(expected strictly increasing times)"
+            )
+        previous = time
+        rows += 1
     if rows == 0:
         raise ValueError(f"{path}: the sensor matrix has no rows")
     return rows
