@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from detach_pl.clustering import DissolveMode, OdcMemory, kmeans
-from detach_pl.clustering.kmeans import _euclidean_lloyd, _euclidean_seeds, _lloyd_centroids
 from detach_pl.clustering.cluster_stats import per_cluster_quantile
+from detach_pl.clustering.kmeans import _euclidean_lloyd, _euclidean_seeds, _lloyd_centroids
 
 
 def _blobs(sizes: list[int], dim: int = 8, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,7 +44,7 @@ def _reference_member_means(features: torch.Tensor, labels: torch.Tensor, num_cl
     centroids = torch.zeros(num_clusters, features.shape[1])
     for cluster in range(num_clusters):
         total = torch.zeros(features.shape[1], dtype=torch.float64)
-        for row, label in zip(features, labels.tolist()):
+        for row, label in zip(features, labels.tolist(), strict=True):
             if label == cluster:
                 total += row.double()
         centroids[cluster] = (total / total.norm()).float()
@@ -69,7 +69,7 @@ def _memory_with_state(features: torch.Tensor, labels: torch.Tensor, centroids: 
 
 def _partitions_equal(labels: torch.Tensor, truth: torch.Tensor) -> bool:
     """Whether two labelings define the same partition (equal up to a permutation of ids)."""
-    pairs = set(zip(labels.tolist(), truth.tolist()))
+    pairs = set(zip(labels.tolist(), truth.tolist(), strict=True))
     return len(pairs) == len(set(labels.tolist())) == len(set(truth.tolist()))
 
 
@@ -274,7 +274,7 @@ def test_distances_and_confident_mask_match_per_cluster_percentile_loop() -> Non
 
     thresholds = []
     for cluster in range(4):
-        member = sorted(d for d, y in zip(distances, memory.labels.tolist()) if y == cluster)
+        member = sorted(d for d, y in zip(distances, memory.labels.tolist(), strict=True) if y == cluster)
         position = 0.75 * (len(member) - 1)
         low, high = math.floor(position), math.ceil(position)
         thresholds.append(member[low] + (position - low) * (member[high] - member[low]))
@@ -459,7 +459,7 @@ def _shifted_blobs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     centres = torch.tensor([[10.0, 0.0, 0.0], [14.0, 0.0, 0.0], [10.0, 5.0, 0.0], [10.0, 0.0, 6.0]])
     sizes, spreads = [50, 30, 40, 20], [0.3, 0.5, 0.4, 0.6]
-    points = [c + s * torch.randn(n, 3, generator=generator) for c, n, s in zip(centres, sizes, spreads)]
+    points = [c + s * torch.randn(n, 3, generator=generator) for c, n, s in zip(centres, sizes, spreads, strict=True)]
     truth = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
     order = torch.randperm(sum(sizes), generator=generator)
     return torch.cat(points)[order], truth[order]

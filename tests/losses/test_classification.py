@@ -97,7 +97,7 @@ def test_class_balanced_cross_entropy_matches_reference(use_mask: bool) -> None:
     if use_mask:
         targets = torch.where(mask, targets, torch.full_like(targets, -1))  # excluded: -1 allowed
     loss = class_balanced_cross_entropy(logits, targets, class_weights, mask, reduction="mean")
-    sample_weight = [float(class_weights[int(t)]) if m else 0.0 for t, m in zip(targets, mask_list)]
+    sample_weight = [float(class_weights[int(t)]) if m else 0.0 for t, m in zip(targets, mask_list, strict=True)]
     expected = reference_nll(logits, targets, sample_weight, [float(m) for m in mask_list])
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
     (grad,) = torch.autograd.grad(loss, logits)
@@ -312,7 +312,7 @@ def test_denominator_gives_the_global_mean_over_simulated_ranks(reduction: Reduc
     combined = sum(
         class_balanced_cross_entropy(logits[r], targets[r], class_weights, mask[r], reduction)
         * (len(ranks) * d / total)
-        for r, d in zip(ranks, denominators)
+        for r, d in zip(ranks, denominators, strict=True)
     ) / len(ranks)
     torch.testing.assert_close(combined, whole, rtol=0, atol=1e-12)
 

@@ -24,20 +24,23 @@ def reference_anchor_terms(
     u_v = [video_emb[i] / video_emb[i].norm() for i in range(n)]
     u_s = [sensor_emb[j] / sensor_emb[j].norm() for j in range(n)]
     sim = [[torch.dot(u_v[i], u_s[j]) / temperature for j in range(n)] for i in range(n)]
-    v2s, s2v = [], []
-    for i in range(n):
-        denominator = torch.exp(sim[i][i])
-        for j in range(n):
-            if j != i:
-                denominator = denominator + weights[i, j] * torch.exp(sim[i][j])
-        v2s.append(-torch.log(torch.exp(sim[i][i]) / denominator))
-    for j in range(n):
-        denominator = torch.exp(sim[j][j])
-        for i in range(n):
-            if i != j:
-                denominator = denominator + weights[i, j] * torch.exp(sim[i][j])
-        s2v.append(-torch.log(torch.exp(sim[j][j]) / denominator))
-    return v2s, s2v
+    sim_t = [[sim[i][j] for i in range(n)] for j in range(n)]
+    return row_anchor_terms(sim, weights), row_anchor_terms(sim_t, weights.T)
+
+
+def row_anchor_terms(sim: list[list[Tensor]], weights: Tensor) -> list[Tensor]:
+    """−log(exp(S_aa) / (exp(S_aa) + Σ_{k≠a} W_ak exp(S_ak))) for each row anchor a, with loops.
+
+    v2s anchors the rows of S and W; s2v is the same sum over the transposed S and W.
+    """
+    terms = []
+    for a in range(len(sim)):
+        denominator = torch.exp(sim[a][a])
+        for k in range(len(sim)):
+            if k != a:
+                denominator = denominator + weights[a, k] * torch.exp(sim[a][k])
+        terms.append(-torch.log(torch.exp(sim[a][a]) / denominator))
+    return terms
 
 
 def reference_loss(
@@ -73,7 +76,7 @@ def test_matches_loop_reference_value_and_gradients(anchors: slice | None) -> No
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
     grads = torch.autograd.grad(loss, (video, sensor))
     expected_grads = torch.autograd.grad(expected, (video, sensor))
-    for grad, expected_grad in zip(grads, expected_grads):
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
 
 

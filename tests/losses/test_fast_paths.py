@@ -15,7 +15,6 @@ from detach_pl.losses import (
     weighted_info_nce,
 )
 from detach_pl.losses import weights as weights_module
-
 from losses.test_contrastive import reference_loss
 
 
@@ -57,7 +56,8 @@ def test_bounded_fast_path_matches_loop_reference(temperature: float, anchors: s
     assert loss.grad_fn is not None and "Bounded" in type(loss.grad_fn).__name__
     expected = reference_loss(video, sensor, weights, temperature, anchors)
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
-    for grad, ref in zip(torch.autograd.grad(loss, (video, sensor)), torch.autograd.grad(expected, (video, sensor))):
+    grads = zip(torch.autograd.grad(loss, (video, sensor)), torch.autograd.grad(expected, (video, sensor)), strict=True)
+    for grad, ref in grads:
         torch.testing.assert_close(grad, ref, rtol=0, atol=1e-12)
 
 
@@ -108,7 +108,8 @@ def test_fast_path_equals_the_general_path_in_float32() -> None:
     fast = weighted_info_nce(video, sensor, weights, 0.1, check=False)
     general = weighted_info_nce(video, sensor, weights, torch.tensor(0.1), check=False)
     torch.testing.assert_close(fast, general, rtol=1e-6, atol=1e-6)
-    for a, b in zip(torch.autograd.grad(fast, (video, sensor)), torch.autograd.grad(general, (video, sensor))):
+    grads = zip(torch.autograd.grad(fast, (video, sensor)), torch.autograd.grad(general, (video, sensor)), strict=True)
+    for a, b in grads:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
@@ -131,7 +132,9 @@ def test_bf16_gram_weights_and_loss_within_stated_bounds_of_the_loop_reference()
     for seed in range(3):
         gen = torch.Generator().manual_seed(seed)
         # A shared offset makes the cosines spread over [0, 1], not cluster at 0.
-        z_v, z_s, h_v, h_s = (torch.randn(48, 32, generator=gen) + 1.5 * torch.randn(1, 32, generator=gen) for _ in range(4))
+        z_v, z_s, h_v, h_s = (
+            torch.randn(48, 32, generator=gen) + 1.5 * torch.randn(1, 32, generator=gen) for _ in range(4)
+        )
         video = torch.randn(48, 24, generator=gen).requires_grad_()
         sensor = torch.randn(48, 24, generator=gen).requires_grad_()
         exact = alignment_weights(
@@ -146,7 +149,7 @@ def test_bf16_gram_weights_and_loss_within_stated_bounds_of_the_loop_reference()
         assert abs(loss.item() - expected.item()) <= 1e-3 * expected.item()
         grads = torch.autograd.grad(loss, (video, sensor))
         expected_grads = torch.autograd.grad(expected, (video, sensor))
-        for grad, ref in zip(grads, expected_grads):
+        for grad, ref in zip(grads, expected_grads, strict=True):
             torch.testing.assert_close(grad, ref, rtol=0, atol=2e-3 * ref.abs().max().item())
 
 

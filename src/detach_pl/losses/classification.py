@@ -174,7 +174,7 @@ def _masked_nll(logits: Tensor, targets: Tensor, mask: Tensor | None, check: boo
 
 
 def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """numerator / denominator, or numerator / 1 (an exact connected 0) when denominator ≤ 0."""
+    """Numerator / denominator, or numerator / 1 (an exact connected 0) when denominator ≤ 0."""
     return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 

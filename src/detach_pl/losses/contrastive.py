@@ -239,7 +239,10 @@ def info_nce(
     """Plain symmetric InfoNCE: `weighted_info_nce` with W ≡ 1 (the "no weighting" ablation).
 
     Args:
-        video_emb, sensor_emb, temperature, anchors: as in `weighted_info_nce`.
+        video_emb: (N, d) video embeddings.
+        sensor_emb: (N, d) sensor embeddings; row i pairs with video row i.
+        temperature: τ > 0, a float or a 0-d tensor.
+        anchors: as in `weighted_info_nce`.
         check: verify a tensor τ > 0 (a device sync); W ≡ 1 needs no check.
 
     Returns:

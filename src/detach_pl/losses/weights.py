@@ -61,7 +61,7 @@ def _pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _symmetric_product(u: Tensor, block: int = _GRAM_BLOCK) -> Tensor:
-    """u uᵀ from the blocks on and above the diagonal only, mirrored below it.
+    """The product u uᵀ from the blocks on and above the diagonal only, mirrored below it.
 
     Row strip i·b…(i+1)·b is multiplied with the columns from i·b on; its transpose fills the
     matching column strip. For N ≥ 4 blocks this costs (B + 1)/(2B) of the full product (9/16 at
@@ -238,10 +238,14 @@ def pair_weights(
     arithmetic, so only the Gram rounding can differ).
 
     Args:
-        z_v, z_s: (N, d) spatial features; h_v, h_s: (N, d) (EMA) temporal features.
+        z_v: (N, d) video spatial features.
+        z_s: (N, d') sensor spatial features.
+        h_v: (N, d) video (EMA) temporal features.
+        h_s: (N, d) sensor (EMA) temporal features.
         lambda_hard: λ_hard ≥ 0.
         mode: temporal similarity "within" or "cross" (see `temporal_similarity`).
-        use_spatial, use_temporal: the factors W^sp and W^tm (see `alignment_weights`).
+        use_spatial: include W^sp (see `alignment_weights`).
+        use_temporal: include W^tm.
         gram_dtype: dtype of the four within-modality Gram products (see `unit_gram`):
             "float32" (released) or "bfloat16" (a throughput option; W then differs by up to
             ~1e-2, the loss by ~1e-3 relative: tests/losses/test_fast_paths.py).
@@ -254,11 +258,10 @@ def pair_weights(
     if not lambda_hard >= 0.0:
         raise ValueError(f"lambda_hard must be >= 0 (weights stay non-negative), got {lambda_hard}")
     if not (use_spatial or use_temporal):
-        weights = torch.ones(z_v.shape[0], z_v.shape[0], dtype=z_v.dtype, device=z_v.device)
-        return weights.fill_diagonal_(0.0)
+        return torch.ones(z_v.shape[0], z_v.shape[0], dtype=z_v.dtype, device=z_v.device).fill_diagonal_(0.0)
     s_sp = unit_gram(z_v, gram_dtype)
     torch.maximum(s_sp, unit_gram(z_s, gram_dtype), out=s_sp).clamp_(min=0.0)
-    weights = None
+    weights: Tensor | None = None
     if use_temporal:
         if mode == "cross":
             weights = temporal_similarity(h_v, h_s, mode)
