@@ -35,6 +35,35 @@ def test_pair_weights_equal_the_composed_functions(mode: str, use_spatial: bool,
     assert torch.all(got.diagonal() == 0) and torch.all(got >= 0)
 
 
+@pytest.mark.parametrize(("use_spatial", "use_temporal"), [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("gram_dtype", ["float32", "bfloat16"])
+def test_strip_wise_pair_weights_equal_the_blocked_composition(
+    monkeypatch: pytest.MonkeyPatch, use_spatial: bool, use_temporal: bool, gram_dtype: str
+) -> None:
+    """Strips of 4 rows (10 strips, the last partial): W is bit-identical to the formula of
+    docs/method.md applied to the blocked symmetric Gram matrices, and exactly symmetric."""
+    monkeypatch.setattr(weights_module, "_GRAM_BLOCK", 4)
+    z_v, z_s, h_v, h_s = (features(37, 6, seed).float() + 0.5 for seed in range(4))
+    z_s[3] = z_s[4]
+    mm_dtype = torch.bfloat16 if gram_dtype == "bfloat16" else torch.float32
+
+    def gram(x: torch.Tensor) -> torch.Tensor:
+        unit = torch.nn.functional.normalize(x, dim=1).to(mm_dtype)
+        return weights_module._symmetric_product(unit, block=4).clamp(-1.0, 1.0).float()
+
+    s_sp = torch.maximum(gram(z_v), gram(z_s)).relu()
+    s_tm = (0.5 * (gram(h_v) + gram(h_s))).relu()
+    expected = torch.ones(37, 37)
+    if use_spatial:
+        expected = expected * (1.0 + (3.0 - 1.0) * s_sp)
+    if use_temporal:
+        expected = expected * (1.0 - s_sp * s_tm)
+    expected.fill_diagonal_(0.0)
+    got = pair_weights(z_v, z_s, h_v, h_s, 3.0, "within", use_spatial, use_temporal, gram_dtype)  # type: ignore[arg-type]
+    assert torch.equal(got, expected)
+    assert torch.equal(got, got.T)
+
+
 def test_blocked_symmetric_gram_equals_the_full_product(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(weights_module, "_GRAM_BLOCK", 4)
     x = torch.randn(37, 9, generator=torch.Generator().manual_seed(0))

@@ -38,7 +38,7 @@ def _unit_rows_backward(grad_unit: Tensor, unit: Tensor, norms: Tensor) -> Tenso
     Where ‖x‖ < eps the denominator is the constant eps, so the projection term is dropped (the
     mask ‖x‖ ≥ eps is that of autograd's `clamp_min`). `grad_unit` is a fresh tensor, overwritten.
     """
-    projection = (unit * grad_unit).sum(dim=1, keepdim=True)
+    projection = torch.linalg.vecdot(unit, grad_unit, dim=1).unsqueeze(1)
     projection.mul_(norms >= _NORMALIZE_EPS)
     return grad_unit.addcmul_(unit, projection, value=-1.0).div_(norms.clamp_min(_NORMALIZE_EPS))
 

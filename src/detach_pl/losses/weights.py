@@ -48,9 +48,10 @@ def _check_square(matrix: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be an (N, N) matrix, got {tuple(matrix.shape)}")
 
 
-_GRAM_BLOCK = 128
-"""Strip height of `_symmetric_product`: 128 rows cost ~0.7× the full product at N = 1024 and ~0.6×
-at N = 2048 on one CPU thread (smaller strips lose GEMM efficiency, larger ones save less)."""
+_GRAM_BLOCK = 64
+"""Strip height of the symmetric Gram products (`_symmetric_product`, `pair_weights`): on one CPU
+thread strips of 64 rows cost ~0.8× the full products at N = 256 and ~0.7× at N = 512-1024
+(smaller strips lose GEMM efficiency, larger ones save fewer flops)."""
 
 
 def _pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -64,8 +65,8 @@ def _symmetric_product(u: Tensor, block: int = _GRAM_BLOCK) -> Tensor:
     """The product u uᵀ from the blocks on and above the diagonal only, mirrored below it.
 
     Row strip i·b…(i+1)·b is multiplied with the columns from i·b on; its transpose fills the
-    matching column strip. For N ≥ 4 blocks this costs (B + 1)/(2B) of the full product (9/16 at
-    N = 1024 with b = 128): the Gram matrices of the weights are a large part of stage 2's step.
+    matching column strip. For N ≥ 4 blocks this costs (B + 1)/(2B) of the full product (5/8 at
+    N = 256 with b = 64): the Gram matrices of the weights are a large part of stage 2's step.
     Entries equal the full product's up to float rounding (a different summation blocking); the
     diagonal blocks are mirrored too, so the result is exactly symmetric.
     """
@@ -259,19 +260,66 @@ def pair_weights(
         raise ValueError(f"lambda_hard must be >= 0 (weights stay non-negative), got {lambda_hard}")
     if not (use_spatial or use_temporal):
         return torch.ones(z_v.shape[0], z_v.shape[0], dtype=z_v.dtype, device=z_v.device).fill_diagonal_(0.0)
-    s_sp = unit_gram(z_v, gram_dtype)
-    torch.maximum(s_sp, unit_gram(z_s, gram_dtype), out=s_sp).clamp_(min=0.0)
-    weights: Tensor | None = None
-    if use_temporal:
-        if mode == "cross":
-            weights = temporal_similarity(h_v, h_s, mode)
-        else:
-            weights = unit_gram(h_v, gram_dtype).add_(unit_gram(h_s, gram_dtype))
-        if mode == "within":
-            weights.mul_(0.5).clamp_(min=0.0)
-        weights.mul_(s_sp).neg_().add_(1.0)
-    if use_spatial:
-        hard = s_sp.mul_(lambda_hard - 1.0).add_(1.0)
-        weights = hard if weights is None else weights.mul_(hard)
-    assert weights is not None
-    return weights.fill_diagonal_(0.0)
+    if gram_dtype not in _GRAM_DTYPES:
+        raise ValueError(f"gram_dtype must be one of {_GRAM_DTYPES}, got {gram_dtype!r}")
+    temporal: tuple[Tensor, Tensor] | Tensor | None = (h_v, h_s) if use_temporal else None
+    if mode == "cross" and temporal is not None:
+        temporal = temporal_similarity(h_v, h_s, mode)
+    elif mode not in ("within", "cross"):
+        raise ValueError(f"temporal_similarity: mode must be 'within' or 'cross', got {mode!r}")
+    return _symmetric_pair_weights((z_v, z_s), temporal, lambda_hard, use_spatial, gram_dtype).fill_diagonal_(0.0)
+
+
+def _gram_strip(unit: Tensor, start: int, stop: int, dtype: torch.dtype) -> Tensor:
+    """Rows start…stop of the clamped Gram matrix unit unitᵀ, columns from `start` on, in `dtype`."""
+    return (unit[start:stop] @ unit[start:].T).clamp_(-1.0, 1.0).to(dtype)
+
+
+def _symmetric_pair_weights(
+    spatial: tuple[Tensor, Tensor],
+    temporal: tuple[Tensor, Tensor] | Tensor | None,
+    lambda_hard: float,
+    use_spatial: bool,
+    gram_dtype: GramDtype,
+) -> Tensor:
+    """W of `pair_weights` (diagonal not yet zeroed), one row strip at a time, mirrored once.
+
+    For each strip of `block` rows the four Gram strips of `_symmetric_product` (columns from the
+    strip on) are combined into W's strip while they are in cache, and only W is mirrored below
+    the diagonal: one transposed copy instead of one per Gram matrix, no (N, N) Gram temporaries.
+    The Gram strips and every elementwise step are those of `unit_gram` and the composed
+    functions, so W is bit-identical to composing them with the same blocking. Below 4 blocks the
+    whole matrix is one strip (the full products, as `_symmetric_product`), and so is it for a
+    precomputed (N, N) S^tm (`temporal` of the "cross" mode: not symmetric); `temporal` is the
+    pair (h_v, h_s) in the "within" mode and None without W^tm.
+    """
+    z_v, z_s = spatial
+    num_rows, block = z_v.shape[0], _GRAM_BLOCK
+    mirrored = num_rows >= 4 * block and not isinstance(temporal, Tensor)  # cross S^tm is not symmetric
+    block = block if mirrored else num_rows
+    mm_dtype = torch.bfloat16 if gram_dtype == "bfloat16" else z_v.dtype
+    units = [F.normalize(x, dim=1).to(mm_dtype) for x in (z_v, z_s)]
+    if isinstance(temporal, tuple):
+        units += [F.normalize(x, dim=1).to(mm_dtype) for x in temporal]
+    out = z_v.new_empty(num_rows, num_rows)
+    for start in range(0, num_rows, block):
+        stop = min(start + block, num_rows)
+        cosines = [_gram_strip(unit, start, stop, z_v.dtype) for unit in units]
+        s_sp = torch.maximum(cosines[0], cosines[1], out=cosines[0]).clamp_(min=0.0)
+        strip = None
+        if isinstance(temporal, tuple):
+            strip = cosines[2].add_(cosines[3]).mul_(0.5).clamp_(min=0.0)
+        elif temporal is not None:
+            strip = temporal[start:stop, start:]  # a fresh matrix of pair_weights: updated in place
+        if strip is not None:
+            strip.mul_(s_sp).neg_().add_(1.0)
+        if use_spatial:
+            hard = s_sp.mul_(lambda_hard - 1.0).add_(1.0)
+            strip = hard if strip is None else strip.mul_(hard)
+        assert strip is not None  # use_spatial or a temporal factor: pair_weights returned early otherwise
+        if mirrored:  # a GEMM need not give a_i·a_j and a_j·a_i the same bits: W takes the upper ones
+            diagonal = strip[:, : stop - start]
+            diagonal.copy_(diagonal.triu() + diagonal.triu(1).T)
+            out[stop:, start:stop] = strip[:, stop - start :].T
+        out[start:stop, start:] = strip
+    return out
