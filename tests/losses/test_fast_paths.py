@@ -64,6 +64,14 @@ def test_strip_wise_pair_weights_equal_the_blocked_composition(
     assert torch.equal(got, got.T)
 
 
+def test_strips_stay_few_off_the_cpu() -> None:
+    """64-row strips on the CPU; on a GPU at least N/4 rows (4 or 5 strips, few kernel launches)."""
+    assert weights_module._strip_rows(4096, torch.device("cpu")) == 64
+    assert weights_module._strip_rows(4096, torch.device("cuda")) == 1024
+    assert weights_module._strip_rows(1030, torch.device("cuda")) == 257  # 4 strips + 2 rows: still mirrored
+    assert weights_module._strip_rows(256, torch.device("cuda")) == 64
+
+
 def test_blocked_symmetric_gram_equals_the_full_product(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(weights_module, "_GRAM_BLOCK", 4)
     x = torch.randn(37, 9, generator=torch.Generator().manual_seed(0))

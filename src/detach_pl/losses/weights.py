@@ -54,6 +54,16 @@ thread strips of 64 rows cost ~0.8× the full products at N = 256 and ~0.7× at 
 (smaller strips lose GEMM efficiency, larger ones save fewer flops)."""
 
 
+def _strip_rows(num_rows: int, device: torch.device) -> int:
+    """Rows per strip of the symmetric products: `_GRAM_BLOCK` on the CPU, at least ⌊N/4⌋ elsewhere.
+
+    On a GPU the products are cheap and each strip costs ~15 kernel launches, so it runs 4 or 5.
+    """
+    if device.type == "cpu":
+        return _GRAM_BLOCK
+    return max(_GRAM_BLOCK, num_rows // 4)
+
+
 def _pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
     """(N, M) matrix of cos(a_i, b_j), clamped to [−1, 1] (rounding can exceed 1 by ~1e-7)."""
     if a is b:
@@ -61,7 +71,7 @@ def _pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
     return (F.normalize(a, dim=1) @ F.normalize(b, dim=1).T).clamp_(-1.0, 1.0)
 
 
-def _symmetric_product(u: Tensor, block: int = _GRAM_BLOCK) -> Tensor:
+def _symmetric_product(u: Tensor, block: int | None = None) -> Tensor:
     """The product u uᵀ from the blocks on and above the diagonal only, mirrored below it.
 
     Row strip i·b…(i+1)·b is multiplied with the columns from i·b on; its transpose fills the
@@ -71,6 +81,7 @@ def _symmetric_product(u: Tensor, block: int = _GRAM_BLOCK) -> Tensor:
     diagonal blocks are mirrored too, so the result is exactly symmetric.
     """
     num_rows = u.shape[0]
+    block = _strip_rows(num_rows, u.device) if block is None else block
     if num_rows < 4 * block:
         return u @ u.T
     out = u.new_empty(num_rows, num_rows)
@@ -233,8 +244,8 @@ def pair_weights(
     """W of the training step straight from the features: `alignment_weights` of S^sp and S^tm.
 
     The same W_ij = (1 + (λ_hard − 1)·S^sp_ij)·(1 − S^sp_ij·S^tm_ij), W_ii = 0, computed in place
-    on two (N, N) buffers (no intermediate S^sp, S^tm, W^sp, W^tm matrices) with the symmetric
-    Gram products of `unit_gram`. Equal to the composition of `spatial_similarity`,
+    strip by strip (`_symmetric_pair_weights`: no (N, N) S^sp, S^tm, W^sp, W^tm or Gram matrices)
+    with the symmetric Gram products of `unit_gram`. Equal to the composition of `spatial_similarity`,
     `temporal_similarity` and `alignment_weights` (each product is commutative in IEEE
     arithmetic, so only the Gram rounding can differ).
 
@@ -284,7 +295,7 @@ def _symmetric_pair_weights(
 ) -> Tensor:
     """W of `pair_weights` (diagonal not yet zeroed), one row strip at a time, mirrored once.
 
-    For each strip of `block` rows the four Gram strips of `_symmetric_product` (columns from the
+    For each strip of `_strip_rows` rows the four Gram strips of `_symmetric_product` (columns from the
     strip on) are combined into W's strip while they are in cache, and only W is mirrored below
     the diagonal: one transposed copy instead of one per Gram matrix, no (N, N) Gram temporaries.
     The Gram strips and every elementwise step are those of `unit_gram` and the composed
@@ -294,7 +305,8 @@ def _symmetric_pair_weights(
     pair (h_v, h_s) in the "within" mode and None without W^tm.
     """
     z_v, z_s = spatial
-    num_rows, block = z_v.shape[0], _GRAM_BLOCK
+    num_rows = z_v.shape[0]
+    block = _strip_rows(num_rows, z_v.device)
     mirrored = num_rows >= 4 * block and not isinstance(temporal, Tensor)  # cross S^tm is not symmetric
     block = block if mirrored else num_rows
     mm_dtype = torch.bfloat16 if gram_dtype == "bfloat16" else z_v.dtype
