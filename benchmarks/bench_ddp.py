@@ -1,6 +1,6 @@
 """Stage-2 step time with 1 vs 2 CPU processes at the same global batch (the cost of DDP + gathers).
 
-    python benchmarks/bench_ddp.py [--global-batch 32] [--steps 12] [--image-size 32]
+    python -m benchmarks.bench_ddp [--global-batch 32] [--steps 12] [--image-size 32]
 
 Prepares a small synthetic kitchen, trains stage 1 for one short epoch to get a checkpoint, then
 times stage 2 (demo encoders) in one process with the whole batch and in two gloo processes with
@@ -41,8 +41,7 @@ class StepTimer(pl.Callback):
 
 
 def datamodule(cache: Path, batch_size: int, image_size: int):
-    from detach_pl.data.synthetic import SyntheticKitchenDataModule
-    from detach_pl.data.synthetic import SyntheticKitchenConfig
+    from detach_pl.data.synthetic import SyntheticKitchenConfig, SyntheticKitchenDataModule
     from detach_pl.data.windows import WindowSettings
 
     return SyntheticKitchenDataModule(

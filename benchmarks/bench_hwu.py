@@ -1,7 +1,7 @@
 """Figures of the HWU-USP loader and probe, on generated stand-ins (detach_pl.testing.hwu_usp).
 
-    python benchmarks/bench_hwu.py            # full (about 15 min on 2 cores)
-    python benchmarks/bench_hwu.py --quick    # shorter trials, fewer epochs (a few minutes)
+    python -m benchmarks.bench_hwu            # full (about 15 min on 2 cores)
+    python -m benchmarks.bench_hwu --quick    # shorter trials, fewer epochs (a few minutes)
 
 Measured, and printed as a table (also written to benchmarks/out/hwu.json):
 

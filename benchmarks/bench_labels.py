@@ -1,9 +1,9 @@
 """Label efficiency of every row: the linear probe on k labelled runs, for every method of the table.
 
-    python benchmarks/bench_labels.py                          # the harder kitchen, every row, 3 seeds
-    python benchmarks/bench_labels.py --quick                  # checks the chain, not the numbers
-    python benchmarks/bench_labels.py --rows floor detach supervised --labelled-runs 1 2 --draws 3
-    python benchmarks/bench_labels.py --config-dir configs/demo --size demo-small
+    python -m benchmarks.bench_labels                          # the harder kitchen, every row, 3 seeds
+    python -m benchmarks.bench_labels --quick                  # checks the chain, not the numbers
+    python -m benchmarks.bench_labels --rows floor detach supervised --labelled-runs 1 2 --draws 3
+    python -m benchmarks.bench_labels --config-dir configs/demo --size demo-small
 
 DETACH's promise is that after aligning with the camera the sensors need few labels. For each
 seed, each row of bench_quality's table pre-trains its encoders once on every training run,
@@ -24,22 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.io import write_atomically
 from detach_pl.pipeline import METRIC_LABELS, format_mean_std, format_table, mean_std, run_detach
-from detach_pl.pipeline.jobs import run_in_jobs, split_overrides
+from detach_pl.pipeline.jobs import add_job_options, bench_parser, quiet_job, run_in_jobs, split_overrides
 from detach_pl.pipeline.quality_report import LoadMonitor, machine, repo_relative
 from detach_pl.pipeline.runner import Bench
 from detach_pl.pipeline.table import ROW_KEYS, ROWS, SIZES, Row, rows_present
@@ -54,23 +51,18 @@ Results = dict[str, dict[int, list[dict[str, float]]]]
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Benchmark options; everything after `--` goes to every step's command line."""
     argv, overrides = split_overrides(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="the dataset's configs")
-    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="epochs (and data) per step kind")
+    parser = bench_parser(__doc__.split("\n\n")[0], DEFAULT_CONFIG_DIR)
     parser.add_argument("--quick", action="store_true", help="--size quick, one seed, one draw, k = 1 (and all)")
     parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=None,
                         help="rows (default: every row whose configs --config-dir holds)")
     parser.add_argument("--labelled-runs", type=int, nargs="+", default=None,
-                        help="numbers of training runs whose labels the probe sees (default 1 2 5; all is always added)")
-    parser.add_argument("--draws", type=int, default=None, help="random choices of runs per number and seed (default 2)")
+                        help="numbers of training runs whose labels the probe sees "
+                        "(default 1 2 5; all is always added)")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="random choices of runs per number and seed (default 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 1 2 3; quick: 1)")
     parser.add_argument("--jobs", type=int, default=None, help="parallel jobs (default: the CPU cores; quick: 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
-    parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_labels", help="run folders")
-    parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "cache", help="shared data cache")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "labels.md", help="Markdown report")
-    parser.add_argument("--resume", action="store_true", help="reuse finished steps and probes in --work-dir")
-    parser.add_argument("--seed-results", type=Path, default=None, help=argparse.SUPPRESS)  # a job's output
+    add_job_options(parser, REPO, "labels", "reuse finished steps and probes in --work-dir")
     args = parser.parse_args(argv)
     if args.quick:
         args.size = "quick"
@@ -132,7 +124,8 @@ def run_seed_rows(
         for index, (count, chosen) in enumerate(choices):
             labels = ["--data.init_args.probe_train_runs", json.dumps(chosen)]
             if row.key == "supervised":  # the ceiling learns from the same k labelled runs
-                own = Bench(args.config_dir, args.work_dir / f"choice{index}", size, [*args.overrides, *labels], args.resume)
+                folder = args.work_dir / f"choice{index}"
+                own = Bench(args.config_dir, folder, size, [*args.overrides, *labels], args.resume)
                 metrics = own.run_row(row, seed)[0]
             else:
                 metrics = bench.run_probe(folder / f"probe-choice{index}", seed, checkpoint, labels)
@@ -149,7 +142,9 @@ def merge(into: Results, part: Results) -> None:
             into.setdefault(key, {}).setdefault(int(count), []).extend(runs)
 
 
-def write_report(path: Path, rows: Sequence[Row], results: Results, windows: dict[int, float], header: dict[str, str]) -> None:
+def write_report(
+    path: Path, rows: Sequence[Row], results: Results, windows: dict[int, float], header: dict[str, str]
+) -> None:
     """Markdown: per metric, one line per row, one column per number of labelled runs."""
     counts = sorted({count for per_count in results.values() for count in per_count})
     lines = ["# Labels the linear probe needs, for every row of the table", ""]
@@ -159,7 +154,10 @@ def write_report(path: Path, rows: Sequence[Row], results: Results, windows: dic
     heading = ["row", *(f"{count} run(s), {windows.get(count, 0):.0f} windows" for count in counts)]
     for metric in METRICS:
         table = [
-            [row.name, *(format_mean_std(*mean_std([run[metric] for run in results[row.key][count]])) for count in counts)]
+            [
+                row.name,
+                *(format_mean_std(*mean_std([run[metric] for run in results[row.key][count]])) for count in counts),
+            ]
             for row in rows
             if row.key in results
         ]
@@ -199,10 +197,7 @@ def write_chart(path: Path, rows: Sequence[Row], results: Results, title: str) -
 def main(argv: Sequence[str] | None = None) -> Results:
     """Pre-train every row, fit and test every probe, write the report; returns the raw results."""
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    quiet_job(args.threads)
     rows = [row for row in ROWS if row.key in args.rows]
     if not args.resume and args.seed_results is None and args.work_dir.exists():
         shutil.rmtree(args.work_dir)
@@ -222,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> Results:
                 "--config-dir", str(args.config_dir), "--size", args.size, "--rows", *(row.key for row in group),
                 "--labelled-runs", *map(str, args.labelled_runs), "--draws", str(args.draws), "--seeds", str(seed),
                 "--jobs", "1", "--threads", str(args.threads), "--work-dir", str(args.work_dir),
-                "--cache-dir", str(args.cache_dir), "--resume", "--seed-results", str(output), "--", *args.overrides[2:],
+                "--cache-dir", str(args.cache_dir), "--resume", "--seed-results", str(output),
+                "--", *args.overrides[2:],
             ]
 
         run_in_jobs(Path(__file__).resolve(), arguments, args.seeds, rows, args.jobs, args.work_dir,
@@ -236,13 +232,15 @@ def main(argv: Sequence[str] | None = None) -> Results:
         for count, chosen in chosen_list:
             windows.setdefault(count, []).append(float(labelled_windows(datamodule, chosen)))
     mean_windows = {count: float(np.mean(values)) for count, values in windows.items()}
-    command = "python benchmarks/bench_labels.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.bench_labels " + " ".join(sys.argv[1:] if argv is None else argv)
     header = {
         "command": f"`{command.strip()}`",
         "configs": f"{repo_relative(args.config_dir, REPO)}, size {args.size}; "
         f"probe {repo_relative(args.config_dir / 'probe.yaml', REPO)}",
         "seeds": ", ".join(map(str, args.seeds)) + f"; {args.draws} random choice(s) of runs per number and seed",
-        "training runs": f"{len(train_runs)} ({train_runs[0]} … {train_runs[-1]}), all used unlabelled by the pre-training",
+        "training runs": (
+            f"{len(train_runs)} ({train_runs[0]} … {train_runs[-1]}), all used unlabelled by the pre-training"
+        ),
         "machine": machine(),
         "wall time": f"{wall / 60:.1f} min ({args.jobs} job(s) at a time; 1-minute load average: {load_summary})",
     }

@@ -1,8 +1,8 @@
 """Performance figures of a DETACH training step at the demo's and the paper's sizes.
 
-    python benchmarks/bench_perf.py                      # every section → benchmarks/perf.json
-    python benchmarks/bench_perf.py --sections loss kmeans --json /tmp/loss.json
-    python benchmarks/bench_perf.py --quick              # fewer repeats and smaller data
+    python -m benchmarks.bench_perf                      # every section → benchmarks/perf.json
+    python -m benchmarks.bench_perf --sections loss kmeans --json /tmp/loss.json
+    python -m benchmarks.bench_perf --quick              # fewer repeats and smaller data
 
 `make bench-perf` runs every section and writes `benchmarks/perf.md` from the figures and the
 figures measured before the speed-ups (`benchmarks/perf_before.json`, same machine).
@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import perf_sections  # noqa: E402
-from perf_common import REPO, load_average, machine_name, set_threads, write_report  # noqa: E402
+from benchmarks import perf_sections
+from benchmarks.perf_common import REPO, load_average, machine_name, set_threads, write_report
 
 SECTIONS = ("loss", "kmeans", "odc", "cache", "loader", "train")
 

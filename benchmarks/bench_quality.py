@@ -1,17 +1,18 @@
 """Quality benchmark: every row of the paper's table (baselines, DETACH, ablations), over seeds.
 
-    python benchmarks/bench_quality.py                     # the harder kitchen (configs/benchmark), every row, 3 seeds
-    python benchmarks/bench_quality.py --quick             # a few minutes: checks the chain, not the numbers
-    python benchmarks/bench_quality.py --rows detach global --seeds 1 2
-    python benchmarks/bench_quality.py --config-dir configs/demo --size demo-small   # the demo's world, 12 runs
-    python benchmarks/bench_quality.py --config-dir configs/opp --size config --rows floor global detach \
+    python -m benchmarks.bench_quality                     # the harder kitchen (configs/benchmark), every row, 3 seeds
+    python -m benchmarks.bench_quality --quick             # a few minutes: checks the chain, not the numbers
+    python -m benchmarks.bench_quality --rows detach global --seeds 1 2
+    python -m benchmarks.bench_quality --config-dir configs/demo --size demo-small   # the demo's world, 12 runs
+    python -m benchmarks.bench_quality --config-dir configs/opp --size config --rows floor global detach \
         -- --data.init_args.root /data/Opportunity++
 
 Each row pre-trains its encoders (nothing: the floor; DETACH's stage 1 → stage 2 with or without an
 ablation overlay; the global-alignment baseline; the supervised ceiling), then the linear probe on
 the frozen sensor encoders is fitted and tested, for every seed. Every step runs in-process through
 `detach_pl.pipeline.stages.run_stage`, its run folder inside its own step folder under
-`--work-dir` (`--run_dir`); steps shared by rows (the stage 1 of most ablations) run once per seed. With `--jobs N` (default size: N = the CPU cores) every seed's groups of rows
+`--work-dir` (`--run_dir`); steps shared by rows (the stage 1 of most ablations) run once per seed.
+With `--jobs N` (default size: N = the CPU cores) every seed's groups of rows
 that share a first step run as subprocesses, N at a time, one torch thread each on a 2-core
 machine: these small models use the cores better that way than with threads in one process.
 Arguments after `--` are passed to every step (data and trainer settings; relative paths in them,
@@ -29,21 +30,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from detach_pl.io import write_atomically
 from detach_pl.pipeline import TEST_METRICS, mean_std
-from detach_pl.pipeline.jobs import free_machine_minutes, run_in_jobs, split_overrides, work_units
+from detach_pl.pipeline.jobs import (
+    add_job_options,
+    bench_parser,
+    free_machine_minutes,
+    quiet_job,
+    run_in_jobs,
+    split_overrides,
+    work_units,
+)
 from detach_pl.pipeline.quality_report import (
     LoadMonitor,
     average_diagnostics,
@@ -78,9 +83,7 @@ DEFAULT_CONFIG_DIR = REPO / "configs" / "benchmark"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The benchmark's options; everything after `--` goes to every step."""
     argv, extra = split_overrides(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="the dataset's configs")
-    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="epochs (and data) per step kind")
+    parser = bench_parser(__doc__.split("\n\n")[0], DEFAULT_CONFIG_DIR)
     parser.add_argument("--quick", action="store_true", help="same as --size quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 1 2 3; quick: 1)")
     parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=None,
@@ -88,12 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=None,
                         help="subprocesses at once, each one seed and one group of rows sharing a first step "
                         "(default: the CPU cores with --size default, else 1: all in this process)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
-    parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_quality", help="run folders")
-    parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "cache", help="shared data cache")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "quality.md", help="Markdown report")
-    parser.add_argument("--resume", action="store_true", help="reuse finished steps in --work-dir")
-    parser.add_argument("--seed-results", type=Path, default=None, help=argparse.SUPPRESS)  # a job's output
+    add_job_options(parser, REPO, "quality", "reuse finished steps in --work-dir")
     args = parser.parse_args(argv)
     if args.quick:
         args.size = "quick"
@@ -142,10 +140,7 @@ def run_parallel(args: argparse.Namespace, rows: Sequence[Row]) -> dict[int, See
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, float]]]:
     """Run the benchmark; returns row → metric → (mean, std)."""
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    quiet_job(args.threads)
     rows = [row for row in ROWS if row.key in args.rows]
     if not args.resume and args.work_dir.exists():
         shutil.rmtree(args.work_dir)
@@ -170,12 +165,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
     diagnostics = {row.key: [seed.diagnostics[row.key] for seed in ordered] for row in rows}
     seconds = {row.key: statistics.fmean(seed.seconds[row.key] for seed in ordered) for row in rows}
     summary = summarize(results)
-    command = "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.bench_quality " + " ".join(sys.argv[1:] if argv is None else argv)
+    by_kind = {kind: " ".join(options) for kind, options in SIZES[args.size].by_kind.items()}
     header = {
         "command": f"`{command.strip()}`",
         "configs": repo_relative(args.config_dir, REPO),
-        "size": f"{args.size} (per step kind: {json.dumps({k: ' '.join(v) for k, v in SIZES[args.size].by_kind.items()})})",
-        "seeds": ", ".join(map(str, args.seeds)) + f" ({args.jobs} job(s) at a time, {args.threads} torch thread(s) each)",
+        "size": f"{args.size} (per step kind: {json.dumps(by_kind)})",
+        "seeds": ", ".join(map(str, args.seeds))
+        + f" ({args.jobs} job(s) at a time, {args.threads} torch thread(s) each)",
         "machine": machine(),
         "wall time": f"{wall / 60:.1f} min (1-minute load average of the machine during the run: {load_summary})",
         "CPU time": "per seed " + " / ".join(f"{seed.cpu_seconds / 60:.1f}" for seed in ordered) + " min; on "
@@ -187,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
     write_markdown(args.output, rows, summary, average_diagnostics(diagnostics), seconds, header, dataset)
     title = f"{dataset}: linear probe on the frozen sensor encoders, mean ± std over {len(args.seeds)} seed(s)"
     write_chart(args.output.with_suffix(".png"), rows, summary, title)
-    write_atomically(args.output.with_suffix(".json"), json.dumps({"runs": results, "diagnostics": diagnostics}, indent=2))
+    raw = {"runs": results, "diagnostics": diagnostics}
+    write_atomically(args.output.with_suffix(".json"), json.dumps(raw, indent=2))
     print(args.output.read_text())
     return summary
 

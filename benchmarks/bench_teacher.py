@@ -1,6 +1,6 @@
 """What each encoder can tell from its own modality when it is given the labels.
 
-    python benchmarks/bench_teacher.py [--config configs/demo/stage1.yaml] [--epochs 15] [-- overrides]
+    python -m benchmarks.bench_teacher [--config configs/demo/stage1.yaml] [--epochs 15] [-- overrides]
 
 DETACH lets the video teach the sensors: stage 1 the place (video spatial encoder), stage 2 the
 motion (video temporal encoder). A teacher can only pass on what it sees. This benchmark trains
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     lines = [
         "# What each encoder can tell with labels (the teacher's signal)",
         "",
-        f"- command: `python benchmarks/bench_teacher.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- command: `python -m benchmarks.bench_teacher {' '.join(sys.argv[1:] if argv is None else argv)}`",
         f"- config: {repo_relative(args.config, REPO)}; {args.epochs} epochs, AdamW lr {args.lr}, seed {args.seed}",
         f"- machine: {machine()}",
         "",

@@ -1,7 +1,7 @@
 """One prepared GPU check (`make bench-gpu`, < 5 min on one GPU): steps/s, bf16, memory, syncs.
 
-    python benchmarks/gpu_check.py                    # GPU, the paper's sizes → benchmarks/perf_gpu.json
-    python benchmarks/gpu_check.py --device cpu --tiny --json /tmp/g.json   # the CPU-checkable parts
+    python -m benchmarks.gpu_check                    # GPU, the paper's sizes → benchmarks/perf_gpu.json
+    python -m benchmarks.gpu_check --device cpu --tiny --json /tmp/g.json   # the CPU-checkable parts
 
 For stage 1 (refine phase: every loss term) and stage 2, at batch 64 per device, 20 × 224² clips
 and the paper's encoders (`--tiny`: batch 4, 8 × 32², the demo's encoders):
@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 import traceback
@@ -31,10 +30,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from perf_common import REPO, machine_name, synchronize, write_report  # noqa: E402
-from perf_sections import _encoder, build_stage, standin_datamodule  # noqa: E402
+from benchmarks.perf_common import REPO, machine_name, synchronize, write_report
+from benchmarks.perf_sections import _encoder, build_stage, standin_datamodule
 
 
 @contextlib.contextmanager

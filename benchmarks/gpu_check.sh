@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-timeout 290 "$PY" benchmarks/gpu_check.py --device cuda "$@"
+timeout 290 "$PY" -m benchmarks.gpu_check --device cuda "$@"

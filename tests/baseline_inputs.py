@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from helpers import tiny_encoder
 
 from detach_pl.data.info import DataInfo
 from detach_pl.modules import GlobalAlignmentModule
+from helpers import tiny_encoder
 
 CHANNELS = 41
 

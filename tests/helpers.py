@@ -29,8 +29,7 @@ TINY_DATA = [
 
 def tiny_datamodule(cache_dir: Path, **kwargs):
     """A prepared SyntheticKitchenDataModule matching TINY_DATA."""
-    from detach_pl.data.synthetic import SyntheticKitchenDataModule
-    from detach_pl.data.synthetic import SyntheticKitchenConfig
+    from detach_pl.data.synthetic import SyntheticKitchenConfig, SyntheticKitchenDataModule
     from detach_pl.data.windows import WindowSettings
 
     options = dict(
@@ -53,6 +52,24 @@ def tiny_encoder():
     from detach_pl.nn import EncoderConfig
 
     return EncoderConfig(**yaml.safe_load((DEMO / "encoder.yaml").read_text()))
+
+
+def small_encoder(**overrides: object):
+    """A small EncoderConfig (embed_dim 32) for fast CPU tests of the encoders themselves."""
+    from detach_pl.nn import EncoderConfig
+
+    settings: dict[str, object] = dict(
+        embed_dim=32,
+        video_backbone="plain_cnn",
+        video_cnn_channels=[8, 16, 16, 16],
+        video_temporal_channels=[8, 16, 32],
+        sensor_spatial_channels=[8, 16, 16],
+        sensor_spatial_pool=16,
+        sensor_temporal_channels=[8, 16, 16],
+        gru_hidden=16,
+    )
+    settings.update(overrides)
+    return EncoderConfig(**settings)  # type: ignore[arg-type]
 
 
 def cpu_trainer(devices: int, **kwargs):

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from helpers import DEMO, REPO
 
 from detach_pl.cli import main
 from detach_pl.modules.stage2 import AlignmentBatch
 from detach_pl.pipeline import run_detach
+from helpers import DEMO, REPO
 
 ABLATIONS = DEMO / "ablations"
 # overlay → (base config, model settings it changes)
@@ -26,7 +26,9 @@ OVERLAYS: dict[str, tuple[str, set[str]]] = {
     "stage2_no_temporal_weight": ("stage2", {"use_temporal_weight"}),
     "stage2_plain_info_nce": ("stage2", {"use_spatial_weight", "use_temporal_weight"}),
     "stage2_no_refinement": ("stage2", {"stage1_checkpoint"}),
-    "stage2_no_refinement_plain_info_nce": ("stage2", {"stage1_checkpoint", "use_spatial_weight", "use_temporal_weight"}),
+    "stage2_no_refinement_plain_info_nce": (
+        "stage2", {"stage1_checkpoint", "use_spatial_weight", "use_temporal_weight"}
+    ),
     "stage2_cross_temporal_similarity": ("stage2", {"temporal_similarity"}),
 }
 RUN_FOLDER_KEYS = {"default_root_dir", "logger", "callbacks"}
@@ -45,7 +47,8 @@ def parsed():
         cli = run_detach(["--config", str(DEMO / f"{base}.yaml")], run=False)
         result[base] = (cli.config.as_dict(), cli.model)
     for name, (base, _) in OVERLAYS.items():
-        cli = run_detach(["--config", str(DEMO / f"{base}.yaml"), "--config", str(ABLATIONS / f"{name}.yaml")], run=False)
+        configs = ["--config", str(DEMO / f"{base}.yaml"), "--config", str(ABLATIONS / f"{name}.yaml")]
+        cli = run_detach(configs, run=False)
         result[name] = (cli.config.as_dict(), cli.model)
     return result
 
@@ -65,7 +68,8 @@ def test_every_overlay_file_is_covered() -> None:
 @pytest.mark.parametrize("name", sorted(DATA_OVERLAYS))
 def test_data_overlay_changes_only_the_data_settings_it_names(in_scratch, name) -> None:
     base = main(["--config", str(DEMO / "stage1.yaml")], run=False).config.as_dict()
-    ours = main(["--config", str(DEMO / "stage1.yaml"), "--config", str(ABLATIONS / f"{name}.yaml")], run=False).config.as_dict()
+    configs = ["--config", str(DEMO / "stage1.yaml"), "--config", str(ABLATIONS / f"{name}.yaml")]
+    ours = main(configs, run=False).config.as_dict()
     assert changed_keys(ours["data"]["init_args"], base["data"]["init_args"]) == DATA_OVERLAYS[name]
     assert ours["model"] == base["model"] and ours["trainer"] == base["trainer"]
 
@@ -90,7 +94,8 @@ def test_run_folders_are_all_distinct(parsed) -> None:
 
 def random_alignment_batch(n: int = 6) -> AlignmentBatch:
     generator = torch.Generator().manual_seed(0)
-    features = {key: torch.randn(n, 8, generator=generator) for key in ("u_v", "u_s", "z_v", "z_s", "h_v_ema", "h_s_ema")}
+    keys = ("u_v", "u_s", "z_v", "z_s", "h_v_ema", "h_s_ema")
+    features = {key: torch.randn(n, 8, generator=generator) for key in keys}
     return AlignmentBatch(**features, anchors=slice(0, n))
 
 
@@ -127,7 +132,8 @@ def test_no_refinement_stage1_never_refines_and_feeds_its_stage2s(parsed) -> Non
     plain_config, no_refine = parsed["stage1_no_refinement"]
     epochs = stage1_config["trainer"]["max_epochs"]
     assert stage1.phase(epochs - 1) == "refine"
-    assert [no_refine.phase(e) for e in range(100)] == [stage1.phase(e) if stage1.phase(e) != "refine" else "joint" for e in range(100)]
+    expected = [stage1.phase(e) if stage1.phase(e) != "refine" else "joint" for e in range(100)]
+    assert [no_refine.phase(e) for e in range(100)] == expected
     checkpoint = f"{run_folder(plain_config)}/last.ckpt"
     for name in ("stage2_no_refinement", "stage2_no_refinement_plain_info_nce"):
         assert parsed[name][0]["model"]["init_args"]["stage1_checkpoint"] == checkpoint
@@ -148,7 +154,8 @@ def test_baseline_and_ceiling_configs_match_detach_capacity(parsed) -> None:
     assert float(baseline.temperature.detach()) == pytest.approx(0.1)
     assert set(baseline.encoders) == {"video_spatial", "video_temporal", "sensor_spatial", "sensor_temporal"}
     stage1_epochs = parsed["stage1"][0]["trainer"]["max_epochs"]
-    assert parsed["baseline_global"][0]["trainer"]["max_epochs"] == stage1_epochs + stage2_config["trainer"]["max_epochs"]
+    global_epochs = parsed["baseline_global"][0]["trainer"]["max_epochs"]
+    assert global_epochs == stage1_epochs + stage2_config["trainer"]["max_epochs"]
 
 
 @pytest.mark.parametrize("dataset", ["opp", "hwu"])

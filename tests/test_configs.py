@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DEMO, REPO, TINY_DATA
 from jsonargparse import Namespace
 
 from detach_pl.cli import RUN_CHECKPOINT, apply_run_dir
 from detach_pl.pipeline import run_detach
+from helpers import DEMO, REPO, TINY_DATA
 
 CONFIGS = REPO / "configs"
 ALL_YAML = sorted(path.relative_to(CONFIGS).as_posix() for path in CONFIGS.rglob("*.yaml"))

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import DEMO, REPO, TINY_DATA
 from tqdm.contrib.logging import _TqdmLoggingHandler
 
 from detach_pl import cli
 from detach_pl.cli import main
 from detach_pl.testing.opportunity import FIXTURES
+from helpers import DEMO, REPO, TINY_DATA
 
 OPP = REPO / "configs" / "opp"
 
@@ -52,7 +52,8 @@ def test_truncated_checkpoint_is_named_before_lightning_reads_it(in_scratch) -> 
     torch.save({"state_dict": {"weight": torch.zeros(1000)}, "hyper_parameters": {}}, whole)
     truncated = in_scratch / "last.ckpt"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"--ckpt_path .*last\.ckpt \(\d+ bytes\) is not a readable checkpoint: the file is truncated"):
+    expected = r"--ckpt_path .*last\.ckpt \(\d+ bytes\) is not a readable checkpoint: the file is truncated"
+    with pytest.raises(ValueError, match=expected):
         main(["test", "--config", str(DEMO / "probe.yaml"), *TINY_DATA, "--ckpt_path", str(truncated)])
 
 
@@ -67,7 +68,8 @@ def test_damaged_checkpoint_member_is_named(in_scratch) -> None:
 
 
 def test_fit_with_zero_epochs_is_refused(in_scratch) -> None:
-    with pytest.raises(ValueError, match=r"--trainer.max_epochs 0: `detach fit` would train nothing and write no checkpoint"):
+    expected = r"--trainer.max_epochs 0: `detach fit` would train nothing and write no checkpoint"
+    with pytest.raises(ValueError, match=expected):
         main(["fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, "--trainer.max_epochs", "0"])
     assert not (in_scratch / "runs").exists()
 
@@ -98,14 +100,14 @@ def test_loader_workers_default_to_the_cpus_present(monkeypatch) -> None:
     monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid: set(range(64)))
     assert checks.resolve_num_workers(None) == checks.MAX_AUTO_WORKERS
     for dataset in ("opp", "hwu"):
-        assert yaml.safe_load((REPO / "configs" / dataset / "data.yaml").read_text())["init_args"]["num_workers"] is None
+        data = yaml.safe_load((REPO / "configs" / dataset / "data.yaml").read_text())
+        assert data["init_args"]["num_workers"] is None
 
 
 def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch) -> None:
-    from detach_pl.testing.opportunity import write_standin_release
-
     from detach_pl.data.opportunity import datamodule as opportunity
     from detach_pl.data.windows import WindowSettings
+    from detach_pl.testing.opportunity import write_standin_release
 
     release = write_standin_release(tmp_path / "Opportunity++", seconds=8.0)
     runs = list(release.runs)
@@ -130,10 +132,9 @@ def test_opportunity_checks_every_run_before_decoding_any(tmp_path, monkeypatch)
 
 
 def test_hwu_checks_every_trial_before_decoding_any(tmp_path, monkeypatch) -> None:
-    from detach_pl.testing.hwu_usp import write_standin
-
     from detach_pl.data.hwu_usp import datamodule as hwu_usp
     from detach_pl.data.windows import WindowSettings
+    from detach_pl.testing.hwu_usp import write_standin
 
     release = write_standin(tmp_path / "hwu", layout="flat", subjects=(1, 2, 3, 4), seconds=6.0)
     trials = sorted(release.trials.values(), key=lambda t: (t.subject, hwu_usp.ACTIVITIES.index(t.activity)))
@@ -159,7 +160,8 @@ def test_hwu_checks_every_trial_before_decoding_any(tmp_path, monkeypatch) -> No
 
 def test_console_script_prints_a_bad_input_as_one_message(in_scratch, monkeypatch, capsys) -> None:
     """`detach …` with a wrong setting: the message and where it was raised, exit status 2."""
-    monkeypatch.setattr("sys.argv", ["detach", "fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", "nowhere"])
+    argv = ["detach", "fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", "nowhere"]
+    monkeypatch.setattr("sys.argv", argv)
     monkeypatch.delenv(cli.TRACEBACK_VARIABLE, raising=False)
     with pytest.raises(SystemExit) as exit_info:
         cli.console_main()
@@ -172,7 +174,8 @@ def test_console_script_prints_a_bad_input_as_one_message(in_scratch, monkeypatc
 
 
 def test_console_script_shows_the_traceback_on_request(in_scratch, monkeypatch) -> None:
-    monkeypatch.setattr("sys.argv", ["detach", "fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", "nowhere"])
+    argv = ["detach", "fit", "--config", str(OPP / "stage1.yaml"), "--data.init_args.root", "nowhere"]
+    monkeypatch.setattr("sys.argv", argv)
     monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         cli.console_main()

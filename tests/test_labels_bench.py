@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 
 import pytest
-from helpers import REPO, TINY_DATA
 
+from benchmarks import bench_labels
 from detach_pl.pipeline.table import ROWS
-
-SPEC = importlib.util.spec_from_file_location("bench_labels", REPO / "benchmarks" / "bench_labels.py")
-bench_labels = importlib.util.module_from_spec(SPEC)
-sys.modules["bench_labels"] = bench_labels
-SPEC.loader.exec_module(bench_labels)
+from helpers import REPO, TINY_DATA
 
 # Four short runs: two train (so k = 1 and all = 2), one validation, one test; one batch per step.
 TINY = [

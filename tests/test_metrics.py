@@ -18,15 +18,15 @@ def reference_accuracy(assigned: list[int], truth: list[int]) -> float:
     best = 0
     slots = classes + [None] * max(0, len(clusters) - len(classes))
     for image in itertools.permutations(slots, len(clusters)):
-        mapping = dict(zip(clusters, image))
-        best = max(best, sum(mapping[a] == t for a, t in zip(assigned, truth)))
+        mapping = dict(zip(clusters, image, strict=True))
+        best = max(best, sum(mapping[a] == t for a, t in zip(assigned, truth, strict=True)))
     return best / len(assigned)
 
 
 def reference_nmi(assigned: list[int], truth: list[int]) -> float:
     """I(A; T) / ((H(A) + H(T)) / 2) from counts; 1.0 when both partitions are a single group."""
     n = len(assigned)
-    joint, pa, pt = Counter(zip(assigned, truth)), Counter(assigned), Counter(truth)
+    joint, pa, pt = Counter(zip(assigned, truth, strict=True)), Counter(assigned), Counter(truth)
     mutual = sum(c / n * math.log(c * n / (pa[a] * pt[t])) for (a, t), c in joint.items())
     entropy = lambda counts: -sum(c / n * math.log(c / n) for c in counts.values())  # noqa: E731
     denominator = (entropy(pa) + entropy(pt)) / 2

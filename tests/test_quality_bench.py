@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_DATA
 
+from benchmarks import bench_quality
 from detach_pl.pipeline import run_detach
-
-SPEC = importlib.util.spec_from_file_location("bench_quality", REPO / "benchmarks" / "bench_quality.py")
-bench_quality = importlib.util.module_from_spec(SPEC)
-sys.modules["bench_quality"] = bench_quality
-SPEC.loader.exec_module(bench_quality)
+from helpers import REPO, TINY_DATA
 
 CELL = re.compile(r"^\d\.\d{3} ± \d\.\d{3}$")
 

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-from helpers import DEMO, REPO, TINY_DATA
-
+from benchmarks import bench_teacher
 from detach_pl.data.synthetic import CLASS_PLACE
-
-SPEC = importlib.util.spec_from_file_location("bench_teacher", REPO / "benchmarks" / "bench_teacher.py")
-bench_teacher = importlib.util.module_from_spec(SPEC)
-sys.modules["bench_teacher"] = bench_teacher
-SPEC.loader.exec_module(bench_teacher)
+from helpers import DEMO, TINY_DATA
 
 
 def test_class_places_read_off_the_training_windows_match_the_world(tmp_path) -> None:

@@ -174,7 +174,7 @@ class AlignmentDiagnostics:
                 if values.numel():
                     result[f"{prefix}{name}/{kind}"] = float(values.mean())
         if self._embeddings:
-            u_v, u_s, labels, places = (torch.cat(parts) for parts in zip(*self._embeddings))
+            u_v, u_s, labels, places = (torch.cat(parts) for parts in zip(*self._embeddings, strict=True))
             similarities = similarity_by_type(u_v, u_s, labels, places)
             delta = similarities.pop("delta")
             result.update(
@@ -205,7 +205,7 @@ def log_diagnostics(module: pl.LightningModule, diagnostics: AlignmentDiagnostic
     if module.trainer.sanity_checking or not module.trainer.is_global_zero:
         return
     experiment = getattr(module.logger, "experiment", None)
-    if not hasattr(experiment, "add_histogram"):
+    if experiment is None or not hasattr(experiment, "add_histogram"):
         return
     for tag, values in diagnostics.histograms().items():
         experiment.add_histogram(tag, values, module.global_step)

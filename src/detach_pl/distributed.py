@@ -148,7 +148,7 @@ def _all_gather_rows(x: Tensor, sizes: list[int]) -> Tensor:
     padded = x.new_zeros((longest, *x.shape[1:]))
     padded[: x.shape[0]] = x
     chunks = _all_gather_cat(padded).split(longest, dim=0)
-    return torch.cat([chunk[:size] for chunk, size in zip(chunks, sizes)], dim=0)
+    return torch.cat([chunk[:size] for chunk, size in zip(chunks, sizes, strict=True)], dim=0)
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -298,7 +298,7 @@ class UnpaddedBatchSampler(DistributedSampler):
         self.num_samples = sum(len(batch) for batch in self.batches)
         self.total_size = total
 
-    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[list[int]]:
         return (list(batch) for batch in self.batches)
 
     def __len__(self) -> int:

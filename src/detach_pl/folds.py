@@ -1,7 +1,7 @@
-"""All folds of a cross-validated protocol (HWU-USP: leave two subjects out), end to end.
+r"""All folds of a cross-validated protocol (HWU-USP: leave two subjects out), end to end.
 
-    python -m detach_pl.folds --stage1 configs/hwu/stage1.yaml --stage2 configs/hwu/stage2.yaml \\
-        --probe configs/hwu/probe.yaml [--folds 1 2 …] [--out runs/hwu/folds] [--resume] \\
+    python -m detach_pl.folds --stage1 configs/hwu/stage1.yaml --stage2 configs/hwu/stage2.yaml \
+        --probe configs/hwu/probe.yaml [--folds 1 2 …] [--out runs/hwu/folds] [--resume] \
         [--stage1-args "…"] [--stage2-args "…"] [--probe-args "…"] [overrides for every stage …]
 
 For each fold k, in this process and through the `detach` CLI: stage 1 → stage 2 → probe fit →
@@ -10,8 +10,8 @@ resolved in full (`--print_config`, with the overrides; once per stage), then gi
 (`data.init_args.fold`), its own run folder `<out>/fold<k>/<stage>` (`run_dir`; and, for a config
 that states them, `trainer.default_root_dir`, the logger's `save_dir`, every ModelCheckpoint's
 `dirpath`) and the previous stage's checkpoint (the setting the stage chain of
-`detach_pl.pipeline.stages` names), and written to `<out>/fold<k>/<stage>.yaml` before it runs: any stage of any fold can be re-run
-alone with `detach fit --config <out>/fold<k>/<stage>.yaml`.
+`detach_pl.pipeline.stages` names), and written to `<out>/fold<k>/<stage>.yaml` before it runs: any
+stage of any fold can be re-run alone with `detach fit --config <out>/fold<k>/<stage>.yaml`.
 
 Each fold's test metrics go to `<out>/fold<k>/test_metrics.json`; `<out>/summary.json` and the
 printed table give mean ± sample standard deviation (ddof = 1; none for a single fold) of
@@ -29,7 +29,7 @@ import copy
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,7 @@ def fit_stage(config_path: Path, stage: str, fold: int) -> tuple[Path, Lightning
     return last_checkpoint(cli, what), cli
 
 
-def _test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def _test_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {
         key.removeprefix("test/"): float(value) for key, value in metrics.items() if key.startswith("test/")
     }

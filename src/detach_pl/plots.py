@@ -50,7 +50,7 @@ def confusion_figure(matrix: Tensor, class_names: Sequence[str], title: str | No
     colour_bar.set_label("fraction of the true class (row)")
     ticks = range(len(class_names))
     row_labels = [f"{name} {ABSENT}" if missing else f"{name} (n={int(n)})"
-                  for name, missing, n in zip(class_names, absent, support.squeeze(1).tolist())]
+                  for name, missing, n in zip(class_names, absent, support.squeeze(1).tolist(), strict=True)]
     axis.set_xticks(ticks, class_names, rotation=90)
     axis.set_yticks(ticks, row_labels)
     axis.set_xlabel("predicted")
@@ -63,6 +63,6 @@ def confusion_figure(matrix: Tensor, class_names: Sequence[str], title: str | No
         for col in ticks:
             if counts[row, col] > 0:
                 colour = "white" if rates[row, col] > 0.5 else "black"
-                axis.text(col, row, int(counts[row, col]), ha="center", va="center", color=colour, fontsize=7)
+                axis.text(col, row, str(int(counts[row, col])), ha="center", va="center", color=colour, fontsize=7)
     figure.tight_layout()
     return figure

@@ -29,7 +29,8 @@ def latest_metrics(run_dir: Path) -> dict[str, float]:
 def metrics_table(rows: dict[str, dict[str, float]]) -> str:
     """A Markdown table: one row per run, the probe metrics as columns (3 decimals)."""
     header = ["run", *(METRIC_LABELS[name] for name in TEST_METRICS)]
-    return format_table(header, [[run, *(f"{metrics[name]:.3f}" for name in TEST_METRICS)] for run, metrics in rows.items()])
+    cells = [[run, *(f"{metrics[name]:.3f}" for name in TEST_METRICS)] for run, metrics in rows.items()]
+    return format_table(header, cells)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,17 +14,18 @@ from one process on CPU.
 from __future__ import annotations
 
 import argparse
-import sys
 import dataclasses
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
+# A subprocess script (and DDP re-runs it per rank): tests/helpers.py builds on the repo's configs/, so it
+# is not part of detach_pl.testing; the script puts tests/ on its path itself.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
-
 from detach_pl.modules import LinearProbeModule, SpatialGroundingModule, TemporalAlignmentModule  # noqa: E402
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
 
 
 class DumpState(pl.Callback):

@@ -17,11 +17,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+# A subprocess script (and DDP re-runs it per rank): tests/helpers.py builds on the repo's configs/, so it
+# is not part of detach_pl.testing; the script puts tests/ on its path itself.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
-
 from detach_pl.data.synthetic import SyntheticKitchenConfig  # noqa: E402
 from detach_pl.modules import TemporalAlignmentModule  # noqa: E402
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
 
 
 class DumpValidation(pl.Callback):

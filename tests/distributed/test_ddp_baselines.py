@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from baseline_inputs import baseline, fake_batch
 
+from baseline_inputs import baseline, fake_batch
 from detach_pl import distributed
 
 WORLD = 2
@@ -49,7 +49,7 @@ def test_two_ranks_with_global_negatives_equal_one_process(tmp_path) -> None:
     whole = single_process(video, sensor)
     mean_loss = sum(rank[True]["loss"] for rank in ranks) / WORLD
     torch.testing.assert_close(mean_loss, whole["loss"], atol=1e-5, rtol=1e-5)
-    for ours, reference in zip(ranks[0][True]["grads"], whole["grads"]):
+    for ours, reference in zip(ranks[0][True]["grads"], whole["grads"], strict=True):
         torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
     # Local negatives: each rank's loss is one process's loss on its own half.
     for rank in range(WORLD):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import DEMO, TINY_DATA
 
 PROBE = str(DEMO / "probe_random.yaml")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import DEMO, TINY_DATA
 
 SCRIPT = Path(__file__).with_name("ddp_stage_run.py")

@@ -211,7 +211,7 @@ def test_two_ranks_match_one_process_on_the_concatenated_batch(
     # of their anchors). Since L = (1/R) Σ_{r'} L_{r'}, single-process ∂L/∂x_r = G_r / R, which is
     # exactly the 1/R that DDP's gradient averaging applies to whatever G_r propagates into the
     # parameters. Without the all_reduce, G_r would miss the other ranks' terms and this fails.
-    for step, rows in zip(steps, row_slices):
+    for step, rows in zip(steps, row_slices, strict=True):
         for name in ("grad_x_v", "grad_x_s"):
             torch.testing.assert_close(
                 step[name] / WORLD_SIZE, single[name][rows], rtol=0, atol=ATOL

@@ -10,12 +10,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from baseline_inputs import CHANNELS, baseline, fake_batch
-from helpers import tiny_datamodule, tiny_encoder
 
+from baseline_inputs import CHANNELS, baseline, fake_batch
 from detach_pl.data.info import DataInfo
 from detach_pl.modules import LinearProbeModule
 from detach_pl.modules.baselines import GlobalAlignmentModule, SupervisedSensorModule
+from helpers import tiny_datamodule, tiny_encoder
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
@@ -84,7 +85,7 @@ def test_training_moves_all_four_encoders_and_the_probe_loads_the_sensor_pair(tm
     trainer = quick_trainer(tmp_path, limit_val_batches=1)
     trainer.fit(module, datamodule=datamodule)
     for name, encoder in module.encoders.items():
-        assert any(not torch.equal(a, b) for a, b in zip(before[name], encoder.parameters())), name
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], encoder.parameters(), strict=True)), name
     assert float(module.log_temperature) != tau_before
     for key in ("val/loss", "val/retrieval_top1", "diag/sim/positive"):
         assert key in trainer.callback_metrics, key
@@ -93,7 +94,8 @@ def test_training_moves_all_four_encoders_and_the_probe_loads_the_sensor_pair(tm
     probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), encoder_checkpoint=str(path))
     quick_trainer(tmp_path).fit(probe, datamodule=tiny_datamodule(cache))
     for name in ("sensor_spatial", "sensor_temporal"):
-        for ours, theirs in zip(probe.encoders[name].state_dict().values(), module.encoders[name].state_dict().values()):
+        ours_state, theirs_state = probe.encoders[name].state_dict(), module.encoders[name].state_dict()
+        for ours, theirs in zip(ours_state.values(), theirs_state.values(), strict=True):
             assert torch.equal(ours, theirs)
 
 
@@ -106,7 +108,8 @@ def test_supervised_ceiling_trains_the_sensor_encoders_and_hands_them_to_the_pro
     trainer.fit(module, datamodule=datamodule)
     assert "val/f1_weighted" in trainer.callback_metrics
     assert all(p.requires_grad for p in module.encoders.parameters())
-    changed = sum(not torch.equal(a, b) for a, b in zip(before, module.encoders.parameters()))
+    after = module.encoders.parameters()
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert changed == len(before)
     optimiser = module.configure_optimizers()
     assert isinstance(optimiser, torch.optim.AdamW)
@@ -116,7 +119,8 @@ def test_supervised_ceiling_trains_the_sensor_encoders_and_hands_them_to_the_pro
     probe = LinearProbeModule(data_info=datamodule.data_info, encoder=tiny_encoder(), encoder_checkpoint=str(path))
     quick_trainer(tmp_path).fit(probe, datamodule=tiny_datamodule(cache))
     assert torch.equal(
-        next(iter(probe.encoders["sensor_temporal"].parameters())), next(iter(module.encoders["sensor_temporal"].parameters()))
+        next(iter(probe.encoders["sensor_temporal"].parameters())),
+        next(iter(module.encoders["sensor_temporal"].parameters())),
     )
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DEMO, TINY_DATA
 
 from detach_pl.cli import main
 from detach_pl.modules import LinearProbeModule, SupervisedSensorModule
+from helpers import DEMO, TINY_DATA
 
 LAYOUTS = json.loads((Path(__file__).parent / "fixtures" / "checkpoint_layouts_6d5f406.json").read_text())
 CLASSES = {"LinearProbeModule": LinearProbeModule, "SupervisedSensorModule": SupervisedSensorModule}
@@ -82,7 +82,9 @@ def test_an_old_supervised_checkpoint_hands_its_encoders_to_the_probe(tmp_path: 
     path = tmp_path / "supervised.ckpt"
     state = write_old_checkpoint(layout, path)
     info = SupervisedSensorModule.load_from_checkpoint(path, map_location="cpu").data_info
-    probe = LinearProbeModule(data_info=info, encoder=layout["hyper_parameters"]["encoder"], encoder_checkpoint=str(path))
+    probe = LinearProbeModule(
+        data_info=info, encoder=layout["hyper_parameters"]["encoder"], encoder_checkpoint=str(path)
+    )
     probe.setup("fit")
     for key, value in probe.encoders.state_dict().items():
         assert torch.equal(value, state[f"encoders.{key}"]), key
@@ -110,4 +112,5 @@ def test_detach_test_runs_on_an_old_cli_checkpoint(config: str, in_scratch: Path
             os.environ["PL_GLOBAL_SEED"] = env
     assert type(cli.model).__name__ == cls
     metrics = json.loads(next(in_scratch.rglob("test_metrics.json")).read_text())
-    assert 0.0 <= metrics["test/accuracy"] <= 1.0 and len(metrics["confusion_matrix"]) == cli.model.data_info.num_classes
+    assert 0.0 <= metrics["test/accuracy"] <= 1.0
+    assert len(metrics["confusion_matrix"]) == cli.model.data_info.num_classes

@@ -6,10 +6,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_datamodule, tiny_encoder
 
 from detach_pl.modules import LinearProbeModule
 from detach_pl.modules.probe import HOST_INDEX, EmbeddingMemo, FeatureStandardizer
+from helpers import tiny_datamodule, tiny_encoder
 
 
 def test_memo_computes_each_item_once_and_returns_what_compute_gave() -> None:
@@ -35,8 +35,9 @@ def test_probe_trains_only_its_linear_layer_and_memo_matches_direct_embedding(tm
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(probe, datamodule=datamodule)
-    assert all(torch.equal(a, b) for a, b in zip(encoders_before, probe.encoders.parameters()))
-    assert not all(torch.equal(a, b) for a, b in zip(classifier_before, probe.classifier.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(encoders_before, probe.encoders.parameters(), strict=True))
+    classifier_after = probe.classifier.parameters()
+    assert not all(torch.equal(a, b) for a, b in zip(classifier_before, classifier_after, strict=True))
     memo = probe._memos["train"]
     dataset = datamodule.datasets["train"]
     assert bool(memo.known.all()) and memo.known.numel() == len(dataset)

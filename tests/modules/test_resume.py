@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import DEMO, TINY_DATA
 
 from detach_pl.cli import main
+from helpers import DEMO, TINY_DATA
 
 CHECKPOINT = Path("runs/demo/stage1/checkpoints/last.ckpt")
 EPOCHS = 6  # room for the poll to catch an epoch-1 checkpoint on a loaded machine
@@ -105,7 +105,8 @@ def tensor_differences(ours: Any, theirs: Any, where: str) -> list[str]:
     if isinstance(ours, (list, tuple)):
         if len(ours) != len(theirs):
             return [f"{where}: length {len(ours)} vs {len(theirs)}"]
-        return [line for k, (a, b) in enumerate(zip(ours, theirs)) for line in tensor_differences(a, b, f"{where}[{k}]")]
+        pairs = enumerate(zip(ours, theirs, strict=True))
+        return [line for k, (a, b) in pairs for line in tensor_differences(a, b, f"{where}[{k}]")]
     return [] if ours == theirs else [f"{where}: {ours!r} vs {theirs!r}"]
 
 
@@ -130,7 +131,9 @@ def check_sigkill_resume(tmp_path: Path, workers: int) -> None:
         for key in ("state_dict", "odc_memory", "optimizer_states")
         for line in tensor_differences(resumed[key], expected[key], key)
     ]
-    assert not differences, f"resumed after epoch {reached}, {len(differences)} differences:\n" + "\n".join(differences[:20])
+    assert not differences, (
+        f"resumed after epoch {reached}, {len(differences)} differences:\n" + "\n".join(differences[:20])
+    )
 
 
 @pytest.mark.slow  # the 2-worker test below covers the same path with workers on
@@ -152,7 +155,8 @@ def test_resume_without_a_checkpoint_names_the_folder(in_scratch: Path) -> None:
 EVERY_EPOCH = """trainer:
   callbacks:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {dirpath: epochs, filename: "{epoch}", save_top_k: -1, every_n_epochs: 1, save_on_train_epoch_end: true}
+      init_args:
+        {dirpath: epochs, filename: "{epoch}", save_top_k: -1, every_n_epochs: 1, save_on_train_epoch_end: true}
 """
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import tiny_datamodule, tiny_encoder
 
 from detach_pl.modules import SpatialGroundingModule
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder
 
 
 class RecordingStage1(SpatialGroundingModule):
@@ -55,17 +55,9 @@ def make_module(datamodule, **kwargs) -> RecordingStage1:
 
 
 def trainer(tmp_path, epochs: int, callbacks=()) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        default_root_dir=tmp_path,
+    return cpu_trainer(
+        1, max_epochs=epochs, limit_train_batches=3, limit_val_batches=0, enable_checkpointing=False,
+        callbacks=list(callbacks), default_root_dir=tmp_path,
     )
 
 

@@ -7,26 +7,15 @@ import dataclasses
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import tiny_datamodule, tiny_encoder
 
 from detach_pl.losses import info_nce
 from detach_pl.modules import LinearProbeModule, SpatialGroundingModule, TemporalAlignmentModule
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder
 
 
 def quick_trainer(root, **kwargs) -> pl.Trainer:
-    options = dict(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    options = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False)
+    return cpu_trainer(1, **{**options, "default_root_dir": root, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +123,8 @@ def test_incompatible_checkpoint_is_named_with_the_mismatch(tmp_path, stage1_che
     datamodule = tiny_datamodule(tmp_path)
     other = dataclasses.replace(tiny_encoder(), embed_dim=32)
     module = stage2(datamodule, path, encoder=other)
-    with pytest.raises(ValueError, match=r"stage1\.ckpt was trained with another encoder architecture: embed_dim: checkpoint 64 vs config 32"):
+    expected = r"stage1\.ckpt was trained with another encoder architecture: embed_dim: checkpoint 64 vs config 32"
+    with pytest.raises(ValueError, match=expected):
         quick_trainer(tmp_path).fit(module, datamodule=datamodule)
 
 

@@ -15,24 +15,10 @@ from torch import nn
 from detach_pl.data.info import DataInfo
 from detach_pl.modules import SpatialGroundingModule
 from detach_pl.modules.base import copy_encoder_weights
-from detach_pl.nn import EncoderConfig, build_encoder
+from detach_pl.nn import build_encoder
+from helpers import small_encoder
 
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
-
-
-def tiny_config(**overrides: object) -> EncoderConfig:
-    """A small config for fast CPU tests."""
-    settings: dict[str, object] = dict(
-        embed_dim=16,
-        video_cnn_channels=[8, 8, 16, 16],
-        video_temporal_channels=[8, 16],
-        sensor_spatial_channels=[8, 16, 16],
-        sensor_spatial_pool=8,
-        sensor_temporal_channels=[8, 8, 16],
-        gru_hidden=8,
-    )
-    settings.update(overrides)
-    return EncoderConfig(**settings)  # type: ignore[arg-type]
 
 
 def _input(name: str) -> torch.Tensor:
@@ -65,8 +51,8 @@ def _assert_same_path(plain: nn.Module, other: nn.Module, inputs: torch.Tensor) 
 @pytest.mark.parametrize("training", [True, False])
 def test_channels_last_video_encoders_match_the_plain_layout(name: str, training: bool) -> None:
     torch.manual_seed(0)
-    plain = build_encoder(name, tiny_config(), 5)
-    fast = build_encoder(name, tiny_config(channels_last=True), 5)
+    plain = build_encoder(name, small_encoder(), 5)
+    fast = build_encoder(name, small_encoder(channels_last=True), 5)
     fast.load_state_dict(plain.state_dict())
     layout = torch.channels_last if name == "video_spatial" else torch.channels_last_3d
     convs = [m.weight for m in fast.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.weight.dim() > 3]
@@ -84,8 +70,8 @@ def test_channels_last_video_encoders_match_the_plain_layout(name: str, training
 )
 def test_compiled_encoder_matches_eager(name: str) -> None:
     torch.manual_seed(0)
-    eager = build_encoder(name, tiny_config(), 5)
-    compiled = build_encoder(name, tiny_config(), 5)
+    eager = build_encoder(name, small_encoder(), 5)
+    compiled = build_encoder(name, small_encoder(), 5)
     compiled.load_state_dict(eager.state_dict())
     compiled.compile()
     _assert_same_path(eager, compiled, _input(name))
@@ -94,10 +80,10 @@ def test_compiled_encoder_matches_eager(name: str) -> None:
 
 def test_configure_model_compiles_the_encoders_only_when_asked() -> None:
     info = DataInfo(num_channels=5, num_classes=3, num_places=4)
-    plain = SpatialGroundingModule(data_info=info, encoder=tiny_config())
+    plain = SpatialGroundingModule(data_info=info, encoder=small_encoder())
     plain.configure_model()
     assert all(encoder._compiled_call_impl is None for encoder in plain.encoders.values())
-    module = SpatialGroundingModule(data_info=info, encoder=tiny_config(compile=True, compile_mode="default"))
+    module = SpatialGroundingModule(data_info=info, encoder=small_encoder(compile=True, compile_mode="default"))
     keys = set(module.state_dict())
     module.configure_model()
     module.configure_model()  # a second call (e.g. another fit) compiles nothing twice
@@ -107,10 +93,12 @@ def test_configure_model_compiles_the_encoders_only_when_asked() -> None:
 
 def test_a_checkpoint_hands_its_encoders_over_whatever_the_throughput_options() -> None:
     info = DataInfo(num_channels=5, num_classes=3, num_places=4)
-    source = SpatialGroundingModule(data_info=info, encoder=tiny_config())
-    target = SpatialGroundingModule(data_info=info, encoder=tiny_config(channels_last=True, compile=True))
+    source = SpatialGroundingModule(data_info=info, encoder=small_encoder())
+    target = SpatialGroundingModule(data_info=info, encoder=small_encoder(channels_last=True, compile=True))
     checkpoint = {
-        "hyper_parameters": {"encoder": dataclasses.asdict(source.encoder_config), "data_info": dataclasses.asdict(info)},
+        "hyper_parameters": {
+            "encoder": dataclasses.asdict(source.encoder_config), "data_info": dataclasses.asdict(info)
+        },
         "state_dict": source.state_dict(),
     }
     copy_encoder_weights(target, checkpoint, ["video_spatial", "sensor_spatial"], "model.stage1_checkpoint", "x.ckpt")
@@ -126,8 +114,12 @@ def test_a_checkpoint_hands_its_encoders_over_whatever_the_throughput_options() 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"compile_mode": "fast"}, "compile_mode"), ({"channels_last": "yes"}, "channels_last"), ({"compile": 1}, "compile")],
+    [
+        ({"compile_mode": "fast"}, "compile_mode"),
+        ({"channels_last": "yes"}, "channels_last"),
+        ({"compile": 1}, "compile"),
+    ],
 )
 def test_bad_throughput_options_are_named(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        tiny_config(**overrides)
+        small_encoder(**overrides)

@@ -22,24 +22,10 @@ from detach_pl.nn import (
     build_encoders,
     joint_embedding,
 )
+from helpers import small_encoder
 
-BATCH, FRAMES, CHANNELS, LENGTH, EMBED = 2, 5, 37, 128, 32
-
-
-def tiny_config(**overrides: object) -> EncoderConfig:
-    """A small config for fast CPU tests."""
-    settings: dict[str, object] = dict(
-        embed_dim=EMBED,
-        video_backbone="plain_cnn",
-        video_cnn_channels=[8, 16, 16, 16],
-        video_temporal_channels=[8, 16, 32],
-        sensor_spatial_channels=[8, 16, 16],
-        sensor_spatial_pool=16,
-        sensor_temporal_channels=[8, 16, 16],
-        gru_hidden=16,
-    )
-    settings.update(overrides)
-    return EncoderConfig(**settings)  # type: ignore[arg-type]
+BATCH, FRAMES, CHANNELS, LENGTH = 2, 5, 37, 128
+EMBED = small_encoder().embed_dim
 
 
 def encoder_input(name: str, frames: int = FRAMES, size: int = 32) -> torch.Tensor:
@@ -89,11 +75,11 @@ def test_config_defaults_follow_the_released_code() -> None:
 )
 def test_config_rejects_bad_values(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        tiny_config(**overrides)
+        small_encoder(**overrides)
 
 
 def test_config_copies_sequences_to_lists() -> None:
-    config = tiny_config(video_temporal_channels=(4, 8))
+    config = small_encoder(video_temporal_channels=(4, 8))
     assert config.video_temporal_channels == [4, 8]
 
 
@@ -102,7 +88,7 @@ def test_config_copies_sequences_to_lists() -> None:
 
 @pytest.mark.parametrize("name", ENCODER_NAMES)
 def test_tiny_config_output_shapes(name: str) -> None:
-    encoder = build_encoders([name], tiny_config(), CHANNELS)[name]
+    encoder = build_encoders([name], small_encoder(), CHANNELS)[name]
     assert encoder(encoder_input(name)).shape == (BATCH, EMBED)
 
 
@@ -117,7 +103,7 @@ def test_default_config_output_shapes() -> None:
 
 
 def test_resnet18_small_embedding_shape_and_attention_map() -> None:
-    encoder = VideoSpatialEncoder(tiny_config(video_backbone="resnet18"))
+    encoder = VideoSpatialEncoder(small_encoder(video_backbone="resnet18"))
     video = torch.rand(BATCH, 3, 3, 64, 64)
     assert encoder(video).shape == (BATCH, EMBED)
     attention = encoder.attention_map(video)
@@ -126,14 +112,14 @@ def test_resnet18_small_embedding_shape_and_attention_map() -> None:
 
 
 def test_plain_cnn_attention_map_shape() -> None:
-    encoder = VideoSpatialEncoder(tiny_config())
+    encoder = VideoSpatialEncoder(small_encoder())
     assert encoder.attention_map(torch.rand(BATCH, FRAMES, 3, 64, 64)).shape == (BATCH, 4, 4)
 
 
 def test_video_spatial_averages_feature_maps_over_time() -> None:
     """Shuffling the frames of a clip leaves f_v unchanged (time-averaged feature maps)."""
     torch.manual_seed(0)
-    encoder = VideoSpatialEncoder(tiny_config()).eval()
+    encoder = VideoSpatialEncoder(small_encoder()).eval()
     video = torch.rand(BATCH, FRAMES, 3, 32, 32)
     shuffled = video[:, torch.randperm(FRAMES)]
     torch.testing.assert_close(encoder(shuffled), encoder(video), rtol=1e-4, atol=1e-5)
@@ -141,7 +127,7 @@ def test_video_spatial_averages_feature_maps_over_time() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3, 250])
 def test_sensor_encoders_accept_any_channel_count(channels: int) -> None:
-    config = tiny_config()
+    config = small_encoder()
     window = torch.randn(BATCH, channels, LENGTH)
     encoders = (SensorSpatialEncoder(channels, config), SensorTemporalEncoder(channels, config))
     for encoder in encoders:
@@ -151,7 +137,7 @@ def test_sensor_encoders_accept_any_channel_count(channels: int) -> None:
 @pytest.mark.parametrize("name", ENCODER_NAMES)
 def test_gradients_reach_every_parameter(name: str) -> None:
     torch.manual_seed(0)
-    encoder = build_encoders([name], tiny_config(), CHANNELS)[name]
+    encoder = build_encoders([name], small_encoder(), CHANNELS)[name]
     output = encoder(encoder_input(name))
     (output * torch.randn_like(output)).sum().backward()
     for parameter_name, parameter in encoder.named_parameters():
@@ -162,7 +148,7 @@ def test_gradients_reach_every_parameter(name: str) -> None:
 
 def test_gradients_reach_resnet18_parameters() -> None:
     torch.manual_seed(0)
-    encoder = VideoSpatialEncoder(tiny_config(video_backbone="resnet18"))
+    encoder = VideoSpatialEncoder(small_encoder(video_backbone="resnet18"))
     output = encoder(torch.rand(BATCH, 2, 3, 64, 64))
     (output * torch.randn_like(output)).sum().backward()
     missing = [n for n, p in encoder.named_parameters() if p.grad is None]
@@ -174,7 +160,7 @@ def test_gradients_reach_resnet18_parameters() -> None:
 
 def test_video_temporal_uses_mean_of_temporal_differences() -> None:
     torch.manual_seed(0)
-    encoder = VideoTemporalEncoder(tiny_config()).eval()
+    encoder = VideoTemporalEncoder(small_encoder()).eval()
     video = torch.rand(BATCH, FRAMES, 3, 32, 32)
     differences = torch.stack(
         [video[:, t + 1] - video[:, t] for t in range(FRAMES - 1)], dim=2
@@ -189,13 +175,13 @@ def test_video_temporal_uses_mean_of_temporal_differences() -> None:
 
 
 def test_static_clip_has_no_temporal_direction() -> None:
-    encoder = VideoTemporalEncoder(tiny_config()).eval()
+    encoder = VideoTemporalEncoder(small_encoder()).eval()
     still = torch.rand(1, 1, 3, 32, 32).expand(BATCH, FRAMES, 3, 32, 32)
     assert torch.equal(encoder(still), torch.zeros(BATCH, EMBED))
 
 
 def test_amplitude_feature_is_the_percentile_of_absolute_values() -> None:
-    encoder = SensorSpatialEncoder(CHANNELS, tiny_config())
+    encoder = SensorSpatialEncoder(CHANNELS, small_encoder())
     window = torch.randn(BATCH, CHANNELS, LENGTH)
     expected = torch.quantile(window.abs(), 0.99, dim=-1)
     torch.testing.assert_close(encoder.amplitude_feature(window), expected)
@@ -203,7 +189,7 @@ def test_amplitude_feature_is_the_percentile_of_absolute_values() -> None:
 
 def test_percentile_is_robust_to_a_single_spike() -> None:
     torch.manual_seed(0)
-    encoder = SensorSpatialEncoder(CHANNELS, tiny_config())
+    encoder = SensorSpatialEncoder(CHANNELS, small_encoder())
     window = torch.randn(1, CHANNELS, LENGTH)
     spiked = window.clone()
     spiked[0, 3, 50] = 50.0
@@ -263,22 +249,22 @@ def test_joint_embedding_matches_definition() -> None:
 
 def test_unknown_encoder_name_lists_valid_names() -> None:
     with pytest.raises(ValueError, match="sensor_temporal"):
-        build_encoders(["video_spatial", "audio"], tiny_config(), CHANNELS)
+        build_encoders(["video_spatial", "audio"], small_encoder(), CHANNELS)
 
 
 def test_repeated_encoder_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="repeated"):
-        build_encoders(["sensor_spatial", "sensor_spatial"], tiny_config(), CHANNELS)
+        build_encoders(["sensor_spatial", "sensor_spatial"], small_encoder(), CHANNELS)
 
 
 def test_video_temporal_needs_three_frames() -> None:
-    encoder = VideoTemporalEncoder(tiny_config())
+    encoder = VideoTemporalEncoder(small_encoder())
     with pytest.raises(ValueError, match="T >= 3"):
         encoder(torch.rand(BATCH, 2, 3, 32, 32))
 
 
 def test_bad_input_shapes_are_rejected() -> None:
-    config = tiny_config()
+    config = small_encoder()
     with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
         VideoSpatialEncoder(config)(torch.rand(BATCH, 3, 32, 32))
     with pytest.raises(ValueError, match=r"\(B, 37, L\)"):
@@ -288,7 +274,7 @@ def test_bad_input_shapes_are_rejected() -> None:
 
 
 def test_build_encoders_gives_stable_state_dict_keys() -> None:
-    config = tiny_config()
+    config = small_encoder()
     first = build_encoders(ENCODER_NAMES, config, CHANNELS)
     second = build_encoders(list(reversed(ENCODER_NAMES)), config, CHANNELS)
     assert set(first.state_dict()) == set(second.state_dict())
@@ -299,14 +285,14 @@ def test_build_encoders_gives_stable_state_dict_keys() -> None:
 def test_missing_backbone_weights_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.pt"
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
-        VideoSpatialEncoder(tiny_config(backbone_weights=str(missing)))
+        VideoSpatialEncoder(small_encoder(backbone_weights=str(missing)))
 
 
 def test_plain_cnn_backbone_weights_load_from_local_file(tmp_path: Path) -> None:
-    source = VideoSpatialEncoder(tiny_config())
+    source = VideoSpatialEncoder(small_encoder())
     path = tmp_path / "small.pt"
     torch.save(source.backbone.state_dict(), path)
-    loaded = VideoSpatialEncoder(tiny_config(backbone_weights=str(path)))
+    loaded = VideoSpatialEncoder(small_encoder(backbone_weights=str(path)))
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(loaded.backbone.state_dict()[key], value), key
 
@@ -319,7 +305,7 @@ def test_resnet18_weights_load_from_a_torchvision_state_dict(tmp_path: Path) -> 
         reference.layer4[1].bn2.running_var.uniform_(0.5, 2.0)
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)  # includes fc.*, which the trunk drops
-    config = tiny_config(video_backbone="resnet18", backbone_weights=str(path))
+    config = small_encoder(video_backbone="resnet18", backbone_weights=str(path))
     encoder = VideoSpatialEncoder(config)
     assert torch.equal(encoder.backbone.conv1.weight, reference.conv1.weight)
     last_bn = encoder.backbone.layer4[1].bn2
@@ -330,7 +316,7 @@ def test_mismatched_backbone_weights_are_rejected(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save(nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(ValueError, match="other.pt"):
-        VideoSpatialEncoder(tiny_config(backbone_weights=str(path)))
+        VideoSpatialEncoder(small_encoder(backbone_weights=str(path)))
 
 
 # ---------------------------------------------------------------- the released architectures at the paper's size
@@ -371,7 +357,8 @@ def test_released_sensor_spatial_encoder_at_paper_size() -> None:
     groupnorm = [m for m in encoder.modules() if isinstance(m, nn.GroupNorm)]
     assert [m.num_groups for m in groupnorm] == [4]
     convs = [m for m in encoder.modules() if isinstance(m, nn.Conv1d)]
-    assert [(c.kernel_size[0], c.dilation[0], c.padding[0], c.bias) for c in convs] == [(5, 2, 0, None), (3, 2, 0, None), (3, 2, 0, None)]
+    layout = [(c.kernel_size[0], c.dilation[0], c.padding[0], c.bias) for c in convs]
+    assert layout == [(5, 2, 0, None), (3, 2, 0, None), (3, 2, 0, None)]
     order = [type(m).__name__ for m in encoder.conv][:4]
     assert order == ["Conv1d", "ReLU", "BatchNorm1d", "MaxPool1d"]  # ReLU before BatchNorm
     with pytest.raises(ValueError, match="at least 36"):
@@ -427,7 +414,7 @@ def test_object_head_pooling_modes() -> None:
     torch.manual_seed(0)
     video = torch.rand(BATCH, FRAMES, 3, 64, 64)
     for pooling in ("mean", "weighted"):
-        encoder = VideoSpatialEncoder(tiny_config(object_pooling=pooling)).eval()
+        encoder = VideoSpatialEncoder(small_encoder(object_pooling=pooling)).eval()
         features = encoder.feature_map(video)
         f = encoder.object_head(features)
         a = torch.sigmoid(encoder.object_attention(f))
@@ -440,7 +427,7 @@ def test_object_head_pooling_modes() -> None:
 
 def test_imagenet_normalisation_is_an_option() -> None:
     torch.manual_seed(0)
-    encoder = VideoSpatialEncoder(tiny_config(video_normalization="imagenet")).eval()
+    encoder = VideoSpatialEncoder(small_encoder(video_normalization="imagenet")).eval()
     video = torch.rand(1, 2, 3, 32, 32)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

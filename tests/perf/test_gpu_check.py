@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_gpu_check_runs_on_cpu_tiny(tmp_path: Path) -> None:
     out = tmp_path / "g.json"
+    # Run as `make bench-gpu` does (`python -m benchmarks.gpu_check`), from a scratch folder.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny", "--steps", "1",
+        [sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--tiny", "--steps", "1",
          "--json", str(out)],
-        check=True, timeout=300, cwd=tmp_path,
+        check=True, timeout=300, cwd=tmp_path, env=env,
     )
     figures = json.loads(out.read_text())
     for key in ("stage1_fp32", "stage1_bf16", "stage1_bf16_fast", "stage2_fp32", "stage2_bf16", "stage2_bf16_fast"):

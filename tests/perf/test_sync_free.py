@@ -112,7 +112,7 @@ def test_steps_without_checks_read_nothing_and_equal_the_checked_steps(stage: st
     fast_losses = run(fast, data, guard_after_first=True)  # steps 2 and 3 under NoHostReads
     checked_losses = run(checked, data, guard_after_first=False)
     assert torch.equal(torch.stack(fast_losses), torch.stack(checked_losses))
-    for a, b in zip(fast.parameters(), checked.parameters()):
+    for a, b in zip(fast.parameters(), checked.parameters(), strict=True):
         assert torch.equal(a, b)
     if stage == "stage1":
         assert torch.equal(fast.memory.features, checked.memory.features)

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
@@ -29,8 +30,12 @@ def as_data_info(value: DataInfo | dict | None, owner: str) -> DataInfo:
 
 
 def as_encoder_config(value: EncoderConfig | dict) -> EncoderConfig:
-    """Accept an EncoderConfig or its dict form (a clear error for pre-release-code configs)."""
-    return EncoderConfig.from_dict(value) if isinstance(value, dict) else value
+    """A module's own EncoderConfig from an EncoderConfig or its dict form.
+
+    An EncoderConfig is copied, so a module never shares the signature's default object; a dict
+    from before the released-code encoders fails with a clear error.
+    """
+    return EncoderConfig.from_dict(value) if isinstance(value, dict) else dataclasses.replace(value)
 
 
 class DetachModule(pl.LightningModule):
@@ -62,6 +67,22 @@ class DetachModule(pl.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.encoders = build_encoders(encoder_names, self.encoder_config, self.data_info.num_channels)
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The init arguments saved by `save_hyperparameters`, readable as attributes.
+
+        Lightning declares `MutableMapping | AttributeDict` but stores a dict as an AttributeDict;
+        the narrower type lets the stages read `self.hparams.<setting>`.
+        """
+        saved = super().hparams
+        if not isinstance(saved, AttributeDict):
+            raise TypeError(f"{type(self).__name__}: hyper-parameters are a {type(saved).__name__}, not a dict")
+        return saved
+
+    def attached_datamodule(self) -> Any:
+        """The trainer's DataModule, or None (Lightning sets `trainer.datamodule` at run time)."""
+        return getattr(self.trainer, "datamodule", None)
 
     def first_training_step(self) -> bool:
         """True on this module's first training step only (once per process).
@@ -126,7 +147,7 @@ class DetachModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         """State the global batch: per-device batch × devices × nodes × accumulation."""
         trainer = self.trainer
-        per_device = getattr(trainer.datamodule, "batch_size", None)
+        per_device = getattr(self.attached_datamodule(), "batch_size", None)
         if per_device is None:
             return
         global_batch = per_device * trainer.world_size * trainer.accumulate_grad_batches

@@ -57,7 +57,7 @@ class GlobalAlignmentModule(DetachModule):
     def __init__(
         self,
         data_info: DataInfo | None = None,
-        encoder: EncoderConfig = EncoderConfig(),
+        encoder: EncoderConfig = EncoderConfig(),  # noqa: B008 - never mutated: as_encoder_config copies it
         initial_temperature: float = 0.1,
         learn_temperature: bool = True,
         min_temperature: float = 0.01,
@@ -112,6 +112,7 @@ class GlobalAlignmentModule(DetachModule):
         return info_nce(u_v, u_s, self.temperature, anchors=anchors), u_v, u_s, anchors
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Symmetric InfoNCE on the batch, the sensor windows time-warped."""
         sensor = batch["sensor"]
         if self.hparams.warp_sigma > 0:
             sensor = sinusoidal_time_warp(sensor, self.hparams.warp_sigma, generator=batch_generator(self))
@@ -126,6 +127,7 @@ class GlobalAlignmentModule(DetachModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
+        """Start collecting this epoch's validation embeddings."""
         self.diagnostics.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -145,6 +147,7 @@ class GlobalAlignmentModule(DetachModule):
         self.diagnostics.add_embeddings(u_v, u_s, labels, places)
 
     def on_validation_epoch_end(self) -> None:
+        """Log the alignment diagnostics of the epoch's embeddings."""
         log_diagnostics(self, self.diagnostics)
         self.diagnostics.reset()
 
@@ -172,7 +175,7 @@ class SupervisedSensorModule(SensorClassifierModule):
     def __init__(
         self,
         data_info: DataInfo | None = None,
-        encoder: EncoderConfig = EncoderConfig(),
+        encoder: EncoderConfig = EncoderConfig(),  # noqa: B008 - never mutated: as_encoder_config copies it
         encoder_checkpoint: str | None = None,
         warp_sigma: float = 0.2,
         lr: float = 1e-3,
@@ -188,8 +191,10 @@ class SupervisedSensorModule(SensorClassifierModule):
         self.warp_sigma = warp_sigma
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """Cross-entropy on the labels, the sensor windows time-warped (no embedding memo: the
-        encoders train)."""
+        """Cross-entropy on the labels, the sensor windows time-warped.
+
+        No embedding memo: the encoders train.
+        """
         sensor = batch["sensor"]
         if self.warp_sigma > 0:
             warped = sinusoidal_time_warp(

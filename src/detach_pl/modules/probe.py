@@ -51,9 +51,9 @@ class EmbeddingMemo:
             host_index = index.cpu().numpy()
         size = int(host_index.max()) + 1
         if self.known.numel() < size:
-            known = torch.zeros(size, dtype=torch.bool)
-            known[: self.known.numel()] = self.known
-            self.known = known
+            grown = torch.zeros(size, dtype=torch.bool)
+            grown[: self.known.numel()] = self.known
+            self.known = grown
         known = self.known.numpy()
         missing = np.flatnonzero(~known[host_index])
         if missing.size:
@@ -107,7 +107,7 @@ class LinearProbeModule(SensorClassifierModule):
     def __init__(
         self,
         data_info: DataInfo | None = None,
-        encoder: EncoderConfig = EncoderConfig(),
+        encoder: EncoderConfig = EncoderConfig(),  # noqa: B008 - never mutated: as_encoder_config copies it
         encoder_checkpoint: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -168,14 +168,15 @@ class LinearProbeModule(SensorClassifierModule):
             self.fit_standardizer(standardize)
 
     def fit_standardizer(self, standardize: FeatureStandardizer) -> None:
-        """Statistics of u_s over the training set, summed over ranks (each embeds its shard once;
-        the embeddings stay in the training memo, so the first epoch does not embed again).
+        """Statistics of u_s over the training set, summed over ranks.
 
+        Each rank embeds its shard once; the embeddings stay in the training memo, so the first
+        epoch does not embed again.
         The batches reach the device as in a training step (the precision plugin, this module's
         and the DataModule's batch-transfer hooks).
         """
         trainer = self.trainer
-        datamodule = trainer.datamodule
+        datamodule = self.attached_datamodule()
         if datamodule is None:
             raise ValueError(
                 "model.init_args.standardize_features: the probe computes its statistics from the "
@@ -211,6 +212,7 @@ class LinearProbeModule(SensorClassifierModule):
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Cross-entropy of the classifier on the (memoised) embeddings of the batch."""
         embeddings = self._memoised_embeddings(batch, "train")
         if self.checks_due():
             self.check_inputs(embeddings, batch["label"])

@@ -65,6 +65,10 @@ class FeatureStandardizer(nn.Module):
         eps: Floor of σ (a constant dimension is centred, not blown up).
     """
 
+    mean: Tensor
+    std: Tensor
+    fitted: Tensor
+
     def __init__(self, width: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
@@ -156,10 +160,12 @@ class SensorClassifierModule(DetachModule):
         self.log_validation(self.batch_logits(batch), batch["label"])
 
     def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation metrics."""
         self.log_dict(self.val_metrics.compute())
         self.val_metrics.reset()
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate the test metrics and the confusion matrix."""
         probs = self.batch_logits(batch).softmax(1)
         self.test_metrics.update(probs, batch["label"])
         self.test_confusion.update(probs.argmax(1), batch["label"])
@@ -181,11 +187,12 @@ class SensorClassifierModule(DetachModule):
             folder = Path(log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             source = self.hparams.get("encoder_checkpoint") or "random encoders"
-            title = f"{type(self).__name__} on {source}: weighted F1 {metrics.get('test/f1_weighted', float('nan')):.3f}"
+            f1 = metrics.get("test/f1_weighted", float("nan"))
+            title = f"{type(self).__name__} on {source}: weighted F1 {f1:.3f}"
             figure = confusion_figure(matrix.cpu(), self.data_info.class_names, title=title)
             figure.savefig(folder / "confusion_matrix.png", dpi=120, bbox_inches="tight")
             experiment = getattr(self.logger, "experiment", None)
-            if hasattr(experiment, "add_figure"):
+            if experiment is not None and hasattr(experiment, "add_figure"):
                 experiment.add_figure("test/confusion_matrix", figure, self.global_step)
             write_atomically(
                 folder / "test_metrics.json",

@@ -98,7 +98,7 @@ class SpatialGroundingModule(DetachModule):
     def __init__(
         self,
         data_info: DataInfo | None = None,
-        encoder: EncoderConfig = EncoderConfig(),
+        encoder: EncoderConfig = EncoderConfig(),  # noqa: B008 - never mutated: as_encoder_config copies it
         num_clusters: int | None = None,
         prototype_temperature: float = 0.1,
         memory_momentum: float = 0.1,
@@ -210,9 +210,16 @@ class SpatialGroundingModule(DetachModule):
         memory.load_state_dict(state)
         self.memory = memory
 
+    @property
+    def bank(self) -> OdcMemory:
+        """The ODC memory bank, which `on_train_start` builds (or a resumed checkpoint restores)."""
+        if self.memory is None:
+            raise RuntimeError("stage 1: the ODC memory bank is used before on_train_start initialised it")
+        return self.memory
+
     def on_train_start(self) -> None:
         """Initialise the memory bank (unless a resumed checkpoint restored it)."""
-        training_set = self.trainer.datamodule.alignment_training_set()
+        training_set = self.attached_datamodule().alignment_training_set()
         train_sensor = training_set.sensor
         if self.memory is None:
             self.initialize_memory(train_sensor)
@@ -221,7 +228,7 @@ class SpatialGroundingModule(DetachModule):
                 f"the checkpoint's memory bank holds {self.memory.num_samples} windows but the "
                 f"training set has {train_sensor.shape[0]}: resume with the same data settings"
             )
-        self.memory.to(self.device)
+        self.bank.to(self.device)
         self._train_places = training_set.place.to(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -252,7 +259,7 @@ class SpatialGroundingModule(DetachModule):
         """α-free L_cluster with class-balanced weights, as this rank's share of the global loss."""
         hp = self.hparams
         weights = class_balanced_weights(
-            self.memory.cluster_sizes(), hp.balance_power, hp.balance_max_ratio, clamp=hp.balance_clamp, check=check
+            self.bank.cluster_sizes(), hp.balance_power, hp.balance_max_ratio, clamp=hp.balance_clamp, check=check
         )
         reduction = hp.cluster_loss_reduction
         loss = class_balanced_cross_entropy(logits_s, pseudo, weights, mask, reduction, check=check)
@@ -261,8 +268,8 @@ class SpatialGroundingModule(DetachModule):
     def confident(self, indices: Tensor, z_s: Tensor, check: bool) -> Tensor:
         """m_i of the batch by the `confident_windows` rule (before the bank update)."""
         if self.hparams.confident_windows == "step":
-            return self.memory.batch_confident_mask(indices, z_s.detach(), check=check)
-        return self.memory.confident_mask(indices, check=check)
+            return self.bank.batch_confident_mask(indices, z_s.detach(), check=check)
+        return self.bank.confident_mask(indices, check=check)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """L = α·L_cluster (+ L_video from the joint phase on) (+ β·L_refine in the refine phase).
@@ -359,10 +366,12 @@ class SpatialGroundingModule(DetachModule):
         self._val_place.append(gather_no_grad(batch["place"]))
 
     def on_validation_epoch_start(self) -> None:
+        """Start collecting this epoch's cluster assignments and places."""
         self._val_assign: list[Tensor] = []
         self._val_place: list[Tensor] = []
 
     def on_validation_epoch_end(self) -> None:
+        """Log cluster accuracy and NMI of the epoch's assignments against the places."""
         if not self._val_assign:
             return
         assign, place = torch.cat(self._val_assign), torch.cat(self._val_place)

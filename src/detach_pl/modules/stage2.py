@@ -8,20 +8,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from detach_pl import losses
 from detach_pl.data.info import DataInfo
 from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
 from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad, local_slice
-from detach_pl.losses import (
-    GramDtype,
-    TemporalMode,
-    alignment_weights,
-    false_negative_weights,
-    hard_negative_weights,
-    pair_weights,
-    spatial_similarity,
-    temporal_similarity,
-    weighted_info_nce,
-)
+from detach_pl.losses import GramDtype, TemporalMode
 from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
 from detach_pl.nn import EncoderConfig, joint_embedding, make_ema_copy, update_ema
 from detach_pl.seeding import batch_generator
@@ -77,7 +68,7 @@ class TemporalAlignmentModule(DetachModule):
     def __init__(
         self,
         data_info: DataInfo | None = None,
-        encoder: EncoderConfig = EncoderConfig(),
+        encoder: EncoderConfig = EncoderConfig(),  # noqa: B008 - never mutated: as_encoder_config copies it
         stage1_checkpoint: str | None = None,
         temperature: float = 0.1,
         lambda_hard: float = 3.0,
@@ -160,9 +151,9 @@ class TemporalAlignmentModule(DetachModule):
 
     def weights(self, batch: AlignmentBatch) -> tuple[Tensor, Tensor, Tensor]:
         """(W, S^sp, S^tm) of docs/method.md for the (global) batch, all without gradient."""
-        s_sp = spatial_similarity(batch.z_v, batch.z_s)
-        s_tm = temporal_similarity(batch.h_v_ema, batch.h_s_ema, self.hparams.temporal_similarity)
-        weights = alignment_weights(
+        s_sp = losses.spatial_similarity(batch.z_v, batch.z_s)
+        s_tm = losses.temporal_similarity(batch.h_v_ema, batch.h_s_ema, self.hparams.temporal_similarity)
+        weights = losses.alignment_weights(
             s_sp,
             s_tm,
             self.hparams.lambda_hard,
@@ -186,11 +177,11 @@ class TemporalAlignmentModule(DetachModule):
         )
         batch = self.gather(self.embed(video, sensor, online))
         hp = self.hparams
-        weights = pair_weights(
+        weights = losses.pair_weights(
             batch.z_v, batch.z_s, batch.h_v_ema, batch.h_s_ema, hp.lambda_hard, hp.temporal_similarity,
             hp.use_spatial_weight, hp.use_temporal_weight, hp.weights_gram_dtype,
         )
-        loss = weighted_info_nce(
+        loss = losses.weighted_info_nce(
             batch.u_v, batch.u_s, weights, self.hparams.temperature, anchors=batch.anchors, check=check
         )
         return loss, batch, weights
@@ -224,6 +215,7 @@ class TemporalAlignmentModule(DetachModule):
         return gather_no_grad(batch["label"]), gather_no_grad(batch["place"])
 
     def on_validation_epoch_start(self) -> None:
+        """Start collecting this epoch's validation embeddings."""
         self.diagnostics.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -245,8 +237,8 @@ class TemporalAlignmentModule(DetachModule):
         labels, places = self.gather_targets(batch)
         weights, s_sp, s_tm = self.weights(aligned)
         factors = {
-            "W_sp": hard_negative_weights(s_sp, self.hparams.lambda_hard),
-            "W_tm": false_negative_weights(s_sp, s_tm),
+            "W_sp": losses.hard_negative_weights(s_sp, self.hparams.lambda_hard),
+            "W_tm": losses.false_negative_weights(s_sp, s_tm),
             "W": weights,
         }
         self.diagnostics.add_pair_matrices(factors, labels, places)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from torch import Tensor, nn
 
 from detach_pl.nn.config import EncoderConfig
@@ -81,12 +83,26 @@ def paper_spatial_blocks(num_channels: int, config: EncoderConfig) -> list[nn.Mo
         nn.ReLU(inplace=True),
         nn.MaxPool1d(2),
     ]
-    for in_channels, out_channels in zip(channels[:-1], channels[1:]):
+    for in_channels, out_channels in itertools.pairwise(channels):
         layers += [nn.Conv1d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
     return layers
 
 
-class SensorSpatialEncoder(nn.Module):
+class SensorEncoder(nn.Module):
+    """Base of the two sensor encoders: both encode windows (B, C, L) of a fixed channel count C.
+
+    Args:
+        num_channels: Sensor channels C (> 0).
+    """
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        if num_channels <= 0:
+            raise ValueError(f"{type(self).__name__} needs num_channels > 0, got {num_channels}")
+        self.num_channels = num_channels
+
+
+class SensorSpatialEncoder(SensorEncoder):
     """f_s: which place (which sensors) is active in the window.
 
     1D-CNN blocks (`sensor_spatial_style`: the released blocks by default), adaptive average pool
@@ -98,15 +114,12 @@ class SensorSpatialEncoder(nn.Module):
     arbitrarily but moves the 99th percentile by at most one rank.
 
     Args:
-        num_channels: Sensor channels C.
-        config: Architecture hyper-parameters.
+        num_channels: Sensor channels C, the input of the first conv and of the amplitude map.
+        config: Architecture hyper-parameters (the `sensor_spatial_*` settings, embed_dim, gru_hidden).
     """
 
     def __init__(self, num_channels: int, config: EncoderConfig) -> None:
-        super().__init__()
-        if num_channels <= 0:
-            raise ValueError(f"SensorSpatialEncoder needs num_channels > 0, got {num_channels}")
-        self.num_channels = num_channels
+        super().__init__(num_channels)
         self.percentile = float(config.amplitude_percentile)
         channels = config.sensor_spatial_channels
         if config.sensor_spatial_style == "released":
@@ -147,7 +160,7 @@ def temporal_blocks(num_channels: int, config: EncoderConfig) -> list[nn.Module]
     """
     layers: list[nn.Module] = []
     in_channels = num_channels
-    blocks = list(zip(config.sensor_temporal_channels, config.sensor_temporal_dilations))
+    blocks = list(zip(config.sensor_temporal_channels, config.sensor_temporal_dilations, strict=True))
     for block, (out_channels, dilation) in enumerate(blocks):
         if config.sensor_temporal_style == "released":
             kernel = 5 if block == 0 else 3
@@ -168,7 +181,7 @@ def temporal_blocks(num_channels: int, config: EncoderConfig) -> list[nn.Module]
     return layers
 
 
-class SensorTemporalEncoder(nn.Module):
+class SensorTemporalEncoder(SensorEncoder):
     """g_s: how the sensor signal evolves within the window.
 
     Dilated temporal conv blocks (dilations 1, 2, 4 widen the receptive field; the released
@@ -177,15 +190,12 @@ class SensorTemporalEncoder(nn.Module):
     time) and Linear(2·gru_hidden → embed_dim).
 
     Args:
-        num_channels: Sensor channels C.
-        config: Architecture hyper-parameters.
+        num_channels: Sensor channels C, the input of the first dilated conv.
+        config: Architecture hyper-parameters (the `sensor_temporal_*` settings, embed_dim, gru_hidden).
     """
 
     def __init__(self, num_channels: int, config: EncoderConfig) -> None:
-        super().__init__()
-        if num_channels <= 0:
-            raise ValueError(f"SensorTemporalEncoder needs num_channels > 0, got {num_channels}")
-        self.num_channels = num_channels
+        super().__init__(num_channels)
         pools = len(config.sensor_temporal_channels) - 1
         self.min_length = 2**pools if config.sensor_temporal_style == "released" else 1
         width = config.sensor_temporal_channels[-1]

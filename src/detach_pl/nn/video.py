@@ -120,6 +120,9 @@ class VideoSpatialEncoder(nn.Module):
         config: Architecture hyper-parameters.
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.backbone, backbone_channels = build_video_backbone(config)

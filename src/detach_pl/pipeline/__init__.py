@@ -18,7 +18,9 @@ from detach_pl.pipeline.metrics import METRIC_LABELS, TEST_METRICS, format_mean_
 
 #: Names of `stages`, imported on first use: it imports the CLI (Lightning, the modules, the
 #: data), which `detach_pl.report` and the metrics alone do not need.
-_STAGE_NAMES = ("CHAIN", "STAGES", "Stage", "StageFailed", "last_checkpoint", "resolve_config", "run_detach", "run_stage")
+_STAGE_NAMES = (
+    "CHAIN", "STAGES", "Stage", "StageFailed", "last_checkpoint", "resolve_config", "run_detach", "run_stage"
+)
 
 __all__ = ["METRIC_LABELS", "TEST_METRICS", "format_mean_std", "format_table", "mean_std", *_STAGE_NAMES]
 

@@ -7,17 +7,22 @@ of rows; it writes its results to a JSON file that the parent merges.
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from detach_pl.pipeline.stages import StageFailed
-from detach_pl.pipeline.table import Row, Step
+from detach_pl.pipeline.table import SIZES, Row, Step
 
 
 def split_overrides(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -27,6 +32,36 @@ def split_overrides(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
         return argv, []
     cut = argv.index("--")
     return argv[:cut], argv[cut + 1 :]
+
+
+def bench_parser(description: str, config_dir: Path) -> argparse.ArgumentParser:
+    """A table benchmark's parser with the options it starts with: the configs and the size."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config-dir", type=Path, default=config_dir, help="the dataset's configs")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="epochs (and data) per step kind")
+    return parser
+
+
+def add_job_options(parser: argparse.ArgumentParser, repo: Path, name: str, resume_help: str) -> None:
+    """The options of a table benchmark `bench_<name>` after its own: threads, folders, report, resume.
+
+    `--seed-results` (hidden) is set by the parent on each parallel job: the file it writes its
+    results to.
+    """
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
+    parser.add_argument("--work-dir", type=Path, default=repo / "runs" / f"bench_{name}", help="run folders")
+    parser.add_argument("--cache-dir", type=Path, default=repo / "data" / "cache", help="shared data cache")
+    parser.add_argument("--output", type=Path, default=repo / "benchmarks" / f"{name}.md", help="Markdown report")
+    parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--seed-results", type=Path, default=None, help=argparse.SUPPRESS)
+
+
+def quiet_job(threads: int) -> None:
+    """Set up a benchmark process: its torch threads; Lightning's info logs and few-workers hint off."""
+    torch.set_num_threads(threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def free_machine_minutes(cpu_per_job: Sequence[float], jobs: int, threads: int) -> float:

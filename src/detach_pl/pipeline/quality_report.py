@@ -36,7 +36,7 @@ def average_diagnostics(diagnostics: dict[str, list[dict[str, float]]]) -> dict[
 
 def comparisons(summary: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
     """Plain statements of the paper's expectations against the measured means."""
-    lines = []
+    lines: list[str] = []
     if "detach" not in summary:
         return lines
     detach_f1 = summary["detach"]["f1_weighted"][0]
@@ -66,7 +66,9 @@ def machine() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"{model}; {os.cpu_count()} logical CPUs; torch {torch.__version__}"
 
@@ -103,7 +105,10 @@ def diagnostic_cells(name: str, values: dict[str, float]) -> list[str]:
         joined(values, "val/retrieval_top1"),
         joined(values, "diag/delta_s"),
         joined(values, *(f"diag/sim/{kind}" for kind in ("positive", "hard", "easy", "false"))),
-        *(joined(values, *(f"diag/{weight}/{kind}" for kind in ("easy", "hard", "false"))) for weight in ("W_sp", "W_tm", "W")),
+        *(
+            joined(values, *(f"diag/{weight}/{kind}" for kind in ("easy", "hard", "false")))
+            for weight in ("W_sp", "W_tm", "W")
+        ),
     ]
 
 
@@ -142,7 +147,8 @@ def write_markdown(
     diagnosed = [row for row in rows if diagnostics.get(row.key)]
     if diagnosed:
         lines += DIAGNOSTICS_INTRO
-        lines.append(format_table(DIAGNOSTICS_HEADER, [diagnostic_cells(row.name, diagnostics[row.key]) for row in diagnosed]))
+        cells = [diagnostic_cells(row.name, diagnostics[row.key]) for row in diagnosed]
+        lines.append(format_table(DIAGNOSTICS_HEADER, cells))
     statements = comparisons(summary)
     if statements:
         lines += ["", "## Against the paper's expectations", "", *statements]
@@ -151,7 +157,9 @@ def write_markdown(
     write_atomically(path, "\n".join(lines))
 
 
-def write_chart(path: Path, rows: Sequence[Row], summary: dict[str, dict[str, tuple[float, float]]], title: str) -> None:
+def write_chart(
+    path: Path, rows: Sequence[Row], summary: dict[str, dict[str, tuple[float, float]]], title: str
+) -> None:
     """Bars of weighted F1 and mAP per row (± std), the paper's Opportunity++ numbers as markers."""
     import matplotlib
 
@@ -167,9 +175,10 @@ def write_chart(path: Path, rows: Sequence[Row], summary: dict[str, dict[str, tu
         stds = [summary[row.key][metric][1] for row in shown]
         axis.bar([p + offset for p in positions], means, width, yerr=stds, capsize=3, label=label)
         paper = [paper_value(row.paper[0], metric) for row in shown]
-        points = [(p + offset, value) for p, value in zip(positions, paper) if value is not None]
+        points = [(p + offset, value) for p, value in zip(positions, paper, strict=True) if value is not None]
         if points:
-            axis.scatter(*zip(*points), marker="D", color="black", zorder=3, s=18,
+            xs, ys = zip(*points, strict=True)
+            axis.scatter(xs, ys, marker="D", color="black", zorder=3, s=18,
                          label="paper, Opportunity++" if metric == "f1_weighted" else None)
     axis.set_xticks(list(positions), [row.name for row in shown], rotation=30, ha="right")
     axis.set_ylim(0, 1.15)  # room above 1 for the error bars and the legend

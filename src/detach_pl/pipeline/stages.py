@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from detach_pl.cli import main as cli_main
@@ -80,7 +81,7 @@ def last_checkpoint(cli: LightningCLI, what: str) -> Path:
         StageFailed: The run saved no checkpoint.
     """
     callback = cli.trainer.checkpoint_callback
-    saved = (callback.last_model_path or callback.best_model_path) if callback is not None else ""
+    saved = (callback.last_model_path or callback.best_model_path) if isinstance(callback, ModelCheckpoint) else ""
     if not saved:
         raise StageFailed(
             f"{what}: the run saved no checkpoint; give the stage a run_dir (its checkpoint is then "

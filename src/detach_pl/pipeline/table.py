@@ -86,8 +86,14 @@ ROWS: tuple[Row, ...] = (
         ("0.56 / 0.58 (EVI-MAE)¹", "0.60 / 0.55 (EVI-MAE)"),
     ),
     Row("detach", "DETACH", (STAGE1, stage2()), ("0.73 / 0.87", "0.73 / 0.67")),
-    Row("no_spatial_weight", "DETACH w/o W^sp", (STAGE1, stage2("stage2_no_spatial_weight")), ("0.56 / 0.71", "0.65 / 0.61")),
-    Row("no_temporal_weight", "DETACH w/o W^tm", (STAGE1, stage2("stage2_no_temporal_weight")), ("0.62 / 0.71", "0.60 / 0.61")),
+    Row(
+        "no_spatial_weight", "DETACH w/o W^sp", (STAGE1, stage2("stage2_no_spatial_weight")),
+        ("0.56 / 0.71", "0.65 / 0.61"),
+    ),
+    Row(
+        "no_temporal_weight", "DETACH w/o W^tm", (STAGE1, stage2("stage2_no_temporal_weight")),
+        ("0.62 / 0.71", "0.60 / 0.61"),
+    ),
     Row(
         "no_refinement_plain",
         "no refinement, plain InfoNCE",
@@ -100,8 +106,13 @@ ROWS: tuple[Row, ...] = (
         (STAGE1_NO_REFINEMENT, stage2("stage2_no_refinement")),
         ("0.60 / 0.70", "0.69 / 0.65"),
     ),
-    Row("refinement_plain", "refinement, plain InfoNCE", (STAGE1, stage2("stage2_plain_info_nce")), ("0.59 / 0.73", "0.49 / 0.62")),
-    Row("cross_temporal", "DETACH, cross-modal S^tm (paper text)", (STAGE1, stage2("stage2_cross_temporal_similarity"))),
+    Row(
+        "refinement_plain", "refinement, plain InfoNCE", (STAGE1, stage2("stage2_plain_info_nce")),
+        ("0.59 / 0.73", "0.49 / 0.62"),
+    ),
+    Row(
+        "cross_temporal", "DETACH, cross-modal S^tm (paper text)", (STAGE1, stage2("stage2_cross_temporal_similarity"))
+    ),
     Row(
         "detach_all_windows",
         "DETACH, all windows in pre-training (label-free)",
@@ -171,7 +182,10 @@ SEED_SETTINGS: dict[str, tuple[str, ...]] = {
     "all": ("--seed_everything", "--data.init_args.shuffle_seed"),
     "stage1": ("--model.init_args.kmeans_seed",),
 }
-QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--data.init_args.progress", "false")
+QUIET = (
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    "--data.init_args.progress", "false",
+)
 
 
 def rows_present(config_dir: Path) -> list[Row]:
