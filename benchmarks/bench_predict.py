@@ -27,15 +27,13 @@ import numpy as np
 import torch
 import yaml
 
+from detach_pl.deploy import StreamingRecognizer
+from detach_pl.deploy.export import export_model
+from detach_pl.io import write_atomically
+from detach_pl.nn import EncoderConfig
+from detach_pl.testing.probe import probe_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "data")]
-
-from deploy.fabricate import probe_checkpoint  # noqa: E402
-
-from detach_pl.deploy import StreamingRecognizer  # noqa: E402
-from detach_pl.deploy.export import export_model  # noqa: E402
-from detach_pl.io import write_atomically  # noqa: E402
-from detach_pl.nn import EncoderConfig  # noqa: E402
 
 RATE_HZ = 30.0
 SIZES = {"paper (Opportunity++)": ("opp", 37), "demo (synthetic kitchen)": ("demo", 41)}
@@ -146,7 +144,7 @@ def main() -> None:
             encoder = EncoderConfig(**yaml.safe_load((REPO / f"configs/{config}/encoder.yaml").read_text()))
             names = [f"sensor {c:02d}" for c in range(channels)]
             time_ms, values = recording(args.hours, channels)
-            ckpt = probe_checkpoint(scratch / f"{config}.ckpt", "csv", names, CLASSES, values, RATE_HZ, encoder=encoder)
+            ckpt = probe_checkpoint(scratch / f"{config}.ckpt", "csv", names, CLASSES, values, RATE_HZ, encoder)
             csv_path = scratch / f"{config}.csv"
             write_csv(csv_path, time_ms, values, names)
             (scratch / config).mkdir()

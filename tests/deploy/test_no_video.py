@@ -8,14 +8,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from deploy.fabricate import probe_checkpoint
-from helpers import REPO
+from helpers import REPO, tiny_encoder
 
 from detach_pl.cli import main
 from detach_pl.data.hwu_usp import DEFAULT_CHANNELS
 from detach_pl.data.opportunity import OpportunityDataModule
 from detach_pl.testing.hwu_usp import write_standin
 from detach_pl.testing.opportunity import write_standin_release
+from detach_pl.testing.probe import probe_checkpoint
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -55,7 +55,7 @@ def test_opportunity_prediction_reads_sensors_only(tmp_path, monkeypatch) -> Non
     columns = [c + 1 for c in reader.channel_columns()]
     rows = release.runs["S1-ADL1"].matrix[:, reader.channel_columns()]
     ckpt = probe_checkpoint(tmp_path / "opp.ckpt", "opportunity", reader.channel_labels(),
-                            list(reader.vocabulary.class_names), rows, 30.0,
+                            list(reader.vocabulary.class_names), rows, 30.0, tiny_encoder(),
                             source={"channel_columns": columns, "label_track": "ML_Both_Arms"})
     forbid_video(monkeypatch)
     with_video = predict_in(tmp_path / "a", "opp", ckpt, release.root)
@@ -77,7 +77,7 @@ def test_hwu_sequence_prediction_reads_sensors_only(tmp_path, monkeypatch) -> No
     channels = list(DEFAULT_CHANNELS)
     rows = np.stack([trial.column(name) for name in channels], axis=1)
     ckpt = probe_checkpoint(tmp_path / "hwu.ckpt", "hwu_usp", channels, ["tea", "dishes"], rows,
-                            trial.sensor_rate_hz, probe_unit="sequence")
+                            trial.sensor_rate_hz, tiny_encoder(), probe_unit="sequence")
     forbid_video(monkeypatch)
     with_video = predict_in(tmp_path / "a", "hwu", ckpt, release.root)
     lines = with_video["predictions.csv"].decode().splitlines()

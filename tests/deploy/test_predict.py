@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import csv
+import inspect
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from helpers import DEMO, tiny_datamodule
+import yaml
+from helpers import DEMO, REPO, tiny_datamodule
 
 from detach_pl.cli import main
-from detach_pl.deploy.contract import load_probe
 from detach_pl.data.synthetic import generate_run
-from detach_pl.deploy.data import SyntheticRecordings
-from detach_pl.deploy.readers import world_of
+from detach_pl.deploy.contract import load_probe
+from detach_pl.deploy.data import SensorRecordingsDataModule, SyntheticRecordings
 from detach_pl.deploy.events import merge_events
 from detach_pl.deploy.export import probe_graph
+from detach_pl.deploy.readers import world_of
+from detach_pl.deploy.writer import csv_text, windows_csv_text
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -77,7 +81,41 @@ def test_synthetic_world_overrides_replace_the_checkpoints_fields(probe_ckpt) ->
     data = SyntheticRecordings(checkpoint=str(probe_ckpt), world={"seed": 7})
     world = data.generator_settings()
     assert world.seed == 7 and world.run_seconds == data.source["run_seconds"] == 50.0
-    import pytest
-
     with pytest.raises(ValueError, match=r"unknown SyntheticKitchenConfig field\(s\) \['colour'\]"):
         SyntheticRecordings(checkpoint=str(probe_ckpt), world={"colour": 1}).generator_settings()
+
+
+def test_windows_csv_text_equals_a_csv_writer_row_per_window() -> None:
+    """The one-format-per-row windows.csv is the text `csv.writer` gives row by row (quoted names too)."""
+    rng = np.random.default_rng(0)
+    names = ["idle", "open, door", 'say "hi"', "p"]
+    probs = rng.dirichlet(np.ones(len(names)), size=50).astype(np.float32)
+    probs[3] = [0.25, 0.25, 0.25, 0.25]  # a tie: the first class wins, as argmax says
+    probs[5] = [0.1, 0.7, 0.1, 0.1]  # a predicted name holding a comma: quoted
+    start_s = np.arange(50) * 1.0 + 1e-7
+    end_s = start_s + 2.0
+    header = ["start_s", "end_s", "predicted", "probability", *(f"p_{name}" for name in names)]
+    rows = [[float(a), float(b), names[int(p.argmax())], float(p.max()), *map(float, p)]
+            for a, b, p in zip(start_s, end_s, probs, strict=True)]
+    assert windows_csv_text(start_s, end_s, probs, names) == csv_text(header, rows)
+    assert windows_csv_text(start_s, end_s, probs, names).splitlines()[6].startswith('5.000000,7.000000,"open, door",')
+
+
+@pytest.mark.parametrize(("config", "data_class"), [
+    ("demo", None), ("opp", None), ("hwu", None), ("opp", "detach_pl.deploy.data.CsvRecordings"),
+])
+def test_predict_configs_keep_their_own_batch_size(config: str, data_class: str | None, capsys) -> None:
+    """The resolved data settings are the config's, not those the parser's default data class (the
+    synthetic kitchen's WindowDataModule: batch 64) would hand over, also when `--data` names
+    another reader as bench_predict does."""
+    path = REPO / "configs" / config / "predict.yaml"
+    switch = [] if data_class is None else ["--data", data_class]
+    with pytest.raises(SystemExit):
+        main(["predict", "--config", str(path), *switch, "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)["data"]
+    stated = yaml.safe_load(path.read_text())["data"]["init_args"]
+    assert resolved["class_path"] == (data_class or yaml.safe_load(path.read_text())["data"]["class_path"])
+    assert resolved["init_args"]["batch_size"] == stated["batch_size"]
+    assert resolved["init_args"]["num_workers"] == stated["num_workers"] == 0
+    if config != "hwu":  # windows per batch, the DataModule's default; HWU-USP's sequence probe batches trials
+        assert stated["batch_size"] == inspect.signature(SensorRecordingsDataModule).parameters["batch_size"].default

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -107,12 +106,21 @@ def timeline_figure(
     truth: Sequence[tuple[float, float, int]] | None,
     title: str,
 ) -> Figure:
-    """Predicted events over time (top row) with the ground-truth labels beneath, coloured by class."""
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(class_names), 1)))
+    """Predicted events over time (top row) with the ground-truth labels beneath, coloured by class.
+
+    A bare `Figure` (no pyplot): nothing stays registered after it is saved, and `savefig` renders
+    with Agg whatever the session's backend. matplotlib is imported here, when a timeline is drawn.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    colours = colormaps["tab20"](np.linspace(0, 1, max(len(class_names), 1)))
     rows = [("predicted", [(e.start_s, e.end_s, e.label) for e in events])]
     if truth is not None:
         rows.append(("ground truth", list(truth)))
-    figure, axis = plt.subplots(figsize=(12, 1.2 + 0.6 * len(rows)))
+    figure = Figure(figsize=(12, 1.2 + 0.6 * len(rows)))
+    axis = figure.subplots()
     for row, (_, segments) in enumerate(rows):
         by_label: dict[int, list[tuple[float, float]]] = {}
         for start, end, label in segments:
@@ -123,7 +131,7 @@ def timeline_figure(
     axis.set_xlabel("time (s)")
     axis.set_title(title)
     shown = sorted({label for _, segments in rows for _, _, label in segments})
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[label]) for label in shown]
+    handles = [Rectangle((0, 0), 1, 1, color=colours[label]) for label in shown]
     if handles:
         axis.legend(handles, [class_names[label] for label in shown], loc="upper left",
                     bbox_to_anchor=(1.0, 1.0), fontsize=7)

@@ -39,6 +39,29 @@ def csv_text(header: list[str], rows: list[list[Any]]) -> str:
     return buffer.getvalue()
 
 
+def csv_cells(cells: list[str]) -> list[str]:
+    """`cells` as `csv.writer` writes them (quoted where they hold a comma, a quote or a line end)."""
+    return [csv_text([cell], []).rstrip("\n") for cell in cells]
+
+
+def windows_csv_text(start_s: np.ndarray, end_s: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+    """`<recording>.windows.csv`: start_s, end_s, predicted, probability, p_<class>...
+
+    The text `csv_text` gives for these rows, built with one format string per row (an hour of
+    windows in milliseconds rather than a `csv.writer` call per row).
+    """
+    header = ["start_s", "end_s", "predicted", "probability", *(f"p_{name}" for name in class_names)]
+    names = csv_cells(class_names)
+    numbers = np.asarray(probs, dtype=np.float64)
+    predicted = numbers.argmax(1) if numbers.size else np.zeros(0, np.int64)
+    row = ",".join(["%.6f", "%.6f", "%s", "%.6f", *["%.6f"] * numbers.shape[1]])
+    lines = [
+        row % (a, b, names[k], p[k], *p)
+        for a, b, k, p in zip(start_s.tolist(), end_s.tolist(), predicted.tolist(), numbers.tolist(), strict=True)
+    ]
+    return csv_text(header, []) + "".join(f"{line}\n" for line in lines)
+
+
 def weighted_f1(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> float | None:
     """Weighted F1 over the labelled windows (None when none is labelled)."""
     labelled = truth >= 0
@@ -124,12 +147,7 @@ class PredictionWriter(BasePredictionWriter):
         """`<name>.windows.csv`, `<name>.events.csv` and `<name>.timeline.png` of one recording."""
         start_s, end_s = recording.windows.start_ms / 1000.0, recording.windows.end_ms / 1000.0
         predicted = probs.argmax(1)
-        rows = [
-            [float(a), float(b), class_names[k], float(p[k]), *map(float, p)]
-            for a, b, k, p in zip(start_s, end_s, predicted, probs)
-        ]
-        header = ["start_s", "end_s", "predicted", "probability", *(f"p_{name}" for name in class_names)]
-        write_atomically(folder / f"{recording.name}.windows.csv", csv_text(header, rows))
+        write_atomically(folder / f"{recording.name}.windows.csv", windows_csv_text(start_s, end_s, probs, class_names))
         events = merge_events(start_s, end_s, probs, self.min_confidence, self.min_duration_s)
         write_atomically(folder / f"{recording.name}.events.csv", csv_text(
             ["start_s", "end_s", "label", "mean_confidence", "windows"],
@@ -145,7 +163,6 @@ class PredictionWriter(BasePredictionWriter):
         figure = timeline_figure(events, class_names, truth, f"{recording.name}: {score}")
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        figure.clf()
         write_atomically(folder / f"{recording.name}.timeline.png", buffer.getvalue())
 
     def write_sequences(self, folder: Path, recordings: list[PreparedRecording], class_names: list[str]) -> None:

@@ -1,7 +1,7 @@
-"""Probe checkpoints for a dataset's channels without training one (the no-video tests).
+"""Probe checkpoints for a dataset's channels without training one (deploy tests, bench_predict).
 
 The weights are the random initialisation and the statistics those of the rows given: these
-checkpoints test what prediction reads, not what it recognises.
+checkpoints test what prediction reads and how fast, not what it recognises.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 import lightning
 import numpy as np
 import torch
-from helpers import tiny_encoder
 
 from detach_pl.data.info import DataInfo
 from detach_pl.data.windows import WindowSettings
@@ -22,16 +21,28 @@ from detach_pl.nn import EncoderConfig
 
 
 def probe_checkpoint(path: Path, dataset: str, channels: list[str], classes: list[str], rows: np.ndarray,
-                     rate_hz: float, probe_unit: str = "window", source: dict | None = None,
-                     encoder: EncoderConfig | None = None) -> Path:
+                     rate_hz: float, encoder: EncoderConfig, probe_unit: str = "window",
+                     source: dict | None = None) -> Path:
     """Save a LinearProbeModule checkpoint with the contract of `rows` ((n, C) raw samples).
 
-    `encoder` defaults to the demo's CPU-sized encoders (`tiny_encoder`).
+    Args:
+        path: Where to save it.
+        dataset: The contract's dataset name.
+        channels: Channel names, in the order of `rows`' columns.
+        classes: Class names.
+        rows: (n, C) raw samples whose statistics the contract holds.
+        rate_hz: Sensor rate of the contract.
+        encoder: Sensor encoder sizes (e.g. configs/demo/encoder.yaml, or the paper's).
+        probe_unit: "window", or "sequence" (HWU-USP's sequence probe).
+        source: The training DataModule's source settings stored in the contract.
+
+    Returns:
+        `path`.
     """
     torch.manual_seed(0)
     info = DataInfo(num_channels=len(channels), num_classes=len(classes), num_places=7,
                     class_names=list(classes), channel_names=list(channels))
-    model = LinearProbeModule(data_info=info, encoder=encoder or tiny_encoder())
+    model = LinearProbeModule(data_info=info, encoder=encoder)
     std = np.nanstd(rows, axis=0)
     contract = PreprocessingContract(
         dataset=dataset, channel_names=list(channels), sensor_rate_hz=rate_hz,
