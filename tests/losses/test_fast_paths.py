@@ -22,6 +22,23 @@ def features(num: int, dim: int, seed: int) -> torch.Tensor:
     return torch.randn(num, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
+def assert_loss_and_gradients_close(
+    got: torch.Tensor,
+    expected: torch.Tensor,
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    rtol: float,
+    atol: float,
+    grad_rtol: float,
+    grad_atol: float,
+) -> None:
+    """`got` equals `expected` within (rtol, atol), and so do their gradients w.r.t. `inputs`."""
+    torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+    pairs = zip(torch.autograd.grad(got, inputs), torch.autograd.grad(expected, inputs), strict=True)
+    for grad, expected_grad in pairs:
+        torch.testing.assert_close(grad, expected_grad, rtol=grad_rtol, atol=grad_atol)
+
+
 @pytest.mark.parametrize("mode", ["within", "cross"])
 @pytest.mark.parametrize(("use_spatial", "use_temporal"), [(True, True), (True, False), (False, True), (False, False)])
 def test_pair_weights_equal_the_composed_functions(mode: str, use_spatial: bool, use_temporal: bool) -> None:
@@ -92,10 +109,7 @@ def test_bounded_fast_path_matches_loop_reference(temperature: float, anchors: s
     loss = weighted_info_nce(video, sensor, weights, temperature, anchors=anchors)
     assert loss.grad_fn is not None and "Bounded" in type(loss.grad_fn).__name__
     expected = reference_loss(video, sensor, weights, temperature, anchors)
-    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
-    grads = zip(torch.autograd.grad(loss, (video, sensor)), torch.autograd.grad(expected, (video, sensor)), strict=True)
-    for grad, ref in grads:
-        torch.testing.assert_close(grad, ref, rtol=0, atol=1e-12)
+    assert_loss_and_gradients_close(loss, expected, (video, sensor), rtol=0, atol=1e-12, grad_rtol=0, grad_atol=1e-12)
 
 
 @pytest.mark.parametrize("anchors", [None, slice(1, 4)])
@@ -113,9 +127,7 @@ def test_bounded_path_normalisation_backward_equals_f_normalize_autograd(anchors
         fast = weighted_info_nce(v, s, weights, 0.1, anchors=anchors)
         general = weighted_info_nce(v, s, weights, torch.tensor(0.1, dtype=torch.float64), anchors=anchors)
         assert "Bounded" in type(fast.grad_fn).__name__ and "Bounded" not in type(general.grad_fn).__name__
-        torch.testing.assert_close(fast, general, rtol=0, atol=1e-10)
-        for got, expected in zip(torch.autograd.grad(fast, inputs), torch.autograd.grad(general, inputs), strict=True):
-            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+        assert_loss_and_gradients_close(fast, general, inputs, rtol=0, atol=1e-10, grad_rtol=1e-10, grad_atol=1e-10)
 
 
 def test_info_nce_fast_path_equals_cross_entropy_form() -> None:
@@ -130,10 +142,7 @@ def test_info_nce_fast_path_equals_cross_entropy_form() -> None:
         torch.nn.functional.cross_entropy(logits, targets) + torch.nn.functional.cross_entropy(logits.T, targets)
     )
     fast = info_nce(video, sensor, 0.1, check=False)
-    torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
-    grads = zip(torch.autograd.grad(fast, (video, sensor)), torch.autograd.grad(plain, (video, sensor)), strict=True)
-    for got, expected in grads:
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    assert_loss_and_gradients_close(fast, plain, (video, sensor), rtol=1e-6, atol=1e-6, grad_rtol=1e-5, grad_atol=1e-7)
 
 
 def test_fast_path_equals_the_general_path_in_float32() -> None:
@@ -144,10 +153,9 @@ def test_fast_path_equals_the_general_path_in_float32() -> None:
     weights = pair_weights(*(torch.randn(64, 8, generator=gen) for _ in range(4)))
     fast = weighted_info_nce(video, sensor, weights, 0.1, check=False)
     general = weighted_info_nce(video, sensor, weights, torch.tensor(0.1), check=False)
-    torch.testing.assert_close(fast, general, rtol=1e-6, atol=1e-6)
-    grads = zip(torch.autograd.grad(fast, (video, sensor)), torch.autograd.grad(general, (video, sensor)), strict=True)
-    for a, b in grads:
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert_loss_and_gradients_close(
+        fast, general, (video, sensor), rtol=1e-6, atol=1e-6, grad_rtol=1e-5, grad_atol=1e-7
+    )
 
 
 def test_bf16_autocast_loss_within_tolerance_of_fp32() -> None:
