@@ -8,20 +8,19 @@ splitting the largest one (Zhan et al., "Online Deep Clustering for Unsupervised
 Learning", CVPR 2020). Defaults follow the authors' released code (docs/method.md, "ODC details" and
 "Confident windows (1b), per step"); the previous readings stay available as named options.
 
-Inside the bank all similarities are cosines of L2-normalised vectors; the distance of a window to a
-centroid is ``1 - cos`` (in [0, 2]) or, for the released per-step confidence rule, the Euclidean
-distance ``||f - c||`` (in [0, 2]); both order points alike on the unit sphere
-(``||a - b||^2 = 2 (1 - cos)``).
+Inside the bank all similarities are cosines of L2-normalised vectors; the distance of a window to a centroid
+is ``1 - cos`` (in [0, 2]) or, for the released per-step confidence rule, the Euclidean distance ``||f - c||``
+(in [0, 2]); both order points alike on the unit sphere (``||a - b||^2 = 2 (1 - cos)``).
 
-The initial clustering is the project's deterministic k-means (`detach_pl.clustering.kmeans`,
-which says why it is hand-written); it runs on rank 0 and is broadcast, so every rank holds the
-same bank.
+The initial clustering is the project's deterministic k-means (`detach_pl.clustering.kmeans`, which
+says why it is hand-written); it runs on rank 0 and is broadcast, so every rank holds the same bank.
+The per-cluster statistics behind the thresholds are in `detach_pl.clustering.cluster_stats`.
 
 Per-step methods (:meth:`OdcMemory.update`, :meth:`OdcMemory.batch_confident_mask`,
 :meth:`OdcMemory.confident_mask`, :meth:`OdcMemory.class_weights`) take ``check``: with the
 default True they validate index ranges and finiteness, which reads values on the host (a device
-sync); a training step passes ``check=False`` and stays sync-free. Per-epoch and initialisation
-paths may sync.
+sync); a training step passes ``check=False`` and stays sync-free. Per-epoch and initialisation paths
+may sync.
 """
 
 from __future__ import annotations
