@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detach_pl.data.cache import FrameStorage, WindowCache
+from detach_pl.data.cache import DEFAULT_FRAME_STORAGE, FrameStorage, WindowCache
 from detach_pl.data.dataset import WindowBatches, already_batched
 from detach_pl.data.decoding import decode_clip
 from detach_pl.data.opportunity import OpportunityDataModule
@@ -87,7 +87,9 @@ def prepare(root: str, cache_dir: str, size: int, frame_storage: FrameStorage) -
             "peak_rss": _peak_rss()}
 
 
-def prepare_in_subprocess(root: Path, cache_dir: Path, size: int, frame_storage: FrameStorage = FrameStorage()) -> dict:
+def prepare_in_subprocess(
+    root: Path, cache_dir: Path, size: int, frame_storage: FrameStorage = DEFAULT_FRAME_STORAGE
+) -> dict:
     """`prepare` in a fresh (spawned) process, so that its peak RSS is the build's alone.
 
     The child's own VmHWM is the figure: on Linux a forked child's high-water mark, and a
@@ -217,7 +219,8 @@ def main() -> None:
     decode_limit = 24 if options.quick else 64
     table = Table()
     load = os.getloadavg()[0]
-    print(f"bench_data ({'quick' if options.quick else 'full'}), scratch {workdir}, {os.cpu_count()} CPU cores, load {load:.1f}", flush=True)
+    mode = "quick" if options.quick else "full"
+    print(f"bench_data ({mode}), scratch {workdir}, {os.cpu_count()} CPU cores, load {load:.1f}", flush=True)
     try:
         # ---- read throughput and cache sizes on a shorter run ----------------------------------
         read_root = make_release(workdir / "read", read_minutes)
@@ -231,20 +234,26 @@ def main() -> None:
         dataset = dm.datasets["train"]  # uint8 clips, as training reads (converted and augmented on the device)
         print(f"  {len(dataset)} windows of {FRAMES} frames at 224x224 in the read run", flush=True)
         rates = source_rates(dm.cache, video, cache_limit, decode_limit)
-        table.add("1 process: clip + sensor from the cache", f"{rates['cache']:.0f} windows/s", f"{rates['cache'] / rates['decode']:.0f}x decode_clip (target >= 20x)")
+        table.add("1 process: clip + sensor from the cache", f"{rates['cache']:.0f} windows/s",
+                  f"{rates['cache'] / rates['decode']:.0f}x decode_clip (target >= 20x)")
         table.add("1 process: clip decoded on the fly (decode_clip)", f"{rates['decode']:.1f} windows/s")
-        table.add(f"1 process: memory copy of the same {rates['bytes'] / 2**20:.1f} MiB", f"{rates['memory']:.0f} windows/s", f"cache is {rates['memory'] / rates['cache']:.1f}x slower (target <= 3x)")
+        table.add(f"1 process: memory copy of the same {rates['bytes'] / 2**20:.1f} MiB",
+                  f"{rates['memory']:.0f} windows/s",
+                  f"cache is {rates['memory'] / rates['cache']:.1f}x slower (target <= 3x)")
         jpeg_rates = source_rates(WindowCache(jpeg_path), video, cache_limit, 1)
-        table.add("1 process: clip + sensor from a JPEG q90 cache", f"{jpeg_rates['cache']:.0f} windows/s", f"raw cache is {rates['cache'] / jpeg_rates['cache']:.1f}x faster")
+        table.add("1 process: clip + sensor from a JPEG q90 cache", f"{jpeg_rates['cache']:.0f} windows/s",
+                  f"raw cache is {rates['cache'] / jpeg_rates['cache']:.1f}x faster")
         on_the_fly = OnTheFlyClips(video, dm.cache, dataset.windows, dataset.sensor, 224)
         for workers in (1, 2, 4):
-            cache_rate = loader_rate(WindowBatches(dataset), workers, cache_limit, collate_fn=already_batched)
+            cache_rate = loader_rate(WindowBatches(dataset, workers), workers, cache_limit, collate_fn=already_batched)
             decode_rate = loader_rate(on_the_fly, workers, decode_limit)
-            table.add(f"DataLoader {workers}w: cache (WindowBatches)", f"{cache_rate:.1f} windows/s", f"{cache_rate / decode_rate:.1f}x decode_clip (target >= 20x)")
+            table.add(f"DataLoader {workers}w: cache (WindowBatches)", f"{cache_rate:.1f} windows/s",
+                      f"{cache_rate / decode_rate:.1f}x decode_clip (target >= 20x)")
             table.add(f"DataLoader {workers}w: decode_clip", f"{decode_rate:.1f} windows/s")
         hours = read_minutes / 60.0
         for (size, codec), nbytes in sizes.items():
-            table.add(f"cache size at {size}x{size}, {codec}", f"{nbytes / hours / 2**30:.2f} GiB/hour", f"{nbytes / 2**20:.0f} MiB for {read_minutes:g} min, extrapolated")
+            table.add(f"cache size at {size}x{size}, {codec}", f"{nbytes / hours / 2**30:.2f} GiB/hour",
+                      f"{nbytes / 2**20:.0f} MiB for {read_minutes:g} min, extrapolated")
         dm.cache.close()
         shutil.rmtree(workdir / "cache_read")
         shutil.rmtree(read_root)
@@ -255,10 +264,13 @@ def main() -> None:
         table.add(f"parse a sensor matrix of {matrix.shape[0]} rows x 250", f"{time.perf_counter() - started:.1f} s")
         del matrix
         result = prepare_in_subprocess(long_root, workdir / "cache_long", 224)
-        table.add(f"prepare a {prepare_minutes:g}-min run at 224 (640x480 MPEG-4)", f"{result['seconds'] / prepare_minutes:.1f} s/min of recording", f"{result['seconds']:.0f} s in all")
-        table.add("peak memory while preparing (child VmHWM)", f"{result['peak_rss'] / 2**30:.2f} GiB", f"target < 2 GiB; {result['imports_rss'] / 2**30:.2f} GiB after importing torch/lightning")
+        table.add(f"prepare a {prepare_minutes:g}-min run at 224 (640x480 MPEG-4)",
+                  f"{result['seconds'] / prepare_minutes:.1f} s/min of recording", f"{result['seconds']:.0f} s in all")
+        table.add("peak memory while preparing (child VmHWM)", f"{result['peak_rss'] / 2**30:.2f} GiB",
+                  f"target < 2 GiB; {result['imports_rss'] / 2**30:.2f} GiB after importing torch/lightning")
         size = Path(result["path"]).stat().st_size
-        table.add(f"cache of the {prepare_minutes:g}-min run at 224", f"{size / 2**30:.2f} GiB", f"{size / (prepare_minutes / 60) / 2**30:.2f} GiB/hour")
+        table.add(f"cache of the {prepare_minutes:g}-min run at 224", f"{size / 2**30:.2f} GiB",
+                  f"{size / (prepare_minutes / 60) / 2**30:.2f} GiB/hour")
     finally:
         if not options.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,43 @@ def _loss_inputs(num_pairs: int, seed: int = 0) -> dict[str, torch.Tensor]:
             "h_v": make(EMBED), "h_s": make(EMBED)}
 
 
-def loss(quick: bool = False, workdir: Path | None = None) -> dict:
-    """Weighted loss + weights vs plain `F.cross_entropy` InfoNCE (and the project's info_nce), fwd + bwd."""
+def _loss_figures(num_pairs: int, quick: bool, pair_weights) -> dict:  # noqa: ANN001
+    """Milliseconds of each loss variant at N = `num_pairs`, and its ratio to plain InfoNCE."""
     from detach_pl.losses import info_nce, weighted_info_nce
 
+    x = _loss_inputs(num_pairs)
+    u_v = x["u_v"].requires_grad_()
+    u_s = x["u_s"].requires_grad_()
+
+    def plain() -> None:
+        logits = F.normalize(u_v, dim=1) @ F.normalize(u_s, dim=1).T / TAU
+        targets = torch.arange(num_pairs)
+        (0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))).backward()
+
+    def weighted() -> None:
+        weights = pair_weights(x["z_v"], x["z_s"], x["h_v"], x["h_s"])
+        weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
+
+    def weighted_bf16_gram() -> None:  # the stage-2 option weights_gram_dtype: bfloat16
+        weights = pair_weights(x["z_v"], x["z_s"], x["h_v"], x["h_s"], gram_dtype="bfloat16")
+        weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
+
+    def project_plain() -> None:
+        info_nce(u_v, u_s, TAU, check=False).backward()
+
+    repeats = 3 if quick or num_pairs == 4096 else 7
+    variants = [("plain", plain), ("weighted", weighted), ("info_nce", project_plain)]
+    if "gram_dtype" in inspect.signature(pair_weights).parameters:
+        variants.append(("weighted_bf16_gram", weighted_bf16_gram))
+    times = {name: median_seconds(fn, repeats=repeats) for name, fn in variants}
+    return {
+        **{f"{k}_ms": 1e3 * v for k, v in times.items()},
+        **{f"{k}_ratio": times[k] / times["plain"] for k in times if k != "plain"},
+    }
+
+
+def loss(quick: bool = False, workdir: Path | None = None) -> dict:
+    """Weighted loss + weights vs plain `F.cross_entropy` InfoNCE (and the project's info_nce), fwd + bwd."""
     try:
         from detach_pl.losses import pair_weights
     except ImportError:  # the code before the fused weights
@@ -44,35 +78,7 @@ def loss(quick: bool = False, workdir: Path | None = None) -> dict:
 
     results = {}
     for num_pairs in (256, 1024, 4096):
-        x = _loss_inputs(num_pairs)
-        u_v = x["u_v"].requires_grad_()
-        u_s = x["u_s"].requires_grad_()
-
-        def plain() -> None:
-            logits = F.normalize(u_v, dim=1) @ F.normalize(u_s, dim=1).T / TAU
-            targets = torch.arange(num_pairs)
-            (0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))).backward()
-
-        def weighted() -> None:
-            weights = pair_weights(x["z_v"], x["z_s"], x["h_v"], x["h_s"])
-            weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
-
-        def weighted_bf16_gram() -> None:  # the stage-2 option weights_gram_dtype: bfloat16
-            weights = pair_weights(x["z_v"], x["z_s"], x["h_v"], x["h_s"], gram_dtype="bfloat16")
-            weighted_info_nce(u_v, u_s, weights, TAU, check=False).backward()
-
-        def project_plain() -> None:
-            info_nce(u_v, u_s, TAU, check=False).backward()
-
-        repeats = 3 if quick or num_pairs == 4096 else 7
-        variants = [("plain", plain), ("weighted", weighted), ("info_nce", project_plain)]
-        if "gram_dtype" in inspect.signature(pair_weights).parameters:
-            variants.append(("weighted_bf16_gram", weighted_bf16_gram))
-        times = {name: median_seconds(fn, repeats=repeats) for name, fn in variants}
-        results[str(num_pairs)] = {
-            **{f"{k}_ms": 1e3 * v for k, v in times.items()},
-            **{f"{k}_ratio": times[k] / times["plain"] for k in times if k != "plain"},
-        }
+        results[str(num_pairs)] = _loss_figures(num_pairs, quick, pair_weights)
         print(f"  N={num_pairs}: {results[str(num_pairs)]}", flush=True)
     return results
 
@@ -96,35 +102,40 @@ def kmeans(quick: bool = False, workdir: Path | None = None) -> dict:
     for num_samples in (10_000, 100_000):
         features = _clustered_features(num_samples)
         repeats = 1 if num_samples == 100_000 and quick else 3
-        seconds = median_seconds(lambda: clustering.kmeans(features, 7, seed=42, num_inits=10, num_iters=50),
+        seconds = median_seconds(partial(clustering.kmeans, features, 7, seed=42, num_inits=10, num_iters=50),
                                  repeats=repeats, warmup=0)
         results[str(num_samples)] = {"seconds": seconds}
         print(f"  kmeans {num_samples}: {seconds:.2f} s", flush=True)
     return results
 
 
-def odc(quick: bool = False, workdir: Path | None = None) -> dict:
-    """Per-step confident mask + update (B = 256), per-epoch centroid update, thresholds."""
+def _odc_figures(num_samples: int, quick: bool) -> dict:
+    """Milliseconds of the ODC bank's per-step, per-epoch and threshold work on a bank of `num_samples`."""
     from detach_pl.clustering import OdcMemory
 
+    features = _clustered_features(num_samples)
+    memory = OdcMemory(num_samples, EMBED, 7)
+    memory.initialize(features, seed=42, num_inits=1, num_iters=5)
+    gen = torch.Generator().manual_seed(1)
+    indices = torch.randperm(num_samples, generator=gen)[:256]
+    batch = features[indices] + 0.1 * torch.randn(256, EMBED, generator=gen)
+
+    def step() -> None:
+        memory.batch_confident_mask(indices, batch, check=False)
+        memory.update(indices, batch, check=False)
+
+    return {
+        "step_ms": 1e3 * median_seconds(step, repeats=5 if quick else 11),
+        "epoch_ms": 1e3 * median_seconds(partial(memory.update_centroids, 10), repeats=3),
+        "thresholds_ms": 1e3 * median_seconds(memory.refresh_thresholds, repeats=5),
+    }
+
+
+def odc(quick: bool = False, workdir: Path | None = None) -> dict:
+    """Per-step confident mask + update (B = 256), per-epoch centroid update, thresholds."""
     results = {}
     for num_samples in (10_000, 100_000):
-        features = _clustered_features(num_samples)
-        memory = OdcMemory(num_samples, EMBED, 7)
-        memory.initialize(features, seed=42, num_inits=1, num_iters=5)
-        gen = torch.Generator().manual_seed(1)
-        indices = torch.randperm(num_samples, generator=gen)[:256]
-        batch = features[indices] + 0.1 * torch.randn(256, EMBED, generator=gen)
-
-        def step() -> None:
-            memory.batch_confident_mask(indices, batch, check=False)
-            memory.update(indices, batch, check=False)
-
-        results[str(num_samples)] = {
-            "step_ms": 1e3 * median_seconds(step, repeats=5 if quick else 11),
-            "epoch_ms": 1e3 * median_seconds(lambda: memory.update_centroids(10), repeats=3),
-            "thresholds_ms": 1e3 * median_seconds(memory.refresh_thresholds, repeats=5),
-        }
+        results[str(num_samples)] = _odc_figures(num_samples, quick)
         print(f"  odc {num_samples}: {results[str(num_samples)]}", flush=True)
     return results
 
@@ -251,8 +262,8 @@ def cache(quick: bool = False, workdir: Path | None = None) -> dict:
             windows = np.random.default_rng(0).permutation(len(cache_))[: 60 if quick else 120]
             sensor, _, _ = cache_.read_sensor(np.arange(len(cache_)))
             frames_in_ram = np.stack(list(cache_.iter_run_frames(cache_.run_names[0])))
-            direct = statistics_median(lambda: _direct_rate(cache_, windows, 20, sensor))
-            memory = statistics_median(lambda: _memory_rate(cache_, windows, 20, frames_in_ram, sensor))
+            direct = statistics_median(partial(_direct_rate, cache_, windows, 20, sensor))
+            memory = statistics_median(partial(_memory_rate, cache_, windows, 20, frames_in_ram, sensor))
             name = _option_name(option)
             results[name] = {
                 "build_s_per_min": build / minutes,
@@ -290,9 +301,12 @@ def _direct_cpu_ms(cache, windows: np.ndarray, num_frames: int, sensor: np.ndarr
 
 
 def _loader_rate_and_cpu(dm, limit: int) -> tuple[float, float]:
-    """Windows/s through the DataModule's training loader, after the first batch (workers started),
-    and its CPU ms per window: this process plus its workers (their /proc counters; in steady
-    state the batches prefetched before the clock starts balance those prefetched after it stops)."""
+    """Windows/s through the DataModule's training loader and its CPU ms per window.
+
+    Timed after the first batch (workers started). CPU: this process plus its workers (their
+    /proc counters; in steady state the batches prefetched before the clock starts balance those
+    prefetched after it stops).
+    """
     loader = dm.train_dataloader()
     iterator = iter(loader)
     next(iterator)
@@ -331,8 +345,8 @@ def loader(quick: bool = False, workdir: Path | None = None) -> dict:
             limit = 48 if quick else 96
             windows = dataset.windows[np.random.default_rng(0).permutation(len(dataset))[:limit]]
             sensor = dataset.sensor.numpy()
-            direct = statistics_median(lambda: _direct_rate(dm.cache, windows, 20, sensor))
-            direct_cpu = statistics_median(lambda: _direct_cpu_ms(dm.cache, windows, 20, sensor))
+            direct = statistics_median(partial(_direct_rate, dm.cache, windows, 20, sensor))
+            direct_cpu = statistics_median(partial(_direct_cpu_ms, dm.cache, windows, 20, sensor))
             results[f"{prefix}direct_windows_s"] = direct
             results[f"{prefix}direct_cpu_ms"] = direct_cpu
             for workers in (0, 1, 2) if name == "raw" else (1,):  # compressed: decoded in the workers on CPU
@@ -376,6 +390,11 @@ def build_stage(stage: str, data_info, encoder, train_sensor: torch.Tensor | Non
     return TemporalAlignmentModule(data_info, encoder)
 
 
+def _transfer(dm, batch: dict) -> dict:  # noqa: ANN001
+    """What Lightning does to a host batch before the step, on CPU: the DataModule's after-transfer hook."""
+    return dm.on_after_batch_transfer(dict(batch), 0)
+
+
 def _train_steps(module, batches, transfer) -> float:
     """Seconds of training steps (forward, loss, backward, AdamW step) over `batches`."""
     optimizer = module.configure_optimizers()
@@ -414,7 +433,7 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
                 torch.manual_seed(0)
                 module = build_stage(stage, dm.data_info, encoder, dm.alignment_training_set().sensor)
                 module.train()
-                transfer = lambda batch: dm.on_after_batch_transfer(dict(batch), 0)  # noqa: E731
+                transfer = partial(_transfer, dm)
                 loader_ = dm.train_dataloader()
                 iterator = iter(loader_)
                 first = next(iterator)
@@ -495,7 +514,8 @@ def render(figures: dict, before: dict | None) -> str:
         f"{machine['load_end']:.1f} at the end (a shared machine: read the ratios).",
     ]
     if before:
-        head.append(f"Before: commit {before['machine'].get('commit', '?')}, same machine, loads {before['machine'].get('loads')}.")
+        commit, loads = before["machine"].get("commit", "?"), before["machine"].get("loads")
+        head.append(f"Before: commit {commit}, same machine, loads {loads}.")
     return "\n".join(head + ["", markdown_table(["figure", "unit", "before", "after"], table), "", NOTES])
 
 

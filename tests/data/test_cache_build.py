@@ -68,7 +68,7 @@ def test_sigterm_during_a_build_removes_the_temporary_and_says_why(tmp_path: Pat
 
 def test_two_concurrent_builders_build_once_and_both_use_the_cache(tmp_path: Path) -> None:
     cache, marker = tmp_path / "cache" / "c.h5", tmp_path / "marker"
-    first = start_builder(cache, marker, sleep=1.0)
+    first = start_builder(cache, marker, sleep=3.0)  # long enough for the second to start on a loaded machine
     wait_for_temporary(cache.parent, first)
     second = start_builder(cache, marker, sleep=1.0)
     outputs = [process.communicate(timeout=120) for process in (first, second)]

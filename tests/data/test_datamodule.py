@@ -15,12 +15,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module, nan_statistics
 
 from detach_pl.data.cache import WindowCache
 from detach_pl.data.synthetic import SyntheticKitchenConfig, SyntheticKitchenDataModule, generate_run
 from detach_pl.data.windows import WindowSettings
 from detach_pl.testing.opportunity import StandinRelease
+from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module, nan_statistics
 
 WORLD = SyntheticKitchenConfig(num_runs=3, run_seconds=50.0)
 RUNS = ["run00", "run01", "run02"]
@@ -47,7 +47,8 @@ def kitchen(cache_dir: Path, **kwargs) -> SyntheticKitchenDataModule:
 def raw_statistics(runs: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of the generated runs' non-NaN raw samples (std 1 if constant)."""
     world = dataclasses.replace(WORLD, image_size=16)
-    return nan_statistics(np.concatenate([generate_run(world, RUNS.index(run)).sensor for run in runs]).astype(np.float64))
+    sensors = [generate_run(world, RUNS.index(run)).sensor for run in runs]
+    return nan_statistics(np.concatenate(sensors).astype(np.float64))
 
 
 # ---- splits and standardisation ----------------------------------------------------------------
@@ -55,7 +56,8 @@ def raw_statistics(runs: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def test_default_splits_hold_out_the_last_two_runs_and_the_config_overrides_them(cache_dir: Path) -> None:
     default = kitchen(cache_dir, train_runs=None, val_runs=None, test_runs=None)
-    assert [default.split(name) for name in ("train_runs", "val_runs", "test_runs")] == [["run00"], ["run01"], ["run02"]]
+    splits = [default.split(name) for name in ("train_runs", "val_runs", "test_runs")]
+    assert splits == [["run00"], ["run01"], ["run02"]]
     chosen = kitchen(cache_dir, train_runs=["run02", "run00"])
     assert chosen.split("train_runs") == ["run02", "run00"] and chosen.cache_path == default.cache_path
 
@@ -87,7 +89,9 @@ def test_statistics_are_those_of_the_training_runs_raw_samples(cache_dir: Path, 
     np.testing.assert_allclose(data.std, std, rtol=1e-5, atol=1e-5)
 
 
-def test_statistics_come_from_the_training_runs_and_a_new_split_reuses_the_cache(release: StandinRelease, tmp_path: Path) -> None:
+def test_statistics_come_from_the_training_runs_and_a_new_split_reuses_the_cache(
+    release: StandinRelease, tmp_path: Path
+) -> None:
     runs = TRAIN + VAL + TEST
     first = module(release.root, tmp_path / "cache", runs=runs)
     first.prepare_data()

@@ -19,7 +19,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_datamodule, tiny_encoder
 from torchvision.io import decode_jpeg
 
 from detach_pl.data.cache import (
@@ -33,6 +32,7 @@ from detach_pl.data.cache import (
 )
 from detach_pl.data.windows import WindowSettings
 from detach_pl.modules import SpatialGroundingModule
+from helpers import tiny_datamodule, tiny_encoder
 
 META = {"channel_names": ["a", "b", "c"], "class_names": ["x"], "place_names": ["p"]}
 SIZE = 64
@@ -104,7 +104,7 @@ def test_jpeg_cache_has_the_raw_cache_windows(caches) -> None:
     for name in ("window_run", "frame_start", "frame_stop", "label", "place", "start_ms"):
         np.testing.assert_array_equal(getattr(jpeg, name), getattr(raw, name), err_msg=name)
     everything = np.arange(len(raw))
-    for from_raw, from_jpeg in zip(raw.read_sensor(everything), jpeg.read_sensor(everything)):
+    for from_raw, from_jpeg in zip(raw.read_sensor(everything), jpeg.read_sensor(everything), strict=True):
         np.testing.assert_array_equal(from_jpeg, from_raw)
 
 
@@ -141,7 +141,9 @@ def test_raw_storage_leaves_the_cache_key_and_file_as_before(caches, tmp_path: P
     assert dm_raw.cache_path != dm_jpeg.cache_path
 
 
-@pytest.mark.parametrize(("codec", "quality", "match"), [("png", 90, "codec"), ("jpeg", 0, "quality"), ("jpeg", 101, "quality")])
+@pytest.mark.parametrize(
+    ("codec", "quality", "match"), [("png", 90, "codec"), ("jpeg", 0, "quality"), ("jpeg", 101, "quality")]
+)
 def test_bad_frame_storage_settings_name_the_setting(codec: str, quality: int, match: str) -> None:
     with pytest.raises(ValueError, match=f"frame_storage.{match}"):
         FrameStorage(codec=codec, quality=quality)  # type: ignore[arg-type]

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DEMO, REPO
 
 from detach_pl.cli import main
 from detach_pl.data.hwu_usp import HwuUspDataModule
 from detach_pl.folds import main as folds_main
 from detach_pl.folds import place_in_fold, resolve_config, summarize
 from detach_pl.testing.hwu_usp import StandinRelease, write_standin
+from helpers import DEMO, REPO
 
 HWU = REPO / "configs" / "hwu"
 CLASSES = "[cereals,tea]"

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_encoder
 
 from detach_pl.data.dataset import WindowDataset
-from detach_pl.data.readings import RunReading
-from detach_pl.data.sequences import SequenceDataset, collate_sequences
 from detach_pl.data.hwu_usp.ambient import choose_timestamp_unit, read_ambient_csv
 from detach_pl.data.hwu_usp.datamodule import HwuUspDataModule, fold_subjects
 from detach_pl.data.hwu_usp.discovery import DEFAULT_CHANNELS, read_column_names
+from detach_pl.data.readings import RunReading
+from detach_pl.data.sequences import SequenceDataset, collate_sequences
 from detach_pl.data.windows import WindowSettings
 from detach_pl.modules import LinearProbeModule
 from detach_pl.testing.hwu_usp import (
@@ -26,6 +25,7 @@ from detach_pl.testing.hwu_usp import (
     write_standin,
     write_video,
 )
+from helpers import tiny_encoder
 
 CLASSES = ["cereals", "tea", "dishes"]
 SUBJECTS = (1, 2, 3, 4, 5, 6)

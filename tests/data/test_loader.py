@@ -7,6 +7,7 @@ collate of single items (the path before batched reads).
 
 from __future__ import annotations
 
+import gc
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from detach_pl.data.cache import FrameStorage
+from detach_pl.data.clip_buffers import SLOTS_PER_WORKER
 from detach_pl.data.dataset import WindowDataset, clips_to_float, decodes_on_device
 from detach_pl.distributed import UnpaddedBatchSampler
 from helpers import tiny_datamodule
@@ -216,3 +218,28 @@ def test_jpeg_training_batches_equal_per_item_reads(tmp_path, on_device: bool) -
         assert ("video_jpeg" in served[0]) == on_device and ("video" in served[0]) != on_device
     finally:
         datamodule.trainer = None
+
+
+def test_worker_clip_buffers_are_reused_only_after_the_last_view_is_freed(alignment_data) -> None:
+    """A worker writes clips into a reused shared segment only once the training process has
+    dropped every tensor over it (`detach_pl.data.clip_buffers`)."""
+    alignment_data.num_workers = 1
+    try:
+        loader = alignment_data.train_dataloader()
+        busy = loader.dataset.buffers.busy
+        held = list(loader)  # every batch held: the worker must not overwrite any of them
+        dataset, cache = alignment_data.datasets["train"], alignment_data.cache
+        for batch in held:
+            for row, index in enumerate(batch["index"].tolist()):
+                expected = torch.from_numpy(cache.read_frames(int(dataset.windows[index]), 4))
+                assert torch.equal(batch["video"][row], expected)
+        assert int(busy.sum()) == min(len(held), SLOTS_PER_WORKER) > 1
+        view = held[0]["video"][1:2]  # a view keeps its batch's segment busy
+        del held, batch
+        gc.collect()
+        assert int(busy.sum()) == 1
+        del view
+        gc.collect()
+        assert int(busy.sum()) == 0
+    finally:
+        alignment_data.num_workers = 0

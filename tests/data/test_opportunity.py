@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module, single_run
 
 from detach_pl.data.decoding import iter_frames
 from detach_pl.data.opportunity import OpportunityDataModule
@@ -42,6 +41,7 @@ from detach_pl.testing.opportunity import (
     write_srt,
     write_standin_release,
 )
+from opportunity_helpers import AMBIENT, TEST, TRAIN, VAL, expected_standardisation, module, single_run
 
 LOGGER = "detach_pl.data.opportunity"
 
@@ -100,7 +100,7 @@ def test_label_legend_gives_the_14_classes_in_order_and_their_places() -> None:
     assert len([e for e in legend if e.track == "ML_Both_Arms"]) == 17
     vocabulary = LabelVocabulary.from_legend(legend, "ML_Both_Arms", None)
     assert vocabulary.class_of_id == {label: index for index, label in enumerate(CLASS_IDS)}
-    assert vocabulary.place_of_id == dict(zip(CLASS_IDS, CLASS_PLACES))
+    assert vocabulary.place_of_id == dict(zip(CLASS_IDS, CLASS_PLACES, strict=True))
     assert vocabulary.class_names[0] == "Open Door 1" and vocabulary.class_names[13] == "Close Drawer 3"
     assert len(vocabulary.track_ids) == 17
     locomotion = LabelVocabulary.from_legend(legend, "Locomotion", None)
@@ -170,7 +170,8 @@ def test_every_row_with_the_wrong_width_is_reported_at_line_1(release: StandinRe
 def test_srt_is_parsed_back_to_the_generated_segments(release: StandinRelease) -> None:
     run = release.runs["S2-ADL3"]
     subtitles = parse_srt(run.srt_paths[0])
-    assert [(s.start_ms, s.stop_ms, s.label_id) for s in subtitles] == [tuple(map(float, seg[:2])) + (seg[2],) for seg in run.segments]
+    expected = [tuple(map(float, seg[:2])) + (seg[2],) for seg in run.segments]
+    assert [(s.start_ms, s.stop_ms, s.label_id) for s in subtitles] == expected
 
 
 def test_malformed_srt_names_file_and_line(tmp_path: Path) -> None:
@@ -198,7 +199,7 @@ def test_data_info_needs_only_the_description_files(release: StandinRelease, tmp
 
 def test_missing_root_says_what_to_set(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="data.init_args.root=.*is not a folder"):
-        module(tmp_path / "nowhere", tmp_path / "cache").data_info
+        _ = module(tmp_path / "nowhere", tmp_path / "cache").data_info
 
 
 def test_default_split_is_the_challenge_split_with_adl3_held_out() -> None:
@@ -239,7 +240,8 @@ def test_windows_read_from_the_cache_equal_a_direct_computation(release: Standin
                 first, last = np.searchsorted(run.time_ms, [start, start + 2000.0])
                 expected = preprocess_window(raw[first:last], run.time_ms[first:last], mean, std, settings)
                 np.testing.assert_allclose(item["sensor"].numpy(), expected, rtol=1e-4, atol=1e-4)
-                picks = sample_frame_indices(int(np.ceil(start * run.fps / 1000)), int(np.ceil((start + 2000) * run.fps / 1000)), 4)
+                frame_span = (int(np.ceil(start * run.fps / 1000)), int(np.ceil((start + 2000) * run.fps / 1000)))
+                picks = sample_frame_indices(*frame_span, 4)
                 clip = frames[picks]  # (T, H, W, 3): the batch contract's loader layout
                 np.testing.assert_array_equal(item["video"].numpy(), clip)
                 label, share = coverage_label(run.segments, start, 2000.0, lambda c: c)
@@ -265,7 +267,9 @@ def test_video_is_stored_once_per_run_at_the_cache_size_with_measured_fps(tmp_pa
         assert frames.shape == (180, 16, 16, 3) and frames.chunks == (1, 16, 16, 3)
         assert h5["runs/S1-ADL1"].attrs["fps"] == pytest.approx(15.0)
         assert h5["windows/sensor"].chunks == (1, 37, 128)
-        assert set(h5["windows"]) == {"sensor", "zeros", "dead", "run", "frame_start", "frame_stop", "label", "place", "start_ms"}
+        assert set(h5["windows"]) == {
+            "sensor", "zeros", "dead", "run", "frame_start", "frame_stop", "label", "place", "start_ms"
+        }
         np.testing.assert_array_equal(h5["windows/frame_start"][:], np.arange(10) * 15)
     assert dm.label_report.video["S1-ADL1"]["fps"] == pytest.approx(15.0)
     assert dm.label_report.video["S1-ADL1"]["decoded_frames"] == 180
@@ -291,7 +295,8 @@ def test_body_sensor_subset_is_chosen_by_name(release: StandinRelease, tmp_path:
     channels = ["Accelerometer HIP accX", "Accelerometer HIP accY", "column:191"]
     legacy = WindowSettings(image_size=16, nan_policy="zero_channel", filter_scope="run", resample_grid="endpoints")
     dm = module(
-        release.root, tmp_path / "cache", channels=channels, windows=legacy, standardize="affine", **single_run("S1-ADL1")
+        release.root, tmp_path / "cache", channels=channels, windows=legacy, standardize="affine",
+        **single_run("S1-ADL1"),
     )
     assert dm.data_info.num_channels == 3
     assert dm.data_info.channel_names[2] == "Accelerometer GLASS accX [column 191]"
@@ -339,7 +344,9 @@ def test_flat_layout_with_both_text_files_in_the_root(tmp_path: Path) -> None:
 # ---- bad input ---------------------------------------------------------------------------------
 
 
-def test_missing_run_folder_is_named_unless_skipping_is_allowed(release_copy: StandinRelease, tmp_path: Path, caplog) -> None:
+def test_missing_run_folder_is_named_unless_skipping_is_allowed(
+    release_copy: StandinRelease, tmp_path: Path, caplog
+) -> None:
     shutil.rmtree(release_copy.root / "data" / "S3-ADL4")
     with pytest.raises(FileNotFoundError, match=r"S3-ADL4: missing run folder .*data/S3-ADL4.*skip_incomplete_runs"):
         module(release_copy.root, tmp_path / "cache").prepare_data()
@@ -398,7 +405,9 @@ def test_damaged_video_names_the_file_and_frame(release_copy: StandinRelease, tm
     assert leftovers(tmp_path / "cache") == []
 
 
-def test_unknown_label_ids_are_counted_reported_and_stored(release_copy: StandinRelease, tmp_path: Path, caplog) -> None:
+def test_unknown_label_ids_are_counted_reported_and_stored(
+    release_copy: StandinRelease, tmp_path: Path, caplog
+) -> None:
     run = release_copy.runs["S1-ADL1"]
     run.matrix[100:130, 249] = 406599
     run.matrix[200:205, 249] = 777
@@ -460,7 +469,9 @@ def test_srt_disagreement_warns_and_a_missing_srt_is_fine(release_copy: StandinR
     assert "S1-Drill" in caplog.text and "agrees with the matrix's ML_Both_Arms column on only" in caplog.text
 
 
-def test_empty_label_column_falls_back_to_the_srt(release_copy: StandinRelease, release: StandinRelease, tmp_path: Path) -> None:
+def test_empty_label_column_falls_back_to_the_srt(
+    release_copy: StandinRelease, release: StandinRelease, tmp_path: Path
+) -> None:
     run = release_copy.runs["S1-ADL1"]
     run.matrix[:, 249] = np.nan
     write_sensor_matrix(run.sensor_path, run.matrix)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import DEMO, REPO
 
 from detach_pl.cli import main
 from detach_pl.testing.opportunity import StandinRelease, write_standin_release
+from helpers import DEMO, REPO
 
 OPP = REPO / "configs" / "opp"
 

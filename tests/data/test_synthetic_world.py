@@ -171,7 +171,7 @@ def test_labels_alternate_per_object_and_every_class_appears() -> None:
         events = ground_truth_events(DEFAULT, run_index)
         starts = [start for _, start, _ in events]
         assert starts == sorted(starts)
-        for (_, _, end), (_, next_start, _) in zip(events, events[1:]):
+        for (_, _, end), (_, next_start, _) in zip(events, events[1:], strict=False):
             assert end <= next_start
         for class_id, start, end in events:
             assert 0.8 <= (end - start) / 1000.0 <= 2.5
@@ -215,7 +215,7 @@ def test_reed_switches_flip_inside_their_objects_gestures(clean_runs: list[Synth
             flips = np.nonzero(np.diff(values))[0] + 1
             gestures = [event for event in run.events if CLASS_PLACE[event[0]] == places[column]]
             assert len(flips) == len(gestures) > 0
-            for flip, (class_id, start, end) in zip(flips, gestures):
+            for flip, (class_id, start, end) in zip(flips, gestures, strict=True):
                 assert start <= run.time_ms[flip] < end
                 assert values[flip] == (1.0 if CLASS_IS_OPEN[class_id] else 0.0)
 
@@ -394,7 +394,8 @@ def test_a_door_gesture_moves_no_reed_switch() -> None:
     assert doors
     for start, end in doors:
         rows = _rows(run, start, end)
-        np.testing.assert_array_equal(reed[rows[0] - 1 : rows[-1] + 2], np.broadcast_to(reed[rows[0] - 1], (len(rows) + 2, 13)))
+        at_rest = np.broadcast_to(reed[rows[0] - 1], (len(rows) + 2, 13))
+        np.testing.assert_array_equal(reed[rows[0] - 1 : rows[-1] + 2], at_rest)
         door = accelerometer_columns(CLASS_PLACE[next(c for c, s0, _ in run.events if s0 == start)])
         assert np.abs(np.diff(run.sensor[rows][:, door], axis=0)).max() > 50  # the door's accelerometer moves
 

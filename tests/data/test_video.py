@@ -39,7 +39,7 @@ def assert_windows_aligned(cache: WindowCache, interval_ms: float) -> None:
     """Every window's first and last frames lie within one frame interval of its time span."""
     times = cache.frame_times("run")
     window_ms = SETTINGS.window_seconds * 1000.0
-    for start, first, stop in zip(cache.start_ms, cache.frame_start, cache.frame_stop):
+    for start, first, stop in zip(cache.start_ms, cache.frame_start, cache.frame_stop, strict=True):
         assert start - 1e-6 <= times[first] < start + interval_ms
         assert start + window_ms - interval_ms <= times[stop - 1] < start + window_ms
 
@@ -56,7 +56,8 @@ def test_variable_frame_rate_frames_follow_their_times(tmp_path: Path, suffix: s
     assert not any("cannot be placed" in note for note in reports[0].notes)
     last = len(cache) - 1  # a window in the 5-fps part shows the frames written for its span
     images = cache._file()["runs/run/frames"][cache.frame_start[last] : cache.frame_stop[last]]
-    expected = [k % 256 for k, t in enumerate(VFR_TIMES) if cache.start_ms[last] <= 1000 * t < cache.start_ms[last] + 2000]
+    start = cache.start_ms[last]
+    expected = [k % 256 for k, t in enumerate(VFR_TIMES) if start <= 1000 * t < start + 2000]
     np.testing.assert_allclose(images.reshape(len(images), -1).mean(axis=1), expected, atol=3)
 
 

@@ -1,5 +1,9 @@
 """The DataModule every dataset shares: cache building, reports, splits, standardisation, loaders.
 
+(One class of ~530 lines, the base every dataset's DataModule subclasses: its hooks, what a
+subclass provides, stay beside the mechanism they feed so that a dataset's author reads one file;
+the datasets, loaders, sequence batches and reader results live in their own modules.)
+
 A dataset subclass only says how to read its release (`recordings`, with a reader that returns
 what it found per run), what it is called, which runs it has and how they split; everything after
 the raw files is common: one `prepare_data` builds the cache and writes the report next to it.
@@ -23,14 +27,22 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
-from detach_pl.data.cache import FrameStorage, RunRecording, RunReport, WindowCache, build_cache, cache_key
+from detach_pl.data.cache import (
+    DEFAULT_FRAME_STORAGE,
+    FrameStorage,
+    RunRecording,
+    RunReport,
+    WindowCache,
+    build_cache,
+    cache_key,
+)
 from detach_pl.data.checks import ensure_writable_folder, resolve_num_workers
 from detach_pl.data.contract import CONTRACT_KEY, PreprocessingContract
 from detach_pl.data.dataset import WindowDataset, batch_for_model, decodes_on_device
@@ -38,7 +50,7 @@ from detach_pl.data.info import DataInfo
 from detach_pl.data.loaders import split_loader
 from detach_pl.data.readings import RunReading, collect_findings, report_lines
 from detach_pl.data.sequences import SequenceDataset, collate_sequences
-from detach_pl.data.windows import Standardize, WindowSettings
+from detach_pl.data.windows import DEFAULT_WINDOWS, Standardize, WindowSettings
 from detach_pl.io import write_atomically
 from detach_pl.seeding import loader_generator
 
@@ -107,7 +119,7 @@ class WindowDataModule(pl.LightningDataModule):
     def __init__(
         self,
         cache_dir: str = "data/cache",
-        windows: WindowSettings = WindowSettings(),
+        windows: WindowSettings = DEFAULT_WINDOWS,
         batch_size: int = 64,
         probe_batch_size: int | None = 8,
         num_workers: int | None = None,
@@ -121,7 +133,7 @@ class WindowDataModule(pl.LightningDataModule):
         standardize: Standardize = "keep_zeros",
         purpose: Purpose = "auto",
         augment_video: bool = True,
-        frame_storage: FrameStorage = FrameStorage(),
+        frame_storage: FrameStorage = DEFAULT_FRAME_STORAGE,
         shuffle_seed: int = 42,
         progress: bool = True,
     ) -> None:
@@ -163,7 +175,7 @@ class WindowDataModule(pl.LightningDataModule):
         self.report: dict[str, Any] = {}
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
-        self.datasets: dict[str, Dataset] = {}
+        self.datasets: dict[str, WindowDataset | SequenceDataset] = {}
 
     # ---- what a dataset subclass provides -------------------------------------------------
 
@@ -306,7 +318,8 @@ class WindowDataModule(pl.LightningDataModule):
 
     def summary(self) -> str:
         """What preparing found, for `detach prepare`: the cache, each run, the dataset's notes."""
-        return "\n".join(report_lines(self.cache_path, self.report_path, self.report, self.reports) + self.report_lines())
+        lines = report_lines(self.cache_path, self.report_path, self.report, self.reports)
+        return "\n".join(lines + self.report_lines())
 
     def resolved_purpose(self) -> Literal["alignment", "probe"]:
         """The purpose in force, decided once (see the module docstring).
@@ -324,7 +337,7 @@ class WindowDataModule(pl.LightningDataModule):
                     "purpose='alignment' (windows with video) or purpose='probe' (labelled windows)"
                 )
             self.purpose = purpose
-        return self.purpose
+        return cast(Literal["alignment", "probe"], self.purpose)  # decided: no longer "auto"
 
     @property
     def batch_size(self) -> int:
@@ -359,7 +372,7 @@ class WindowDataModule(pl.LightningDataModule):
         for split in ("train", "val", "test"):
             self.datasets[split] = self.split_dataset(cache, split, purpose)
 
-    def split_dataset(self, cache: WindowCache, split: str, purpose: str) -> Dataset:
+    def split_dataset(self, cache: WindowCache, split: str, purpose: str) -> WindowDataset | SequenceDataset:
         """The dataset of one split for a purpose: its windows, or its runs for the sequence probe.
 
         Raises:
@@ -376,6 +389,8 @@ class WindowDataModule(pl.LightningDataModule):
             windows = windows[labelled]
         if windows.size == 0:
             raise ValueError(f"data.{setting} {runs} give no {purpose} windows (cache {self.cache_path.name})")
+        if self.mean is None or self.std is None:
+            raise RuntimeError("split_dataset() needs the training-run statistics that setup() computes")
         dataset = WindowDataset(
             cache,
             windows,
@@ -397,16 +412,20 @@ class WindowDataModule(pl.LightningDataModule):
         return sequences
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """On the host: the windows' indices as Python ints (`index_host`), which seed the clip
-        augmentation after the transfer without reading them back from the device (a sync)."""
+        """On the host: the windows' indices as Python ints (`index_host`).
+
+        They seed the clip augmentation after the transfer without reading them back from the
+        device (a sync).
+        """
         if "video" in batch or "video_jpeg" in batch:
             batch["index_host"] = batch["index"].tolist()
         return batch
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """On the device: clips to the model's floats, training clips augmented (`batch_for_model`)."""
-        training = self.augment_video and self.trainer is not None and self.trainer.training
-        return batch_for_model(batch, augment_epoch=self.trainer.current_epoch if training else None)
+        trainer = self.trainer
+        training = self.augment_video and trainer is not None and trainer.training
+        return batch_for_model(batch, augment_epoch=trainer.current_epoch if training and trainer is not None else None)
 
     def alignment_training_set(self) -> AlignmentTrainingSet:
         """The training windows' sensors and places, for stage 1 (after `setup`).
@@ -423,15 +442,17 @@ class WindowDataModule(pl.LightningDataModule):
         return AlignmentTrainingSet(sensor=dataset.sensor, place=dataset.place)
 
     def _loader(self, split: str, sampler: DistributedSampler | None = None) -> DataLoader:
-        """A split's loader (`detach_pl.data.loaders.split_loader`) with its own generator and its
-        sampler at the epoch training is at.
+        """A split's loader (`detach_pl.data.loaders.split_loader`), its sampler at the epoch training is at.
+
+        The loader has its own generator (`loader_generator`).
 
         Lightning creates the first iterator of a `fit` before it sets the sampler's epoch, and
         worker processes fetch their first batches at once: without the epoch set here, a resumed
         run with workers would replay epoch 0's order in its first epoch.
         """
         if sampler is not None and self.trainer is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+            # Lightning types `current` as the base tracker; at run time it counts processed epochs
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)  # type: ignore[attr-defined]
         return split_loader(
             self.datasets[split],
             self.batch_size,
@@ -453,7 +474,7 @@ class WindowDataModule(pl.LightningDataModule):
         """
         world = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        sampler = DistributedSampler(
+        sampler: DistributedSampler = DistributedSampler(
             self.datasets["train"], num_replicas=world, rank=rank, shuffle=True, seed=self.shuffle_seed,
             drop_last=len(self.datasets["train"]) >= world,
         )
@@ -479,13 +500,10 @@ class WindowDataModule(pl.LightningDataModule):
         if self.cache is None or self.mean is None or self.std is None:
             raise RuntimeError("preprocessing_contract() is defined after setup()")
         runs = self.split("train_runs")
-        h5 = self.cache._file()  # the per-run sample counts (channel_sums row 0) have no accessor
-        rows = sum(float(h5[f"runs/{name}/channel_sums"][0].max()) - 1.0 for name in runs)
-        seconds = sum(float(self.cache.run_attrs[name]["sensor_seconds"]) for name in runs)
         return PreprocessingContract(
             dataset=self.dataset_name,
             channel_names=list(self.cache.channel_names),
-            sensor_rate_hz=rows / seconds,
+            sensor_rate_hz=self.cache.sensor_rate_hz(runs),
             windows=self.windows.to_dict(),
             standardize=self.standardize,
             mean=self.mean.astype(float).tolist(),
@@ -496,8 +514,10 @@ class WindowDataModule(pl.LightningDataModule):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the cache used, the standardisation statistics and the
-        preprocessing contract that deployment reads (`detach_pl.deploy.contract`)."""
+        """Saved in checkpoints: the cache used, the standardisation statistics, the preprocessing contract.
+
+        Deployment reads the contract (`detach_pl.deploy.contract`).
+        """
         return {
             "cache": self.cache_path.name,
             "train_runs": self.split("train_runs"),
@@ -508,7 +528,7 @@ class WindowDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Warn when the checkpoint was trained with other statistics than this config gives."""
-        if self.mean is None or state.get("mean") is None:
+        if self.mean is None or self.std is None or state.get("mean") is None:
             return
         if not (np.allclose(self.mean, state["mean"]) and np.allclose(self.std, state["std"])):
             log.warning(

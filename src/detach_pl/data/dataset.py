@@ -21,15 +21,15 @@ and the permute + conversion is one pass on the device.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from detach_pl.data.cache import FrameStorage, WindowCache, decode_jpeg_frames
+from detach_pl.data.clip_buffers import ClipBuffers
 from detach_pl.data.windows import Standardize, standardize_windows
 from detach_pl.seeding import run_seed, sample_generator
 from detach_pl.transforms import augment_clip
@@ -95,14 +95,17 @@ class WindowDataset(Dataset):
             item["video"] = torch.from_numpy(frames)
         return item
 
-    def read_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+    def empty_clips(self, count: int) -> torch.Tensor:
+        """An uninitialised (count, T, H, W, 3) uint8 tensor for `read_batch` (NumPy memory, reused by NumPy)."""
+        return torch.from_numpy(np.empty((count, self.num_frames, *self.cache.frame_shape), dtype=np.uint8))
+
+    def read_batch(self, indices: Sequence[int], clips: torch.Tensor | None = None) -> dict[str, Any]:
         """The items `indices` as the default collate stacks them, read in one go (a loader's batch).
 
         Equal to `default_collate([self[i] for i in indices])`, key by key, without building the
         items: sensor fields are gathered with one index each, and the clips are read straight
-        into one (B, T, H, W, 3) uint8 tensor allocated up front, in shared memory inside a
-        DataLoader worker (as the default collate allocates its output there: sending the batch
-        to the main process then copies nothing), the frames in file order.
+        into one (B, T, H, W, 3) uint8 tensor allocated up front (`clips` when given, e.g. a
+        worker's reused shared memory, `detach_pl.data.clip_buffers`), the frames in file order.
         """
         rows = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         batch: dict[str, Any] = {
@@ -114,10 +117,11 @@ class WindowDataset(Dataset):
         }
         windows = self.windows[rows.numpy()]
         if self.load_video and self.decode_on_device:
-            clips = [self.cache.read_encoded_frames(int(window), self.num_frames) for window in windows]
-            batch["video_jpeg"] = [tuple(clip[step].numpy().tobytes() for clip in clips) for step in range(self.num_frames)]
+            encoded = [self.cache.read_encoded_frames(int(window), self.num_frames) for window in windows]
+            steps = range(self.num_frames)
+            batch["video_jpeg"] = [tuple(clip[step].numpy().tobytes() for clip in encoded) for step in steps]
         elif self.load_video:
-            video = _empty_uint8((len(windows), self.num_frames, *self.cache.frame_shape))
+            video = self.empty_clips(len(windows)) if clips is None else clips
             self.cache.read_clips(windows, self.num_frames, video.numpy())
             batch["video"] = video
         return batch
@@ -129,38 +133,37 @@ class WindowBatches(Dataset):
     The DataLoader's fetcher calls `__getitems__` with a batch's indices when a dataset has it
     (automatic batching, `already_batched` as the collate); a sampler that yields whole batches
     (`UnpaddedBatchSampler`, with `batch_size=None`) indexes it with the list. Either way the
-    batch is that of `default_collate` over the items (`WindowDataset.read_batch`).
+    batch is that of `default_collate` over the items (`WindowDataset.read_batch`). Clips are
+    read into shared memory that each worker reuses (`ClipBuffers`).
+
+    Args:
+        windows: The dataset.
+        num_workers: Worker processes of the loader that reads it.
     """
 
-    def __init__(self, windows: WindowDataset) -> None:
+    def __init__(self, windows: WindowDataset, num_workers: int = 0) -> None:
         self.windows = windows
+        self.buffers = ClipBuffers(num_workers)
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, indices: Sequence[int]) -> dict[str, Any]:
-        return self.windows.read_batch(indices)
+        return self.__getitems__(indices)
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
-        return self.windows.read_batch(indices)
+        dataset = self.windows
+        if not dataset.load_video or dataset.decode_on_device:
+            return dataset.read_batch(indices)
+        clips, sent = self.buffers.empty((len(indices), dataset.num_frames, *dataset.cache.frame_shape))
+        batch = dataset.read_batch(indices, clips)
+        batch["video"] = sent
+        return batch
 
 
 def already_batched(batch: dict[str, Any]) -> dict[str, Any]:
     """The collate of `WindowBatches`: the batch is made by the dataset, nothing left to merge."""
     return batch
-
-
-def _empty_uint8(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised uint8 tensor; in a DataLoader worker in shared memory, as `default_collate` allocates.
-
-    In the main process the memory comes from NumPy: its allocator hands a freed batch's pages to
-    the next batch, where a fresh torch allocation of a clip batch pays a page fault per 4 KiB
-    (measured: 24 MiB written in 1.4 ms against 6.9 ms).
-    """
-    if get_worker_info() is None:
-        return torch.from_numpy(np.empty(shape, dtype=np.uint8))
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 def batch_for_model(batch: dict[str, Any], *, augment_epoch: int | None) -> dict[str, Any]:

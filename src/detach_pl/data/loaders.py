@@ -42,7 +42,7 @@ def split_loader(
     if isinstance(dataset, SequenceDataset):
         served, collate = dataset, collate_sequences
     elif isinstance(dataset, WindowDataset):
-        served, collate = WindowBatches(dataset), already_batched
+        served, collate = WindowBatches(dataset, num_workers), already_batched
     else:
         raise TypeError(f"split_loader serves WindowDataset or SequenceDataset, got {type(dataset).__name__}")
     loader_batch: int | None = batch_size
@@ -55,7 +55,9 @@ def split_loader(
         served,
         batch_size=loader_batch,
         sampler=sampler,
-        drop_last=loader_batch is not None and sampler is not None and len(dataset) >= batch_size * sampler.num_replicas,
+        drop_last=loader_batch is not None
+        and sampler is not None
+        and len(dataset) >= batch_size * sampler.num_replicas,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,

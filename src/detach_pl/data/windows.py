@@ -110,6 +110,10 @@ class WindowSettings:
         return asdict(self)
 
 
+DEFAULT_WINDOWS = WindowSettings()
+"""The released code's window shaping: the default of every setting that takes `WindowSettings` (frozen, shared)."""
+
+
 def interpolate_nans(values: np.ndarray, time_ms: np.ndarray) -> np.ndarray:
     """Fill NaNs of each channel by linear interpolation over time (edges hold the nearest value).
 

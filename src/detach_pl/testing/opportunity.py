@@ -114,7 +114,9 @@ class StandinRelease:
         return column_names().index(name)
 
 
-def gesture_schedule(duration_ms: float, rng: np.random.Generator, start_class: int = 0) -> list[tuple[float, float, int]]:
+def gesture_schedule(
+    duration_ms: float, rng: np.random.Generator, start_class: int = 0
+) -> list[tuple[float, float, int]]:
     """Gestures (start_ms, stop_ms, id): the 14 classes in turn, every fifth an "other" gesture."""
     segments: list[tuple[float, float, int]] = []
     time = 1000.0 + float(rng.uniform(0, 500))
@@ -140,7 +142,9 @@ def rows_of_segments(time_ms: np.ndarray, segments: Sequence[tuple[float, float,
     return ids
 
 
-def make_matrix(time_ms: np.ndarray, segments: Sequence[tuple[float, float, int]], rng: np.random.Generator) -> np.ndarray:
+def make_matrix(
+    time_ms: np.ndarray, segments: Sequence[tuple[float, float, int]], rng: np.random.Generator
+) -> np.ndarray:
     """The 250-column matrix of one run (float64, NaN where missing, integers elsewhere)."""
     names = column_names()
     index = {name: i for i, name in enumerate(names)}
@@ -150,13 +154,13 @@ def make_matrix(time_ms: np.ndarray, segments: Sequence[tuple[float, float, int]
     # Long NaN gaps in the wireless body and object sensors, one channel all-NaN.
     for column in range(1, 194):
         if rng.random() < 0.3:
-            start = int(rng.integers(0, rows))
-            matrix[start : start + int(rng.integers(rows // 20, rows // 4)), column] = np.nan
+            gap_start = int(rng.integers(0, rows))
+            matrix[gap_start : gap_start + int(rng.integers(rows // 20, rows // 4)), column] = np.nan
     matrix[:, int(rng.integers(1, 134))] = np.nan
     matrix[:, 231:243] = np.where(rng.random((rows, 12)) < 0.2, np.nan, matrix[:, 231:243])
     # Ambient accelerometers: gravity on z, small noise; reed switches: closed (0).
     for name in PLACE_ACCELEROMETERS + ("LAZYCHAIR",):
-        for axis, base in zip("XYZ", (0.0, 0.0, 1000.0)):
+        for axis, base in zip("XYZ", (0.0, 0.0, 1000.0), strict=True):
             matrix[:, index[f"Accelerometer {name} acc{axis}"]] = np.round(base + rng.normal(0, 5, rows))
     reed_columns = [i for i, name in enumerate(names) if name.startswith("REED SWITCH")]
     matrix[:, reed_columns] = 0.0
@@ -167,7 +171,7 @@ def make_matrix(time_ms: np.ndarray, segments: Sequence[tuple[float, float, int]
         place = CLASS_PLACES[CLASS_IDS.index(label)]
         inside = (time_ms >= start) & (time_ms < stop)
         phase = (time_ms[inside] - start) / (stop - start)
-        for axis, gain in zip("XYZ", (300.0, 200.0, 100.0)):
+        for axis, gain in zip("XYZ", (300.0, 200.0, 100.0), strict=True):
             column = index[f"Accelerometer {PLACE_ACCELEROMETERS[place]} acc{axis}"]
             matrix[inside, column] += np.round(gain * np.sin(np.pi * phase) * np.sin(12 * np.pi * phase))
         opened[place] = label // 1000 == 406
@@ -178,8 +182,8 @@ def make_matrix(time_ms: np.ndarray, segments: Sequence[tuple[float, float, int]
     ambient = reed_columns + [index[f"Accelerometer {n} acc{a}"] for n in PLACE_ACCELEROMETERS for a in "XYZ"]
     for length in (8, 45):
         column = int(rng.choice(ambient))
-        start = int(rng.integers(0, rows - length))
-        matrix[start : start + length, column] = np.nan
+        gap_start = int(rng.integers(0, rows - length))
+        matrix[gap_start : gap_start + length, column] = np.nan
     # Label columns: Locomotion (stand), ML_Both_Arms and the matching right-arm columns.
     ml_ids = rows_of_segments(time_ms, segments)
     matrix[:, 243:250] = 0.0
@@ -320,7 +324,8 @@ def write_standin_release(
         length = (video_seconds or {}).get(run, seconds)
         num_frames = int(round(length * fps))
         video_path = folder / f"{run}_side.avi"
-        write_video(video_path, render_frames(num_frames, fps, segments, width, height, noise), fps, codec, None if codec == "mjpeg" else 2_000_000)
+        frames = render_frames(num_frames, fps, segments, width, height, noise)
+        write_video(video_path, frames, fps, codec, None if codec == "mjpeg" else 2_000_000)
         srt_paths = []
         if srt:
             srt_paths = [folder / f"{run}_side.ML_Both_Arms.srt", folder / f"{run}_side.Locomotion.srt"]

@@ -42,7 +42,7 @@ options, writing and reading frames), `locking` (one builder, nothing half-writt
 """
 
 from detach_pl.data.cache.build import CACHE_FORMAT_VERSION, build_cache, cache_key, stored_reports
-from detach_pl.data.cache.frames import FrameStorage, decode_jpeg_frames, encode_jpeg_frames
+from detach_pl.data.cache.frames import DEFAULT_FRAME_STORAGE, FrameStorage, decode_jpeg_frames, encode_jpeg_frames
 from detach_pl.data.cache.locking import (
     CacheBuildInterrupted,
     build_lock,
@@ -58,6 +58,7 @@ _window_signals = window_signals  # the name deploy/preprocess.py imports
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
+    "DEFAULT_FRAME_STORAGE",
     "GAP_INTERVALS",
     "CacheBuildInterrupted",
     "FramePlacement",

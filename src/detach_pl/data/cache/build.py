@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from detach_pl.data.cache.frames import FrameStorage, write_frames
+from detach_pl.data.cache.frames import DEFAULT_FRAME_STORAGE, FrameStorage, write_frames
 from detach_pl.data.cache.locking import build_lock, remove_stale_temporaries, sigterm_as_interrupt, temporary_path
 from detach_pl.data.cache.placement import FramePlacement, place_frames
 from detach_pl.data.cache.recording import RunRecording, RunReport, validate_recording
@@ -48,7 +48,7 @@ def build_cache(
     *,
     num_runs: int | None = None,
     progress: bool = True,
-    frame_storage: FrameStorage = FrameStorage(),
+    frame_storage: FrameStorage = DEFAULT_FRAME_STORAGE,
 ) -> list[RunReport]:
     """Write a complete window cache at `path`, atomically and once.
 

@@ -64,6 +64,10 @@ class FrameStorage:
         return {} if self.codec == "raw" else {"frame_storage": self.to_dict()}
 
 
+DEFAULT_FRAME_STORAGE = FrameStorage()
+"""Raw frames: the default of every setting that takes a `FrameStorage` (a frozen, shared instance)."""
+
+
 def encode_jpeg_frames(frames: np.ndarray, quality: int) -> list[np.ndarray]:
     """(n, H, W, 3) uint8 frames → n JPEG byte arrays (one batched `encode_jpeg` call)."""
     import torch

@@ -55,7 +55,7 @@ def place_frames(times_ms: np.ndarray, fps: float, video_offset_ms: float = 0.0)
     a damaged stretch is out of sync by an unknown amount. A video without any timestamp is placed
     by index at `fps` (frame k at video_offset_ms + k · 1000 / fps).
     """
-    times = np.asarray(times_ms, dtype=np.float64)
+    times: np.ndarray = np.asarray(times_ms, dtype=np.float64)
     if times.size and np.isnan(times).all():
         times = video_offset_ms + np.arange(times.size) * (1000.0 / fps)
     steps = np.diff(times)

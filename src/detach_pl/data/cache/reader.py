@@ -114,6 +114,14 @@ class WindowCache:
         std[std < 1e-6] = 1.0
         return mean.astype(np.float32), std.astype(np.float32)
 
+    def sensor_rate_hz(self, run_names: Iterable[str]) -> float:
+        """Valid sensor rows per second of run duration over the given runs (their sample rate)."""
+        h5 = self._file()
+        names = list(run_names)
+        rows = sum(float(h5[f"runs/{name}/channel_sums"][0].max()) - 1.0 for name in names)
+        seconds = sum(float(self.run_attrs[name]["sensor_seconds"]) for name in names)
+        return rows / seconds
+
     def read_sensor(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unstandardised windows F(x) (n, C, L), zero indicators F(z) (n, C, L), dead masks (n, C)."""
         indices = np.asarray(indices, dtype=np.int64)

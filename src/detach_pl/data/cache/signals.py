@@ -29,7 +29,7 @@ def _filter_and_resample(segments: list[np.ndarray], channels: int, settings: Wi
     for positions in by_length.values():
         stacked = np.stack([segments[position] for position in positions])
         filtered = lowpass(stacked, settings.lowpass_cutoff, settings.lowpass_order, axis=1)
-        for position, window in zip(positions, filtered):
+        for position, window in zip(positions, filtered, strict=True):
             out[position] = resample_linear(window, settings.sensor_length, settings.resample_grid)
     return out
 
@@ -53,12 +53,12 @@ def window_signals(
         filtered = lowpass(filled, settings.lowpass_cutoff, settings.lowpass_order)
         zeros = lowpass((filled == 0.0).astype(np.float64), settings.lowpass_cutoff, settings.lowpass_order)
         length, grid = settings.sensor_length, settings.resample_grid
-        sensor = [resample_linear(filtered[first:last], length, grid) for first, last in spans]
-        zero = [resample_linear(zeros[first:last], length, grid) for first, last in spans]
+        sensor_rows = [resample_linear(filtered[first:last], length, grid) for first, last in spans]
+        zero_rows = [resample_linear(zeros[first:last], length, grid) for first, last in spans]
         shape = (len(spans), run.sensor.shape[1], length)
         return (
-            np.asarray(sensor, dtype=np.float32).reshape(shape),
-            np.asarray(zero, dtype=np.float32).reshape(shape),
+            np.asarray(sensor_rows, dtype=np.float32).reshape(shape),
+            np.asarray(zero_rows, dtype=np.float32).reshape(shape),
             mostly_nan,
         )
     windows = [

@@ -178,7 +178,7 @@ def _parse_time_cells(
             continue
         seconds = np.empty(len(cells), dtype=np.float64)
         start = parse(cells[0])
-        for row, (cell, line) in enumerate(zip(cells, lines)):
+        for row, (cell, line) in enumerate(zip(cells, lines, strict=True)):
             try:
                 value = parse(cell)
             except ValueError:
@@ -186,7 +186,7 @@ def _parse_time_cells(
                     f"{where}: line {line}, column {column!r}: cannot read {cell!r} as a time "
                     f"like the first row's {cells[0]!r}"
                 ) from None
-            if isinstance(value, datetime):
+            if isinstance(value, datetime) and isinstance(start, datetime):
                 seconds[row] = (value - start).total_seconds()
             else:
                 seconds[row] = (

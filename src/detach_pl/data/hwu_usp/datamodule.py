@@ -31,7 +31,6 @@ import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache
 from detach_pl.data.datamodule import WindowDataModule
-from detach_pl.data.readings import RunReading
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.hwu_usp.ambient import AmbientTable, GapFill, TimestampUnit, place_per_row, read_ambient_csv
 from detach_pl.data.hwu_usp.discovery import (
@@ -43,6 +42,7 @@ from detach_pl.data.hwu_usp.discovery import (
     discover_trials,
 )
 from detach_pl.data.info import DataInfo
+from detach_pl.data.readings import RunReading
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class HwuUspDataModule(WindowDataModule):
             ValueError: The video is more than `max_video_shortfall` shorter than the sensor table
                 (both durations given), or a file is malformed.
         """
-        info = probe_video(trial.video)
+        info = probe_video(_video_of(trial))
         video_seconds = info.num_frames / info.fps if info.num_frames else info.duration_seconds
         table = read_ambient_csv(
             trial.ambient,
@@ -270,7 +270,7 @@ class HwuUspDataModule(WindowDataModule):
             sensor=table.values,
             row_label=np.full(rows, self.activities().index(trial.activity), dtype=np.int64),
             row_place=place_per_row(table.time_ms, table.values, radius_ms),
-            frames=iter_timed_frames(trial.video, self.windows.image_size),
+            frames=iter_timed_frames(_video_of(trial), self.windows.image_size),
             fps=info.fps,
             subject=trial.subject,
             sequence_label=self.activities().index(trial.activity),
@@ -283,6 +283,7 @@ class HwuUspDataModule(WindowDataModule):
     # ---- WindowDataModule hooks ------------------------------------------------------------
 
     def source_settings(self) -> dict[str, Any]:
+        """The release folder, its trials and every reading option that changes what is cached."""
         return {
             "root": str(self.discovery.root),
             "trials": [trial.name for trial in self.trials()],
@@ -303,8 +304,10 @@ class HwuUspDataModule(WindowDataModule):
             yield self.read_trial(trial, checked.pop(trial.name))
 
     def report_extra(self, reports: list[RunReport], findings: dict[str, Any]) -> dict[str, Any]:
-        """Per trial the clock unit and rates found, the gaps filled, the durations and windows kept
-        or dropped; and the trials skipped for a missing file."""
+        """Per trial the clock unit and rates found, the gaps filled, the durations and windows.
+
+        Also the windows kept or dropped, and the trials skipped for a missing file.
+        """
         log.info("HWU-USP cache %s prepared; report in %s", self.cache_path, self.report_path)
         return {
             "root": str(self.discovery.root),
@@ -329,10 +332,12 @@ class HwuUspDataModule(WindowDataModule):
         return [f"skipped trials: {skipped}"] if skipped else []
 
     def num_recordings(self) -> int:
+        """The trials discovered (one run each)."""
         return len(self.discovery.trials)
 
     @property
     def data_info(self) -> DataInfo:
+        """The configured channels and classes; one place per channel and "none"."""
         places = [*self.channels, NONE_PLACE]
         return DataInfo(
             num_channels=len(self.channels),
@@ -398,3 +403,9 @@ class HwuUspDataModule(WindowDataModule):
         to_class = self._class_of_activity(cache.meta["activities"])
         return np.where(cache.label >= 0, to_class[np.maximum(cache.label, 0)], -1)
 
+
+def _video_of(trial: Trial) -> Path:
+    """The trial's video file (discovery lists trials without one only to report them as skipped)."""
+    if trial.video is None:
+        raise ValueError(f"HWU-USP trial {trial.name}: no video file was found for it (ambient table {trial.ambient})")
+    return trial.video

@@ -41,7 +41,7 @@ CABINETS: tuple[tuple[int, ...], ...] = ((4, 5, 6),)
 REED_FLIP_THRESHOLDS: tuple[float, ...] = (0.2, 0.8, 0.5, 0.2, 0.2, 0.5, 0.8, 0.8, 0.5, 0.5, 0.8, 0.2, 0.5)
 # Reed switches in Opportunity column order (195-207): name, place, flip threshold.
 REED_SWITCHES: tuple[tuple[str, int, float], ...] = tuple(
-    (name, place, threshold) for (name, place), threshold in zip(REED_PLACES, REED_FLIP_THRESHOLDS)
+    (name, place, threshold) for (name, place), threshold in zip(REED_PLACES, REED_FLIP_THRESHOLDS, strict=True)
 )
 
 # Room layout in normalised (y, x) image coordinates: place centre, side the person stands on

@@ -122,7 +122,7 @@ class ScheduleBuilder:
     def build(self, total_ms: float) -> Schedule:
         """Fill up to ``total_ms`` (plus a margin) with idling at home and freeze the arrays."""
         self.stay(max(total_ms - self.now_ms, 0.0) / 1000.0 + 1.0)
-        start, end, kind, origin, target, lean = zip(*self.rows)
+        start, end, kind, origin, target, lean = zip(*self.rows, strict=True)
         return Schedule(
             start_ms=np.asarray(start),
             end_ms=np.asarray(end),
@@ -212,7 +212,9 @@ def _plan_episode(rng: np.random.Generator, speed: float, config: SyntheticKitch
     return plan
 
 
-def _plan_other_gesture(rng: np.random.Generator, speed: float, config: SyntheticKitchenConfig) -> list[tuple[str, float]]:
+def _plan_other_gesture(
+    rng: np.random.Generator, speed: float, config: SyntheticKitchenConfig
+) -> list[tuple[str, float]]:
     """With probability `other_gesture_prob`, a trip to do one of the release's other gestures.
 
     Steps: walk to the gesture's place, pause, ``other<kind>``, pause, walk home (none otherwise).

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport
+from detach_pl.data.checks import timestamp_problem
 from detach_pl.data.datamodule import WindowDataModule
-from detach_pl.data.readings import RunReading
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.info import DataInfo
 from detach_pl.data.opportunity.labels import (
@@ -57,8 +58,8 @@ from detach_pl.data.opportunity.release import (
     run_sort_key,
     subject_of,
 )
+from detach_pl.data.readings import RunReading
 from detach_pl.data.vocabulary import AMBIENT_CHANNELS, PLACE_NAMES
-from detach_pl.data.checks import timestamp_problem
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,7 @@ class OpportunityDataModule(WindowDataModule):
 
     @property
     def data_info(self) -> DataInfo:
+        """The chosen channels (by name), DETACH's classes and the places, read from the description files."""
         vocabulary = self.vocabulary
         return DataInfo(
             num_channels=len(self.channel_columns()),
@@ -263,6 +265,7 @@ class OpportunityDataModule(WindowDataModule):
         return set(self.incomplete_runs()) if self.skip_incomplete_runs else set()
 
     def num_recordings(self) -> int:
+        """The runs found in the release."""
         return len(self.available_runs())
 
     # ---- cache key and metadata --------------------------------------------------------------
@@ -283,6 +286,7 @@ class OpportunityDataModule(WindowDataModule):
         }
 
     def cache_meta(self) -> dict[str, Any]:
+        """The shared metadata plus the release folder and the columns read."""
         meta = super().cache_meta()
         meta.update(
             root=str(self._require_root()),
@@ -309,11 +313,14 @@ class OpportunityDataModule(WindowDataModule):
         problems = []
         for run in runs:
             entry = files[run]
-            checks = [lambda: check_sensor_matrix(entry.sensor, num_columns, time_column)]
+            if entry.sensor is None:
+                problems.append(f"{run}: no sensor matrix (*_sensors_data.txt) in its folder")
+                continue
+            checks: list[Callable[[], object]] = [partial(check_sensor_matrix, entry.sensor, num_columns, time_column)]
             if entry.video is not None:
-                checks.append(lambda: probe_video(entry.video))
+                checks.append(partial(probe_video, entry.video))
             if self.check_srt:
-                checks += [lambda path=path: parse_srt(path) for path in entry.subtitles]
+                checks += [partial(parse_srt, path) for path in entry.subtitles]
             for check in checks:
                 try:
                     check()

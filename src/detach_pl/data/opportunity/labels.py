@@ -177,10 +177,12 @@ def track_label_ids(
     return ids, found
 
 
-def count_labels(run: str, track_ids: np.ndarray, row_label: np.ndarray, vocabulary: LabelVocabulary, found: RunLabels) -> None:
+def count_labels(
+    run: str, track_ids: np.ndarray, row_label: np.ndarray, vocabulary: LabelVocabulary, found: RunLabels
+) -> None:
     """Count a run's unknown and excluded ids and its rows per class into `found`."""
     values, counts = np.unique(track_ids, return_counts=True)
-    for value, count in zip(values.tolist(), counts.tolist()):
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
         if value == 0 or value in vocabulary.class_of_id:
             continue
         target = found.excluded_ids if value in vocabulary.track_ids else found.unknown_ids
@@ -192,7 +194,7 @@ def count_labels(run: str, track_ids: np.ndarray, row_label: np.ndarray, vocabul
             run, vocabulary.track, found.unknown_ids,
         )
     classes, class_counts = np.unique(row_label[row_label >= 0], return_counts=True)
-    for class_id, count in zip(classes.tolist(), class_counts.tolist()):
+    for class_id, count in zip(classes.tolist(), class_counts.tolist(), strict=True):
         name = vocabulary.class_names[class_id]
         found.class_rows[name] = found.class_rows.get(name, 0) + count
 
@@ -248,11 +250,12 @@ class LabelReport:
         """Sum the runs' `RunLabels` up (runs in the order given)."""
         report = cls(skipped_runs=dict(skipped_runs), video=dict(video))
         for run, found in runs.items():
-            for total, part in (
+            tallies: tuple[tuple[dict[Any, int], dict[Any, int]], ...] = (
                 (report.unknown_ids, found.unknown_ids),
                 (report.excluded_ids, found.excluded_ids),
                 (report.class_rows, found.class_rows),
-            ):
+            )
+            for total, part in tallies:
                 for key, count in part.items():
                     total[key] = total.get(key, 0) + count
             if found.srt_agreement is not None:

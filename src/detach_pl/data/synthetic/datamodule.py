@@ -32,7 +32,11 @@ class SyntheticKitchenDataModule(WindowDataModule):
 
     dataset_name = "synthetic"
 
-    def __init__(self, world: SyntheticKitchenConfig = SyntheticKitchenConfig(), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        world: SyntheticKitchenConfig = SyntheticKitchenConfig(),  # noqa: B008 - jsonargparse reads the default; never mutated (replaced below)
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if world.num_runs < 3:
             raise ValueError(f"data.world.num_runs={world.num_runs}: need >= 3 (train, val, test)")
@@ -43,17 +47,21 @@ class SyntheticKitchenDataModule(WindowDataModule):
         return [f"run{index:02d}" for index in range(self.world.num_runs)]
 
     def source_settings(self) -> dict[str, Any]:
+        """Every knob of the world (each one changes the generated runs)."""
         return dataclasses.asdict(self.world)
 
     def default_splits(self) -> dict[str, list[str]]:
+        """All runs but the last two for training, then one for validation and one for the test."""
         names = self.run_names()
         return {"train_runs": names[:-2], "val_runs": names[-2:-1], "test_runs": names[-1:]}
 
     def num_recordings(self) -> int:
+        """The runs the world generates."""
         return self.world.num_runs
 
     @property
     def data_info(self) -> DataInfo:
+        """The world's channels, classes and places."""
         return DataInfo(
             num_channels=len(channel_names(self.world)),
             num_classes=len(CLASS_NAMES),
