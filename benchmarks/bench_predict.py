@@ -63,32 +63,41 @@ def recording(hours: float, channels: int, seed: int = 0) -> tuple[np.ndarray, n
 
 
 def write_csv(path: Path, time_ms: np.ndarray, values: np.ndarray, names: list[str]) -> None:
+    """The recording as a generic sensor CSV (docs/deploy.md): timestamp in s, empty cells for NaN."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["timestamp", *names])
-        for t, row in zip(time_ms / 1000.0, values):
+        for t, row in zip(time_ms / 1000.0, values, strict=True):
             writer.writerow([f"{t:.3f}", *("" if np.isnan(v) else f"{v:.4f}" for v in row)])
 
 
-def predict_seconds(ckpt: Path, csv_path: Path, folder: Path) -> tuple[float, float]:
-    """Wall time (s) and peak RSS (MiB) of `detach predict` on the CSV, in a fresh process."""
+def predict_seconds(ckpt: Path, csv_path: Path, folder: Path) -> tuple[float, float, float]:
+    """Wall time (s), CPU time (user + sys, s) and peak RSS (MiB) of `detach predict` in a fresh process.
+
+    The CPU time varies less than the wall time on a shared machine.
+    """
     command = [
         str(Path(sys.executable).with_name("detach")), "predict", "--config", str(REPO / "configs/opp/predict.yaml"),
         "--ckpt_path", str(ckpt), "--data", "detach_pl.deploy.data.CsvRecordings", "--data.root", str(csv_path),
         "--trainer.enable_progress_bar", "false",
     ]
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "maxrss_kib=%M", *command], cwd=folder, capture_output=True, text=True)
+    done = subprocess.run(["/usr/bin/time", "-f", "maxrss_kib=%M cpu_s=%U+%S", *command], cwd=folder,
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"detach predict failed:\n{done.stderr[-3000:]}")
-    peak = next(line for line in done.stderr.splitlines() if line.startswith("maxrss_kib="))
-    return seconds, int(peak.split("=")[1]) / 1024.0
+    figures = next(line for line in done.stderr.splitlines() if line.startswith("maxrss_kib="))
+    peak, cpu = (field.split("=")[1] for field in figures.split())
+    user, system = cpu.split("+")
+    return seconds, float(user) + float(system), int(peak) / 1024.0
 
 
 def predict_in_process(ckpt: Path, csv_path: Path, folder: Path) -> float:
-    """Seconds of the same `detach predict` run in this (already started) process: the work itself,
-    without the interpreter's start-up and imports."""
+    """Seconds of the same `detach predict` run in this (already started) process.
+
+    The work itself, without the interpreter's start-up and imports.
+    """
     from detach_pl.cli import main as detach
 
     previous = Path.cwd()
@@ -125,6 +134,8 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--windows", type=int, default=300, help="streamed windows timed per model")
     parser.add_argument("--output", default=str(REPO / "benchmarks/predict.md"))
+    parser.add_argument("--sizes", nargs="+", choices=sorted(config for config, _ in SIZES.values()),
+                        default=[config for config, _ in SIZES.values()], help="encoder sizes (opp: the paper's)")
     args = parser.parse_args()
     lines = [
         "# Deployment benchmark (`make bench-predict`)", "",
@@ -133,7 +144,8 @@ def main() -> None:
         f"Recording: {args.hours:g} h of a generic sensor CSV at {RATE_HZ:g} Hz; probes with random weights "
         "(speed does not depend on training). Targets: p99 < 10 ms per window on one thread at the paper's size; "
         "1 h at 30 Hz predicted in < 10 s.", "",
-        "| encoders | C × L | `detach predict`, whole command (s) | the same predict in a started process (s) "
+        "| encoders | C × L | `detach predict`, whole command: wall (s) / CPU user+sys (s) "
+        "| the same predict in a started process (s) "
         "| hours of recording per minute (whole command / started process) | peak RSS of the command (MiB) "
         "| streaming eager median / p99 (ms/window) | streaming ONNX median / p99 (ms/window) | ONNX size (KiB) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -141,6 +153,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for label, (config, channels) in SIZES.items():
+            if config not in args.sizes:
+                continue
             encoder = EncoderConfig(**yaml.safe_load((REPO / f"configs/{config}/encoder.yaml").read_text()))
             names = [f"sensor {c:02d}" for c in range(channels)]
             time_ms, values = recording(args.hours, channels)
@@ -148,7 +162,7 @@ def main() -> None:
             csv_path = scratch / f"{config}.csv"
             write_csv(csv_path, time_ms, values, names)
             (scratch / config).mkdir()
-            seconds, rss = predict_seconds(ckpt, csv_path, scratch / config)
+            seconds, cpu, rss = predict_seconds(ckpt, csv_path, scratch / config)
             (scratch / f"{config}-in-process").mkdir()
             torch.set_num_threads(os.cpu_count() or 1)
             work = predict_in_process(ckpt, csv_path, scratch / f"{config}-in-process")
@@ -157,13 +171,16 @@ def main() -> None:
             eager = streaming_latency(StreamingRecognizer.from_checkpoint(ckpt), time_ms, values, args.windows)
             onnx = streaming_latency(StreamingRecognizer.from_export(model, threads=1), time_ms, values, args.windows)
             lines.append(
-                f"| {label} | {channels} × 128 | {seconds:.1f} | {work:.1f} "
+                f"| {label} | {channels} × 128 | {seconds:.1f} / {cpu:.1f} | {work:.1f} "
                 f"| {60.0 * args.hours / seconds:.1f} / {60.0 * args.hours / work:.1f} | {rss:.0f} "
-                f"| {eager[0]:.2f} / {eager[1]:.2f} | {onnx[0]:.2f} / {onnx[1]:.2f} | {model.stat().st_size / 1024:.0f} |"
+                f"| {eager[0]:.2f} / {eager[1]:.2f} | {onnx[0]:.2f} / {onnx[1]:.2f} "
+                f"| {model.stat().st_size / 1024:.0f} |"
             )
             print(lines[-1], flush=True)
-    lines += ["", f"Command: `python benchmarks/bench_predict.py --hours {args.hours:g} --windows {args.windows}`; "
-              f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    lines += ["", f"Command: `python benchmarks/bench_predict.py --hours {args.hours:g} --windows {args.windows} "
+              f"--sizes {' '.join(args.sizes)}`; finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+              f"(load average {load} at the end).", ""]
     write_atomically(args.output, "\n".join(lines))
     print(f"wrote {args.output}")
 

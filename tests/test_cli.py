@@ -6,9 +6,9 @@ import json
 
 import pytest
 import yaml
-from helpers import DEMO, TINY_DATA
 
 from detach_pl.cli import main
+from helpers import DEMO, TINY_DATA
 
 
 def run(*args: str) -> None:
@@ -20,7 +20,8 @@ def test_print_config_shows_model_data_and_trainer(in_scratch, capsys) -> None:
         main(["fit", "--config", str(DEMO / "stage1.yaml"), "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    for key in ("SpatialGroundingModule", "refine_start_epoch", "SyntheticKitchenDataModule", "image_size", "max_epochs"):
+    for key in ("SpatialGroundingModule", "refine_start_epoch", "SyntheticKitchenDataModule", "image_size",
+                "max_epochs"):
         assert key in printed
 
 
@@ -50,7 +51,8 @@ def test_checkpoint_chain_stage1_stage2_probe_test(in_scratch) -> None:
 
 
 def test_stage2_with_missing_checkpoint_names_the_setting(in_scratch) -> None:
-    with pytest.raises(FileNotFoundError, match="stage1_checkpoint: checkpoint runs/demo/stage1/checkpoints/last.ckpt does not exist"):
+    missing = "stage1_checkpoint: checkpoint runs/demo/stage1/checkpoints/last.ckpt does not exist"
+    with pytest.raises(FileNotFoundError, match=missing):
         run("fit", "--config", str(DEMO / "stage2.yaml"), "--trainer.fast_dev_run", "1")
 
 

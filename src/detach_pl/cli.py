@@ -42,7 +42,7 @@ import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -54,7 +54,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.modules.base import DetachModule
-
 
 #: `--ckpt_path` values Lightning resolves itself (not file names).
 CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -185,7 +184,9 @@ class _RecordErrors:
 
     def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
         try:
-            return self.instantiator(class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs)
+            return self.instantiator(
+                class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs
+            )
         except Exception as error:
             self.errors.append(error)
             raise
@@ -217,6 +218,7 @@ class DetachCLI(LightningCLI):
     """LightningCLI with the data → model link, the synthetic default and early, plain errors."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the data's `data_info` into the model, default to the synthetic kitchen, add `--run_dir`."""
         parser.link_arguments(
             "data",
             "model.init_args.data_info",
@@ -226,7 +228,7 @@ class DetachCLI(LightningCLI):
         parser.set_defaults({"data": {"class_path": "detach_pl.data.synthetic.SyntheticKitchenDataModule"}})
         parser.add_argument(
             "--run_dir",
-            type=Optional[str],
+            type=str | None,
             default=None,
             help="the stage's run folder: default_root_dir, <run_dir>/tensorboard, <run_dir>/checkpoints",
         )
@@ -262,8 +264,10 @@ class DetachCLI(LightningCLI):
         }
 
     def before_instantiate_classes(self) -> None:
-        """Decide the data purpose (`set_data_purpose`); switch off TensorBoard's `hp_metric = -1`
-        placeholder (the probe logs real metrics)."""
+        """Decide the data purpose (`set_data_purpose`); switch off TensorBoard's `hp_metric`.
+
+        TensorBoard would log a placeholder `hp_metric = -1`; the probe logs real metrics.
+        """
         config = self.config[self.subcommand] if self.subcommand else self.config
         set_data_purpose(config)
         for entry in _tensorboard_entries(config.get("trainer", Namespace()).get("logger")):
@@ -292,7 +296,7 @@ class DetachCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Refuse `--ckpt_path last` when there is no last checkpoint (see `check_resumable`)."""
-        if self.config_init[self.subcommand].get("ckpt_path") == "last":
+        if self.subcommand and self.config_init[self.subcommand].get("ckpt_path") == "last":
             check_resumable(self.trainer)
 
 
@@ -365,7 +369,7 @@ def check_resumable(trainer: pl.Trainer) -> None:
         if isinstance(callback, ModelCheckpoint):
             folders.append(str(callback.dirpath or f"{trainer.default_root_dir} (default checkpoint folder)"))
             found = found or bool(callback._find_last_checkpoints(trainer))
-    for callback in trainer.callbacks:
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's callback connector, undeclared
         if isinstance(callback, OnExceptionCheckpoint):
             folders.append(str(callback.dirpath))
             found = found or Path(callback.ckpt_path).is_file()

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import DEMO, TINY_DATA
 
 from detach_pl.cli import main
+from helpers import DEMO, TINY_DATA
 
 #: The demo's probe on random encoders (no stage 2 needed), one short epoch on the tiny kitchen.
 SHORT_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import DEMO
 
 from detach_pl.cli import main
 from detach_pl.data.synthetic import CLASS_NAMES, generate_run
 from detach_pl.deploy.contract import load_probe
 from detach_pl.deploy.data import CsvRecordings
 from detach_pl.deploy.readers import read_sensor_csv, world_of
+from helpers import DEMO
 
 
 def write_csv(path: Path, time_s: np.ndarray, columns: dict[str, np.ndarray], labels: list[str] | None = None) -> Path:
@@ -60,7 +60,8 @@ def test_missing_channels_are_listed(run02, probe_ckpt, tmp_path) -> None:
     run, columns, contract = run02
     dropped = contract.channel_names[3:5]
     kept = {name: values for name, values in columns.items() if name not in dropped}
-    with pytest.raises(ValueError, match=r"lacks 2 of the 41 channels the model needs: \[" + ".*".join(map(repr, dropped))):
+    needs = r"lacks 2 of the 41 channels the model needs: \[" + ".*".join(map(repr, dropped))
+    with pytest.raises(ValueError, match=needs):
         prepared(write_csv(tmp_path / "k.csv", run.time_ms / 1000.0, kept), probe_ckpt)
 
 
@@ -85,7 +86,8 @@ def test_another_sensor_rate_is_resampled_with_a_warning_or_refused(run02, probe
     steps = np.diff(recording.time_ms)
     np.testing.assert_allclose(steps, steps[0]) and np.testing.assert_allclose(1000.0 / steps[0], 30.0, rtol=0.05)
     assert np.isfinite(recording.windows.sensor).all()
-    with pytest.raises(ValueError, match=r"sensor rate 1[45]\.\d+ Hz, the model was trained at 30\.\d+ Hz \(data\.init_args\.rate_mismatch=error"):
+    refused = r"sensor rate 1[45]\.\d+ Hz, the model was trained at 30\.\d+ Hz \(data\.init_args\.rate_mismatch=error"
+    with pytest.raises(ValueError, match=refused):
         prepared(path, probe_ckpt, rate_mismatch="error")
 
 
@@ -97,7 +99,9 @@ def test_a_recording_shorter_than_one_window_is_refused(run02, probe_ckpt, tmp_p
         prepared(write_csv(tmp_path / "short.csv", run.time_ms[rows] / 1000.0, short), probe_ckpt)
 
 
-def test_an_all_nan_channel_follows_the_training_nan_policy_and_is_reported(run02, probe_ckpt, tmp_path, caplog) -> None:
+def test_an_all_nan_channel_follows_the_training_nan_policy_and_is_reported(
+    run02, probe_ckpt, tmp_path, caplog
+) -> None:
     run, columns, contract = run02
     name = contract.channel_names[0]
     broken = dict(columns, **{name: np.full(run.time_ms.size, np.nan)})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_datamodule
 
 from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract, load_probe, read_contract
+from helpers import tiny_datamodule
 
 
 def test_probe_checkpoint_carries_the_training_datamodules_contract(probe_ckpt, trained) -> None:

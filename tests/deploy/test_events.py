@@ -11,7 +11,7 @@ from detach_pl.deploy.events import label_segments, merge_events, window_spans_s
 def probs_of(labels: list[int], confidence: list[float], classes: int = 3) -> np.ndarray:
     """Rows whose top class is `labels[i]` with probability `confidence[i]` (rest spread evenly)."""
     probs = np.zeros((len(labels), classes))
-    for row, (label, top) in enumerate(zip(labels, confidence)):
+    for row, (label, top) in enumerate(zip(labels, confidence, strict=True)):
         probs[row] = (1.0 - top) / (classes - 1)
         probs[row, label] = top
     return probs
@@ -33,7 +33,8 @@ def test_confidence_and_duration_floors() -> None:
     probs = probs_of([0, 0, 0, 1, 2, 2, 2], [0.9, 0.4, 0.9, 0.9, 0.8, 0.8, 0.8])
     confident = merge_events(start, start + 2.0, probs, min_confidence=0.5)
     # the unsure window 1 splits class 0 into two events and belongs to none
-    assert [(e.label, e.start_s, e.end_s) for e in confident] == [(0, 0.0, 1.5), (0, 2.5, 3.5), (1, 3.5, 4.5), (2, 4.5, 8.0)]
+    assert [(e.label, e.start_s, e.end_s) for e in confident] == [
+        (0, 0.0, 1.5), (0, 2.5, 3.5), (1, 3.5, 4.5), (2, 4.5, 8.0)]
     long = merge_events(start, start + 2.0, probs, min_confidence=0.5, min_duration_s=1.5)
     assert [(e.label, e.start_s) for e in long] == [(0, 0.0), (2, 4.5)]
     assert merge_events(start[:0], start[:0], probs[:0]) == []

@@ -30,7 +30,8 @@ def eager_reference(probe_ckpt, windows: torch.Tensor) -> torch.Tensor:
 
 def test_onnx_export_matches_eager_on_onnxruntime_and_carries_the_contract(probe_ckpt, exported) -> None:
     contract = load_probe(probe_ckpt).contract
-    assert sorted(path.name for path in exported.parent.iterdir()) == ["model.json", "model.onnx"]  # one file, weights inside
+    # one model file, the weights inside it
+    assert sorted(path.name for path in exported.parent.iterdir()) == ["model.json", "model.onnx"]
     description = json.loads(exported.with_suffix(".json").read_text())
     assert PreprocessingContract.from_dict(description[CONTRACT_KEY]) == contract
     assert description["class_names"] == contract.class_names and description["format"] == "onnx"

@@ -8,7 +8,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import REPO, tiny_encoder
 
 from detach_pl.cli import main
 from detach_pl.data.hwu_usp import DEFAULT_CHANNELS
@@ -16,6 +15,7 @@ from detach_pl.data.opportunity import OpportunityDataModule
 from detach_pl.testing.hwu_usp import write_standin
 from detach_pl.testing.opportunity import write_standin_release
 from detach_pl.testing.probe import probe_checkpoint
+from helpers import REPO, tiny_encoder
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -59,7 +59,8 @@ def test_opportunity_prediction_reads_sensors_only(tmp_path, monkeypatch) -> Non
                             source={"channel_columns": columns, "label_track": "ML_Both_Arms"})
     forbid_video(monkeypatch)
     with_video = predict_in(tmp_path / "a", "opp", ckpt, release.root)
-    assert sorted(with_video) == ["S1-ADL1.events.csv", "S1-ADL1.windows.csv", "S2-ADL4.events.csv", "S2-ADL4.windows.csv"]
+    assert sorted(with_video) == [
+        "S1-ADL1.events.csv", "S1-ADL1.windows.csv", "S2-ADL4.events.csv", "S2-ADL4.windows.csv"]
     assert with_video["S1-ADL1.windows.csv"].count(b"\n") == 11  # header + 10 windows of a 12-s run
     assert delete_videos(release.root, ".avi") == 2
     assert predict_in(tmp_path / "b", "opp", ckpt, release.root) == with_video

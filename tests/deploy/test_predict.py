@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import DEMO, REPO, tiny_datamodule
 
 from detach_pl.cli import main
 from detach_pl.data.synthetic import generate_run
@@ -20,6 +19,7 @@ from detach_pl.deploy.events import merge_events
 from detach_pl.deploy.export import probe_graph
 from detach_pl.deploy.readers import world_of
 from detach_pl.deploy.writer import csv_text, windows_csv_text
+from helpers import REPO, tiny_datamodule
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

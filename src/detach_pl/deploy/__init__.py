@@ -1,5 +1,7 @@
-"""Sensor-only deployment: the preprocessing contract, `detach predict` data and writer,
-`detach export` and the streaming recogniser (docs/deploy.md).
+"""Sensor-only deployment (docs/deploy.md).
+
+The preprocessing contract, `detach predict` data and writer, `detach export` and the streaming
+recogniser.
 
 Names are imported on first use, so `detach_pl.data` can import the contract type without
 loading the model code.

@@ -206,7 +206,9 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
             nearest = np.clip(np.searchsorted(recording.time_ms, time_ms, side="right") - 1, 0, None)
             row_label = row_label[nearest]
         windows = recording_windows(time_ms, sensor, contract, where, row_label)
-        return PreparedRecording(recording.name, windows, time_ms, row_label, recording.sequence_label, recording.source)
+        return PreparedRecording(
+            recording.name, windows, time_ms, row_label, recording.sequence_label, recording.source
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Read and preprocess every recording (once)."""
@@ -253,6 +255,7 @@ class SyntheticRecordings(SensorRecordingsDataModule):
         return world_of({**self.source, **self.world})
 
     def read(self) -> Iterator[SensorRecording]:
+        """Regenerate the named runs of the checkpoint's world."""
         world = self.generator_settings()
         names = self.recordings or [f"run{index:02d}" for index in range(world.num_runs)]
         return synthetic_recordings(world, names, self.contract.class_names)
@@ -287,6 +290,7 @@ class CsvRecordings(SensorRecordingsDataModule):
         self.delimiter = delimiter
 
     def read(self) -> Iterator[SensorRecording]:
+        """Read every CSV file (or the named stems) under `root`."""
         for path in csv_files(self.require_root(), self.recordings):
             yield read_sensor_csv(
                 path, self.contract.class_names, self.time_column, self.time_unit, self.label_column, self.delimiter
@@ -319,6 +323,7 @@ class OpportunityRecordings(SensorRecordingsDataModule):
         return sorted(name for name in folders if locate_run(root, name, require_video=False).sensor is not None)
 
     def read(self) -> Iterator[SensorRecording]:
+        """Read the sensor matrix of every run (or the named runs); the video is never opened."""
         root = self.require_root()
         contract, source = self.contract, self.source
         if self.classes is not None:
@@ -327,7 +332,8 @@ class OpportunityRecordings(SensorRecordingsDataModule):
         channels = [f"column:{n}" for n in columns] if columns else list(contract.channel_names)
         names = self.recordings or self.run_names(root)
         release = OpportunityDataModule(
-            root=str(root), channels=channels, label_track=self.label_track or source.get("label_track", "ML_Both_Arms"),
+            root=str(root), channels=channels,
+            label_track=self.label_track or source.get("label_track", "ML_Both_Arms"),
             classes=list(contract.class_names), runs=names, check_srt=self.check_srt, require_video=False,
             progress=False, num_workers=0,
         )
@@ -361,6 +367,7 @@ class HwuRecordings(SensorRecordingsDataModule):
         self.gap_fill = gap_fill
 
     def read(self) -> Iterator[SensorRecording]:
+        """Read the ambient CSV of every trial (or the named trials); one recording per trial."""
         contract = self.contract
         channels = list(contract.channel_names)
         found = discover_trials(self.require_root(), channels, csv_glob=self.csv_glob, require_video=False)

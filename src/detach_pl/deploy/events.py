@@ -32,8 +32,10 @@ class Event:
 
 
 def window_spans_s(start_s: np.ndarray, end_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The non-overlapping time each window stands for: from the midpoint with the previous
-    window's centre to the midpoint with the next one's (the first and last reach their edges).
+    """The non-overlapping time each window stands for.
+
+    From the midpoint with the previous window's centre to the midpoint with the next one's (the
+    first and last reach their edges).
 
     Overlapping windows (2 s every 1 s) would otherwise give overlapping events.
     """
@@ -95,7 +97,7 @@ def label_segments(time_s: np.ndarray, row_label: np.ndarray) -> list[tuple[floa
     stops = np.concatenate([changes, [row_label.size]])
     return [
         (float(time_s[a]), float(time_s[min(b, time_s.size - 1)]), int(row_label[a]))
-        for a, b in zip(starts, stops)
+        for a, b in zip(starts, stops, strict=True)
         if row_label[a] >= 0
     ]
 

@@ -62,7 +62,9 @@ class ProbeGraph(nn.Module):
 
     def forward(self, sensor: Tensor) -> Tensor:
         """(B, C, L) windows → (B, K) probabilities ((1, K) when pooling)."""
-        embedding = joint_embedding(self.spatial(sensor), self.temporal(sensor), normalize_output=self.normalize_embedding)
+        embedding = joint_embedding(
+            self.spatial(sensor), self.temporal(sensor), normalize_output=self.normalize_embedding
+        )
         if self.pool:
             embedding = embedding.mean(0, keepdim=True)
         return self.classifier(embedding).softmax(-1)
@@ -133,11 +135,12 @@ def export_main(argv: Sequence[str] | None = None) -> None:
         description="Export a probe checkpoint to one ONNX or TorchScript graph (preprocessed sensor "
         "windows → class probabilities) and a model.json with its preprocessing contract.",
     )
-    parser.add_argument("--ckpt_path", required=True, help="probe checkpoint (runs/<dataset>/probe/checkpoints/last.ckpt)")
+    parser.add_argument("--ckpt_path", required=True,
+                        help="probe checkpoint (runs/<dataset>/probe/checkpoints/last.ckpt)")
     parser.add_argument("--output", default="model.onnx", help="model file; model.json is written beside it")
     parser.add_argument("--format", choices=("onnx", "torchscript"), default=None,
                         help="default: from the output suffix (.onnx → onnx, else torchscript)")
     args = parser.parse_args(argv)
-    chosen = args.format or ("onnx" if str(args.output).endswith(".onnx") else "torchscript")
+    chosen: ExportFormat = args.format or ("onnx" if str(args.output).endswith(".onnx") else "torchscript")
     model, description = export_model(args.ckpt_path, args.output, chosen)
     print(f"wrote {model} ({model.stat().st_size} bytes) and {description}")

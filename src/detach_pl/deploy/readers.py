@@ -83,8 +83,9 @@ def fast_numbers(text: str, columns: list[int], width: int, delimiter: str) -> n
 
     About ten times faster than splitting every row in Python (an hour of 30-Hz rows of 37
     channels in well under a second). Empty cells become NaN. None when the body is not plain:
-    a quote, a carriage return (`read_sensor_csv` passes CRLF line ends as LF), a blank row, a row with another number of cells or a cell
-    numpy cannot read; `read_sensor_csv` then reads it row by row, which names the bad line.
+    a quote, a carriage return (`read_sensor_csv` passes CRLF line ends as LF), a blank row, a row
+    with another number of cells or a cell numpy cannot read; `read_sensor_csv` then reads it row
+    by row, which names the bad line.
     """
     if '"' in text or "\r" in text or len(delimiter) != 1 or delimiter.isspace():
         return None
@@ -113,8 +114,10 @@ def read_sensor_csv(
     label_column: str | None = "label",
     delimiter: str = ",",
 ) -> SensorRecording:
-    """Read a generic ambient-sensor CSV (docs/deploy.md): a header row, one timestamp column, one
-    column per channel, optionally a label column holding class names.
+    """Read a generic ambient-sensor CSV (docs/deploy.md).
+
+    A header row, one timestamp column, one column per channel, optionally a label column holding
+    class names.
 
     Raises:
         ValueError: No header or timestamp column, a non-numeric cell, an unknown class name in
@@ -142,7 +145,8 @@ def read_sensor_csv(
     table = fast_numbers(lines, numeric, len(header), delimiter) if plain_header else None
     if table is not None:
         label_cells = [] if label_index is None else [
-            (line, row.split(delimiter)[label_index]) for line, row in enumerate(lines.rstrip("\n").split("\n"), start=2)
+            (line, row.split(delimiter)[label_index])
+            for line, row in enumerate(lines.rstrip("\n").split("\n"), start=2)
         ]
     else:
         rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
@@ -191,7 +195,9 @@ def csv_files(root: Path, recordings: Sequence[str] | None) -> list[Path]:
         by_stem = {path.stem: path for path in files}
         missing = [name for name in recordings if name not in by_stem]
         if missing:
-            raise FileNotFoundError(f"data.init_args.recordings: no CSV {missing} under {root}; found {sorted(by_stem)}")
+            raise FileNotFoundError(
+                f"data.init_args.recordings: no CSV {missing} under {root}; found {sorted(by_stem)}"
+            )
         files = [by_stem[name] for name in recordings]
     if not files:
         raise FileNotFoundError(f"data.init_args.root={str(root)!r}: no .csv file")

@@ -60,7 +60,7 @@ class StreamedWindows:
 
     def rows(self) -> Iterator[WindowResult]:
         """The windows one by one, with their top class."""
-        for start, end, probs in zip(self.start_ms, self.end_ms, self.probs):
+        for start, end, probs in zip(self.start_ms, self.end_ms, self.probs, strict=True):
             k = int(probs.argmax())
             yield WindowResult(start / 1000.0, end / 1000.0, self.class_names[k], float(probs[k]), probs)
 
@@ -146,8 +146,9 @@ class StreamingRecognizer:
         return cls(contract, predict, channel_names)
 
     def push(self, timestamps_ms: np.ndarray, samples: np.ndarray) -> StreamedWindows:
-        """Add rows (timestamps in ms, strictly increasing across pushes) and recognise the
-        windows they complete.
+        """Add rows and recognise the windows they complete.
+
+        Timestamps are in ms, strictly increasing across pushes.
 
         Raises:
             ValueError: Shapes that do not fit, timestamps that do not increase, missing
@@ -180,7 +181,10 @@ class StreamingRecognizer:
         """Preprocess and classify every window complete by now (as `window_spans` cuts them)."""
         settings = self.contract.settings
         window_ms, hop_ms = settings.window_seconds * 1000.0, settings.hop_seconds * 1000.0
-        starts = window_starts(np.array([self._first, self._time[-1]]), settings)[self._next :]
+        first_ms = self._first
+        if first_ms is None:  # no row pushed yet
+            return self._empty()
+        starts = window_starts(np.array([first_ms, self._time[-1]]), settings)[self._next :]
         if starts.size == 0:
             return self._empty()
         kept, spans = [], []
@@ -200,7 +204,7 @@ class StreamingRecognizer:
         self._reported |= dead.any(axis=0)
         report_dead_channels(fresh, self.contract, "streamed rows (first time)")
         probs = self.predict(windows) if spans else self._empty().probs
-        keep_from = np.searchsorted(self._time, self._first + hop_ms * self._next)
+        keep_from = np.searchsorted(self._time, first_ms + hop_ms * self._next)
         self._time, self._rows = self._time[keep_from:], self._rows[keep_from:]
         start_ms = np.asarray(kept, dtype=np.float64)
         return StreamedWindows(start_ms, start_ms + window_ms, np.asarray(probs), list(self.contract.class_names))

@@ -102,6 +102,7 @@ class PredictionWriter(BasePredictionWriter):
             raise ValueError("detach predict writes its files from one process: set --trainer.devices 1")
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Forget the probabilities of an earlier predict run."""
         self._probs = {}
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
@@ -116,7 +117,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Write every recording's files."""
-        data = trainer.datamodule
+        data = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector, undeclared
         if not isinstance(data, SensorRecordingsDataModule):
             raise TypeError(
                 "PredictionWriter writes predictions of new recordings: use a data module of "
@@ -159,7 +160,8 @@ class PredictionWriter(BasePredictionWriter):
         truth = None
         if recording.row_label is not None:
             truth = label_segments(recording.time_ms / 1000.0, recording.row_label)
-        score = "no labels" if f1 is None else f"weighted F1 {f1:.3f} over {int((recording.windows.label >= 0).sum())} labelled windows"
+        labelled = int((recording.windows.label >= 0).sum())
+        score = "no labels" if f1 is None else f"weighted F1 {f1:.3f} over {labelled} labelled windows"
         figure = timeline_figure(events, class_names, truth, f"{recording.name}: {score}")
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import lightning
 import numpy as np
@@ -20,8 +21,13 @@ from detach_pl.modules import LinearProbeModule
 from detach_pl.nn import EncoderConfig
 
 
+def is_dataclass_instance(value: object) -> bool:
+    """Whether `value` is a dataclass instance (saved as a plain dict), not a dataclass type."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
 def probe_checkpoint(path: Path, dataset: str, channels: list[str], classes: list[str], rows: np.ndarray,
-                     rate_hz: float, encoder: EncoderConfig, probe_unit: str = "window",
+                     rate_hz: float, encoder: EncoderConfig, probe_unit: Literal["window", "sequence"] = "window",
                      source: dict | None = None) -> Path:
     """Save a LinearProbeModule checkpoint with the contract of `rows` ((n, C) raw samples).
 
@@ -51,7 +57,7 @@ def probe_checkpoint(path: Path, dataset: str, channels: list[str], classes: lis
         std=np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).tolist(),
         class_names=list(classes), probe_unit=probe_unit, extra={"source": source or {}},
     )
-    hparams = {key: (dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+    hparams = {key: dataclasses.asdict(value) if is_dataclass_instance(value) else value
                for key, value in model.hparams.items()}
     hparams["_class_path"] = "detach_pl.modules.LinearProbeModule"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams, "epoch": 0, "global_step": 0,
