@@ -100,10 +100,9 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
         recordings: Names of the recordings to predict (None: every one found).
         checkpoint: Probe checkpoint or exported `model.json` holding the preprocessing contract
             (`detach predict` fills it from `--ckpt_path`).
-        batch_size: Windows (or, for the sequence probe, recordings) per batch. 1024 windows
-            run the encoders about 1.5–2× faster per window than 256 on two cores (larger
-            matrix products, fewer thread hand-overs), for about 0.3 GB more memory at the
-            paper's sizes (benchmarks/predict.md).
+        batch_size: Windows (or, for the sequence probe, recordings) per batch. At the paper's
+            sizes on two cores, 3600 windows take 4.1–4.3 s in the encoders at 256, 4.4–4.9 s
+            at 64 and 4.4–4.8 s at 1024 (larger batches leave the caches; benchmarks/predict.md).
         rate_mismatch: A recording whose sensor rate differs from the model's by more than
             `rate_tolerance` is "resample"d linearly to the model's rate (with a warning) or
             refused ("error").
@@ -118,7 +117,7 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
         root: str | None = None,
         recordings: list[str] | None = None,
         checkpoint: str | None = None,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         rate_mismatch: RateMismatch = "resample",
         rate_tolerance: float = 0.05,
         num_workers: int = 0,
