@@ -130,10 +130,9 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
         self.root = None if root is None else Path(root).expanduser()
         self.recordings = None if recordings is None else list(recordings)
         self.checkpoint = checkpoint
-        self.batch_size = batch_size
-        self.rate_mismatch = rate_mismatch
-        self.rate_tolerance = rate_tolerance
-        self.num_workers = num_workers
+        #: Keyword arguments of the prediction DataLoader and of `check_rate`, as given.
+        self.loader_options: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers}
+        self.rate_options: dict[str, Any] = {"policy": rate_mismatch, "tolerance": rate_tolerance}
         self._probe: LoadedProbe | None = None
         self._contract: PreprocessingContract | None = None
         self.prepared: list[PreparedRecording] = []
@@ -197,9 +196,7 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
         contract, where = self.contract, recording.where
         check_rows(recording.time_ms, recording.sensor, where)
         sensor = match_channels(recording.channel_names, recording.sensor, contract, where)
-        time_ms, sensor = check_rate(
-            recording.time_ms, sensor, contract, where, self.rate_mismatch, self.rate_tolerance
-        )
+        time_ms, sensor = check_rate(recording.time_ms, sensor, contract, where, **self.rate_options)
         row_label = recording.row_label
         if row_label is not None and time_ms is not recording.time_ms:
             nearest = np.clip(np.searchsorted(recording.time_ms, time_ms, side="right") - 1, 0, None)
@@ -224,9 +221,8 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Windows in recording order (or whole recordings for the sequence probe)."""
         if self.contract.probe_unit == "sequence":
-            return DataLoader(RecordingItems(self.prepared), batch_size=self.batch_size,
-                              collate_fn=collate_sequences, num_workers=self.num_workers)
-        return DataLoader(WindowItems(self.prepared), batch_size=self.batch_size, num_workers=self.num_workers)
+            return DataLoader(RecordingItems(self.prepared), collate_fn=collate_sequences, **self.loader_options)
+        return DataLoader(WindowItems(self.prepared), **self.loader_options)
 
 
 class SyntheticRecordings(SensorRecordingsDataModule):
@@ -283,17 +279,15 @@ class CsvRecordings(SensorRecordingsDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.time_column = time_column
-        self.time_unit = time_unit
-        self.label_column = label_column
-        self.delimiter = delimiter
+        #: Keyword arguments of `read_sensor_csv`, as given.
+        self.csv_format: dict[str, Any] = {
+            "time_column": time_column, "time_unit": time_unit, "label_column": label_column, "delimiter": delimiter,
+        }
 
     def read(self) -> Iterator[SensorRecording]:
         """Read every CSV file (or the named stems) under `root`."""
         for path in csv_files(self.require_root(), self.recordings):
-            yield read_sensor_csv(
-                path, self.contract.class_names, self.time_column, self.time_unit, self.label_column, self.delimiter
-            )
+            yield read_sensor_csv(path, self.contract.class_names, **self.csv_format)
 
 
 class OpportunityRecordings(SensorRecordingsDataModule):
@@ -361,9 +355,10 @@ class HwuRecordings(SensorRecordingsDataModule):
                  sensor_rate_hz: float | None = None, gap_fill: GapFill = "hold", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.csv_glob = csv_glob
-        self.timestamp_unit = timestamp_unit
-        self.sensor_rate_hz = sensor_rate_hz
-        self.gap_fill = gap_fill
+        #: Keyword arguments of `read_ambient_csv`, as given.
+        self.table_options: dict[str, Any] = {
+            "timestamp_unit": timestamp_unit, "sensor_rate_hz": sensor_rate_hz, "gap_fill": gap_fill,
+        }
 
     def read(self) -> Iterator[SensorRecording]:
         """Read the ambient CSV of every trial (or the named trials); one recording per trial."""
@@ -381,7 +376,7 @@ class HwuRecordings(SensorRecordingsDataModule):
             trial = found.trials[name]
             table = read_ambient_csv(
                 trial.ambient, channels, column_names=None if trial.columns.has_header else trial.columns.names,
-                timestamp_unit=self.timestamp_unit, sensor_rate_hz=self.sensor_rate_hz, gap_fill=self.gap_fill,
+                **self.table_options,
             )
             label = contract.class_names.index(trial.activity) if trial.activity in contract.class_names else -1
             rows = np.full(table.time_ms.shape[0], label, dtype=np.int64) if label >= 0 else None
