@@ -154,7 +154,9 @@ def lowpass(values: np.ndarray, cutoff: float = 0.1, order: int = 4, axis: int =
     padlen = 3 * max(len(a), len(b))
     if values.shape[axis] <= padlen:
         return values
-    return signal.filtfilt(b, a, values, axis=axis)
+    # filtfilt over contiguous 1-D signals is 2-4x faster than over a strided axis (same arithmetic).
+    along_last = np.ascontiguousarray(np.moveaxis(values, axis, -1))
+    return np.ascontiguousarray(np.moveaxis(signal.filtfilt(b, a, along_last, axis=-1), -1, axis))
 
 
 def resample_linear(values: np.ndarray, length: int, grid: ResampleGrid = "half_pixel") -> np.ndarray:
