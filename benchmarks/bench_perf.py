@@ -5,7 +5,8 @@
     python -m benchmarks.bench_perf --quick              # fewer repeats and smaller data
 
 `make bench-perf` runs every section and writes `benchmarks/perf.md` from the figures and the
-figures measured before the speed-ups (`benchmarks/perf_before.json`, same machine).
+figures measured before the speed-ups (`benchmarks/perf_before.json`, machine named in it).
+`--render-only` rewrites the report from the stored figures without measuring.
 
 Sections (one CPU thread; batches reduced on CPU, stated in each row):
 
@@ -35,6 +36,17 @@ from benchmarks.perf_common import REPO, load_average, machine_name, set_threads
 SECTIONS = ("loss", "kmeans", "odc", "cache", "loader", "train")
 
 
+def measure(sections: list[str], quick: bool, workdir: Path | None) -> dict[str, dict]:
+    """Run `sections` on one torch thread; their figures with the machine and its load."""
+    set_threads(1)
+    figures: dict[str, dict] = {"machine": {"name": machine_name(), "load_start": load_average()}}
+    for section in sections:
+        print(f"== {section} (load {load_average():.1f})", flush=True)
+        figures[section] = getattr(perf_sections, section)(quick=quick, workdir=workdir)
+    figures["machine"]["load_end"] = load_average()
+    return figures
+
+
 def main() -> None:
     """Run the chosen sections and store their figures as JSON (and Markdown with --report)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,17 +56,14 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None, help="figures measured before, for the table")
     parser.add_argument("--report", type=Path, default=None, help="write the Markdown report here")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder for caches")
+    parser.add_argument("--render-only", action="store_true", help="measure nothing: --report from --json")
     options = parser.parse_args()
-    set_threads(1)
-    figures: dict[str, dict] = {
-        "machine": {"name": machine_name(), "load_start": load_average()},
-    }
-    for section in options.sections:
-        print(f"== {section} (load {load_average():.1f})", flush=True)
-        figures[section] = getattr(perf_sections, section)(quick=options.quick, workdir=options.workdir)
-    figures["machine"]["load_end"] = load_average()
-    write_report(options.json, json.dumps(figures, indent=2))
-    print(f"figures written to {options.json}")
+    if options.render_only:
+        figures = json.loads(options.json.read_text())
+    else:
+        figures = measure(options.sections, options.quick, options.workdir)
+        write_report(options.json, json.dumps(figures, indent=2))
+        print(f"figures written to {options.json}")
     if options.report is not None:
         before = json.loads(options.before.read_text()) if options.before and options.before.is_file() else None
         write_report(options.report, perf_sections.render(figures, before))

@@ -515,7 +515,9 @@ def render(figures: dict, before: dict | None) -> str:
     ]
     if before:
         commit, loads = before["machine"].get("commit", "?"), before["machine"].get("loads")
-        head.append(f"Before: commit {commit}, same machine, loads {loads}.")
+        where = before["machine"].get("name", "?")
+        same = "the same machine" if where == machine["name"] else f"another machine ({where}): compare the ratios"
+        head.append(f"Before: commit {commit}, on {same}; loads {loads}.")
     return "\n".join(head + ["", markdown_table(["figure", "unit", "before", "after"], table), "", NOTES])
 
 
@@ -524,22 +526,26 @@ NOTES = """## Notes
 - Sizes: `loss` uses the paper's embeddings (u: 2·256, z and h: 256); `train` runs the demo's sizes
   (batch 32, 8 × 32², demo encoders) and the paper's clips and encoders (20 × 224²) with the batch
   reduced to 4 on CPU. Stage 1 runs in its refine phase (every loss term) from epoch 0.
-- Loss: the weights come from `pair_weights` (in place, symmetric blocked Gram products) and the
-  loss takes the bounded one-exp path for a float τ with 2/τ ≤ 60 (closed-form backward), equal to
-  the loop reference within 1e-12 in float64 and to the log-sum-exp path within 1e-6 in float32
-  (tests/losses/test_fast_paths.py). At N = 4096 the step is matrix-product bound: the weights need
-  four N × N Gram products (of 256-wide features) besides the loss's three (512-wide), so ≈ 1.4× is
-  the floor in float32 even with the symmetric halving.
+- Loss: `pair_weights` builds W strip by strip (64 rows on the CPU; the four Gram strips combined
+  while in cache, only W mirrored) and the weighted loss takes the bounded one-exp path for a float
+  τ with 2/τ ≤ 60, with the row normalisation fused into its autograd.Function (closed-form
+  backward, two N × N passes). Equal to the loop reference within 1e-12 in float64 and to the
+  log-sum-exp path within 1e-6 in float32 (tests/losses/test_fast_paths.py; docs/performance.md).
+  The ratio at N = 256 moves with the machine's load (1.08-1.58x measured under load by the
+  helper that wrote it): W's four Gram products stay, and plain InfoNCE's non-matmul share varies.
 - Sync-free steps: `debug_checks: false` (default) validates on the first step only; the CPU test
   (tests/perf/test_sync_free.py) refuses host reads during stage-1/2 steps after the first and
-  checks equality with the checked steps. Known remaining sync on a GPU, outside this change's
-  files: `transforms._uniform` draws the warp strengths on the CPU and copies them with a blocking
-  `.to(device)`; the GPU script reports where the first synchronisation happens.
-- The k-means, ODC, cache and loader code did not change in this round: their differences between
-  the columns are the machine's load (about 1 for the "before" micro-benchmarks, 4 for "after"),
-  which is also why single timings moved while the ratios are the figures to read.
+  checks equality with the checked steps; the warp strengths reach a GPU through pinned memory
+  (`transforms._uniform`). The GPU script checks it with `set_sync_debug_mode("error")`.
+- Loader: a worker reads a whole batch into one reused shared-memory buffer (docs/data_loading.md).
+  With raw frames one worker still delivers about a third of the direct read rate (target 1.5x):
+  what remains is per batch (the fetch loop, one file descriptor per tensor handed over). JPEG
+  frames meet it (decoding dominates).
+- Data overhead: within ±5 % at the paper's clip size (a negative figure is noise: the loader's
+  steps ran faster than the in-memory ones); 27-36 % at the demo's sizes (64-93 ms steps, one
+  worker sharing the 2 cores with the training process; not investigated further this round).
+- Before: measured at commit cae4405 by the previous session's run on its machine; single timings
+  of the two columns are not comparable where the machines differ, the ratios are.
 - GPU: no GPU was lent to this task; `make bench-gpu` (benchmarks/gpu_check.sh) is ready and was not
   run here (only its `--device cpu --tiny` mode, by tests/perf/test_gpu_check.py).
-- Not done in this round: compressed frame storage (JPEG), the DataLoader fix, torch.compile /
-  channels-last options and a faster k-means; their "before" figures are in the table.
 """
