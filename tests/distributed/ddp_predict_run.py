@@ -17,9 +17,8 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
-
 from detach_pl.modules import LinearProbeModule  # noqa: E402
+from helpers import cpu_trainer, tiny_datamodule, tiny_encoder  # noqa: E402
 
 
 class DumpPredictions(pl.Callback):
