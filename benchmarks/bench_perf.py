@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help="measure nothing: --report from --json")
     options = parser.parse_args()
     if options.render_only:
+        if not options.json.is_file():
+            parser.error(f"--render-only: no figures at --json {options.json} (run without --render-only first)")
         figures = json.loads(options.json.read_text())
     else:
         figures = measure(options.sections, options.quick, options.workdir)
