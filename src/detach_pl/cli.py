@@ -451,4 +451,6 @@ def console_main() -> None:
 
 
 if __name__ == "__main__":
-    console_main()
+    from detach_pl.console import run
+
+    run(console_main, sys.argv[1:])  # as the `detach` script: predict and export exit fast
