@@ -245,7 +245,8 @@ def main() -> None:
                   f"raw cache is {rates['cache'] / jpeg_rates['cache']:.1f}x faster")
         on_the_fly = OnTheFlyClips(video, dm.cache, dataset.windows, dataset.sensor, 224)
         for workers in (1, 2, 4):
-            cache_rate = loader_rate(WindowBatches(dataset, workers), workers, cache_limit, collate_fn=already_batched)
+            batches = WindowBatches(dataset, workers, BATCH)
+            cache_rate = loader_rate(batches, workers, cache_limit, collate_fn=already_batched)
             decode_rate = loader_rate(on_the_fly, workers, decode_limit)
             table.add(f"DataLoader {workers}w: cache (WindowBatches)", f"{cache_rate:.1f} windows/s",
                       f"{cache_rate / decode_rate:.1f}x decode_clip (target >= 20x)")

@@ -243,3 +243,49 @@ def test_worker_clip_buffers_are_reused_only_after_the_last_view_is_freed(alignm
         assert int(busy.sum()) == 0
     finally:
         alignment_data.num_workers = 0
+
+
+def test_worker_batches_arrive_in_their_slot_and_in_band(alignment_data) -> None:
+    """From a worker, a batch's clips are a view of the training process's own mapping of one of the
+    worker's slots (no new segment), and its other tensors travel in the message (not shared memory)."""
+    alignment_data.num_workers = 1
+    try:
+        loader = alignment_data.train_dataloader()
+        slots = loader.dataset.buffers.segments[0]
+        starts = {segment.data_ptr(): slot for slot, segment in enumerate(slots)}
+        seen = set()
+        for batch in loader:
+            assert batch["video"].data_ptr() in starts
+            seen.add(starts[batch["video"].data_ptr()])
+            for key in ("index", "sensor", "label", "place", "sequence"):
+                assert not batch[key].is_shared(), key
+        assert len(seen) > 1  # batches rotate through the slots as they are freed
+    finally:
+        alignment_data.num_workers = 0
+
+
+def test_spawned_workers_write_into_the_slots_they_received(alignment_data) -> None:
+    """Workers started by spawn get the slots once, pickled with the dataset; batches stay exact."""
+    from detach_pl.data.dataset import WindowBatches, already_batched
+
+    dataset = alignment_data.datasets["train"]
+    served = WindowBatches(dataset, num_workers=1, batch_size=4)
+    starts = {segment.data_ptr() for segment in served.buffers.segments[0]}
+    loader = DataLoader(served, batch_size=4, num_workers=1, collate_fn=already_batched,
+                        multiprocessing_context="spawn")
+    batches = list(loader)  # all held: the first SLOTS_PER_WORKER take the slots, the rest new segments
+    assert len(batches) > SLOTS_PER_WORKER
+    in_slots = [batch["video"].data_ptr() in starts for batch in batches]
+    assert all(in_slots[:SLOTS_PER_WORKER]) and not any(in_slots[SLOTS_PER_WORKER:])
+    for batch in batches:
+        expected = dataset.read_batch(batch["index"].tolist())
+        assert batch.keys() == expected.keys()
+        assert all(torch.equal(batch[key], expected[key]) for key in expected)
+
+
+def test_clip_slots_are_not_used_outside_the_process_that_made_the_loader() -> None:
+    """A slot descriptor unpickled where its loader's buffers do not live is an error, not garbage clips."""
+    from detach_pl.data.clip_buffers import _received_clips
+
+    with pytest.raises(RuntimeError, match="outside the process that made the loader"):
+        _received_clips(10**9, 0, 0, (1, 2, 2, 2, 3))

@@ -1,19 +1,29 @@
-"""Shared-memory clip buffers that a DataLoader worker reuses from batch to batch.
+"""How a DataLoader worker hands a batch to the training process: reused clip slots, small tensors in-band.
 
-A worker hands a batch to the training process through shared memory. PyTorch's default collate
-allocates a new segment per batch, and the first write to each of its pages is a page fault:
-on the VMs measured, 11–23 ms per 24 MiB batch (8 clips of 20 × 224²), several times the cost
-of reading the clips from the cache. A worker here keeps up to `SLOTS_PER_WORKER` segments and
-writes each batch's clips into a free one; a segment is free again once the training process has
-dropped every tensor that views it:
+PyTorch's default path moves every tensor of a batch into a new shared-memory segment in the
+worker, passes one file descriptor per tensor to the training process (a round trip through
+the worker's resource-sharer thread), which maps the segment and unmaps it when the batch is
+freed. For clips every batch then costs page faults on both sides: the worker's first write to
+each 4 KiB page of the new segment and the training process's first read of it (on the VMs
+measured, 11–23 ms per 24 MiB batch of 8 clips of 20 × 224², several times the 3–4 ms of
+reading the clips from the cache). Here:
 
-- the worker sends a `PooledClips` (the clip tensor on its segment, and which slot it is);
-- unpickling it in the training process (`_received_clips`) gives a plain uint8 tensor whose
-  memory is owned by a NumPy view of the segment, with a finalizer on that view; the finalizer
-  runs when the last tensor (or view of one) over the memory is freed, and marks the slot free
-  in a small table shared by both processes (`busy`);
-- a worker writes only into slots marked free, and falls back to a new segment when none is
-  (the training process holding many batches: the clips are never overwritten while visible).
+- `ClipBuffers`, made in the training process before the workers start, allocates
+  `SLOTS_PER_WORKER` shared segments per worker, each the size of a batch's clips. The workers
+  inherit them (or receive them once, when started by spawn), so each side maps a segment once
+  and its pages fault once per run, not once per batch.
+- A worker writes a batch's clips into one of its free slots and sends only which slot it is
+  (`SlotClips`: the loader's token, worker, slot, shape). Unpickled in the training process
+  (`_received_clips`), that becomes a uint8 tensor over the process's own mapping of the slot,
+  whose memory is owned by a NumPy view with a finalizer; the finalizer runs when the last tensor
+  (or view of one) over that memory is freed, and marks the slot free in a small table both
+  processes share (`busy`). A worker writes only into slots marked free, and sends the clips in a
+  new segment when none is (the training process holding many batches): clips the training
+  process can still see are never overwritten.
+- The batch's other tensors (indices, sensor windows, labels: kilobytes to a few MiB) travel
+  inside the pickled message (`in_band`) instead of a segment and a descriptor each.
+
+A batch sent this way is one message of a few hundred KiB and no file descriptor.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 SLOTS_PER_WORKER = 4
-"""Segments a worker keeps: the batches in flight (prefetch_factor 2) and two the trainer holds."""
+"""Segments per worker: the batches in flight (prefetch_factor 2) and two the trainer holds."""
 
 
 def _shared_uint8(numel: int) -> torch.Tensor:
@@ -37,32 +47,32 @@ def _shared_uint8(numel: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage)
 
 
-_TABLES: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
-"""The busy tables of this process's `ClipBuffers` by token (a worker sends the token, not the table)."""
+_BUFFERS: weakref.WeakValueDictionary[int, ClipBuffers] = weakref.WeakValueDictionary()
+"""This process's `ClipBuffers` by token (a worker sends the token, not the buffers)."""
 _TOKENS = itertools.count()
 """Tokens are never reused: a batch outliving its loader cannot free a slot of a later loader's table."""
 
 
-class PooledClips:
-    """A batch's clips on a worker's reused segment, as the worker sends them (unpickled as a tensor)."""
+class SlotClips:
+    """A batch's clips written into a worker's slot, as the worker sends them (unpickled as a tensor)."""
 
-    def __init__(self, clips: torch.Tensor, token: int, worker: int, slot: int) -> None:
-        self.clips, self.token, self.worker, self.slot = clips, token, worker, slot
+    def __init__(self, token: int, worker: int, slot: int, shape: tuple[int, ...]) -> None:
+        self.token, self.worker, self.slot, self.shape = token, worker, slot, shape
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _received_clips, (self.clips, self.token, self.worker, self.slot)
+        return _received_clips, (self.token, self.worker, self.slot, self.shape)
 
 
-def _received_clips(clips: torch.Tensor, token: int, worker: int, slot: int) -> torch.Tensor:
-    """In the training process: the clips as a plain tensor; its slot is freed with its last view.
-
-    Unpickled anywhere but the process that made the loader, the slot is never freed and the
-    worker falls back to new segments: slower, never wrong.
-    """
-    owner = clips.numpy()  # keeps the received segment mapped while any tensor over it lives
-    busy = _TABLES.get(token)
-    if busy is not None:
-        weakref.finalize(owner, _release, busy, worker, slot)
+def _received_clips(token: int, worker: int, slot: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """In the training process: the slot's clips as a plain tensor; the slot is freed with its last view."""
+    buffers = _BUFFERS.get(token)
+    if buffers is None:
+        raise RuntimeError(
+            "clips sent in a DataLoader worker's slot were unpickled outside the process that made the loader "
+            "(detach_pl.data.clip_buffers): only that process maps the slots"
+        )
+    owner = buffers.segments[worker][slot].numpy()[: math.prod(shape)].reshape(shape)
+    weakref.finalize(owner, _release, buffers.busy, worker, slot)
     return torch.from_numpy(owner)
 
 
@@ -70,27 +80,52 @@ def _release(busy: torch.Tensor, worker: int, slot: int) -> None:
     busy[worker, slot] = 0
 
 
+def _from_array(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array)
+
+
+class InBand:
+    """A small tensor a worker sends inside the pickled batch (its bytes copied) rather than in a segment."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _from_array, (self.tensor.contiguous().numpy(),)
+
+
+def in_band(batch: dict[str, Any]) -> dict[str, Any]:
+    """`batch` with its tensors wrapped to travel in-band when sent from a worker (unchanged elsewhere)."""
+    if get_worker_info() is None:
+        return batch
+    return {key: InBand(value) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+
+
 class ClipBuffers:
-    """The reused segments of each worker of one DataLoader, and the shared table of busy slots.
+    """The clip slots of each worker of one DataLoader, and the shared table of busy slots.
+
+    Made in the training process, before the loader starts its workers.
 
     Args:
-        num_workers: The loader's worker processes (the table has a row per worker).
+        num_workers: The loader's worker processes (no slots without workers).
+        clip_shape: The shape of one batch's clips at most, (B, T, H, W, 3).
     """
 
-    def __init__(self, num_workers: int) -> None:
+    def __init__(self, num_workers: int, clip_shape: tuple[int, ...]) -> None:
+        self.clip_shape = tuple(clip_shape)
+        numel = math.prod(self.clip_shape)
+        self.segments = [[_shared_uint8(numel) for _ in range(SLOTS_PER_WORKER)] for _ in range(num_workers)]
         self.busy = torch.zeros(max(num_workers, 1), SLOTS_PER_WORKER, dtype=torch.uint8).share_memory_()
         self.token = next(_TOKENS)
-        _TABLES[self.token] = self.busy
-        self._segments: list[torch.Tensor | None] = [None] * SLOTS_PER_WORKER
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"busy": self.busy, "token": self.token, "_segments": [None] * SLOTS_PER_WORKER}
+        _BUFFERS[self.token] = self
 
     def empty(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
         """An uninitialised uint8 tensor of `shape` to read clips into, and what the batch carries.
 
-        In the training process (no worker) the memory comes from NumPy, whose allocator hands a
-        freed batch's pages to the next one; the batch carries the tensor itself.
+        In a worker: a free slot and its `SlotClips`, or a new shared segment when no slot is free
+        or `shape` is larger than a slot. In the training process (no worker) the memory comes from
+        NumPy, whose allocator hands a freed batch's pages to the next one; the batch carries the
+        tensor itself.
         """
         info = get_worker_info()
         if info is None:
@@ -98,14 +133,11 @@ class ClipBuffers:
             return clips, clips
         numel = math.prod(shape)
         busy = self.busy.numpy()[info.id]
-        for slot in range(SLOTS_PER_WORKER):
-            if busy[slot]:
-                continue
-            segment = self._segments[slot]
-            if segment is None or segment.numel() < numel:
-                segment = self._segments[slot] = _shared_uint8(numel)
-            busy[slot] = 1
-            clips = segment[:numel].view(shape)
-            return clips, PooledClips(clips, self.token, info.id, slot)
-        clips = _shared_uint8(numel).view(shape)  # every slot still held by the training process
+        if numel <= math.prod(self.clip_shape):
+            for slot in range(SLOTS_PER_WORKER):
+                if not busy[slot]:
+                    busy[slot] = 1
+                    clips = self.segments[info.id][slot][:numel].view(shape)
+                    return clips, SlotClips(self.token, info.id, slot, tuple(shape))
+        clips = _shared_uint8(numel).view(shape)
         return clips, clips

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detach_pl.data.cache import FrameStorage, WindowCache, decode_jpeg_frames
-from detach_pl.data.clip_buffers import ClipBuffers
+from detach_pl.data.clip_buffers import ClipBuffers, in_band
 from detach_pl.data.windows import Standardize, standardize_windows
 from detach_pl.seeding import run_seed, sample_generator
 from detach_pl.transforms import augment_clip
@@ -133,17 +133,22 @@ class WindowBatches(Dataset):
     The DataLoader's fetcher calls `__getitems__` with a batch's indices when a dataset has it
     (automatic batching, `already_batched` as the collate); a sampler that yields whole batches
     (`UnpaddedBatchSampler`, with `batch_size=None`) indexes it with the list. Either way the
-    batch is that of `default_collate` over the items (`WindowDataset.read_batch`). Clips are
-    read into shared memory that each worker reuses (`ClipBuffers`).
+    batch is that of `default_collate` over the items (`WindowDataset.read_batch`). In a worker,
+    clips are read into the worker's reused slots and the other tensors travel in-band
+    (`detach_pl.data.clip_buffers`).
 
     Args:
         windows: The dataset.
         num_workers: Worker processes of the loader that reads it.
+        batch_size: The most windows a fetch asks for (the size of a worker's clip slots).
     """
 
-    def __init__(self, windows: WindowDataset, num_workers: int = 0) -> None:
+    def __init__(self, windows: WindowDataset, num_workers: int = 0, batch_size: int = 1) -> None:
         self.windows = windows
-        self.buffers = ClipBuffers(num_workers)
+        if windows.load_video and not windows.decode_on_device:
+            self.buffers = ClipBuffers(num_workers, (batch_size, windows.num_frames, *windows.cache.frame_shape))
+        else:
+            self.buffers = ClipBuffers(0, (0,))
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -154,9 +159,9 @@ class WindowBatches(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         dataset = self.windows
         if not dataset.load_video or dataset.decode_on_device:
-            return dataset.read_batch(indices)
+            return in_band(dataset.read_batch(indices))
         clips, sent = self.buffers.empty((len(indices), dataset.num_frames, *dataset.cache.frame_shape))
-        batch = dataset.read_batch(indices, clips)
+        batch = in_band(dataset.read_batch(indices, clips))
         batch["video"] = sent
         return batch
 

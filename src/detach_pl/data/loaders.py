@@ -42,7 +42,7 @@ def split_loader(
     if isinstance(dataset, SequenceDataset):
         served, collate = dataset, collate_sequences
     elif isinstance(dataset, WindowDataset):
-        served, collate = WindowBatches(dataset, num_workers), already_batched
+        served, collate = WindowBatches(dataset, num_workers, batch_size), already_batched
     else:
         raise TypeError(f"split_loader serves WindowDataset or SequenceDataset, got {type(dataset).__name__}")
     loader_batch: int | None = batch_size
