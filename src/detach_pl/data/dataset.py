@@ -107,15 +107,11 @@ class WindowDataset(Dataset):
         into one (B, T, H, W, 3) uint8 tensor allocated up front (`clips` when given, e.g. a
         worker's reused shared memory, `detach_pl.data.clip_buffers`), the frames in file order.
         """
-        rows = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        batch: dict[str, Any] = {
-            "index": rows,
-            "sensor": self.sensor[rows],
-            "label": self.label[rows],
-            "place": self.place[rows],
-            "sequence": self.sequence[rows],
-        }
-        windows = self.windows[rows.numpy()]
+        rows = np.array(indices, dtype=np.int64)  # a copy: the batch's index never aliases the caller's
+        batch: dict[str, Any] = {"index": torch.from_numpy(rows)}
+        for key in ("sensor", "label", "place", "sequence"):  # NumPy's gather: no OpenMP region per field
+            batch[key] = torch.from_numpy(getattr(self, key).numpy()[rows])
+        windows = self.windows[rows]
         if self.load_video and self.decode_on_device:
             encoded = [self.cache.read_encoded_frames(int(window), self.num_frames) for window in windows]
             steps = range(self.num_frames)
