@@ -6,6 +6,7 @@ import gc
 import inspect
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from functools import partial
@@ -456,11 +457,16 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
                 first = next(iterator)
                 _train_steps(module, [first], transfer)  # warm-up (first-step checks, allocations)
                 in_memory = [_private_copy(next(iterator)) for _ in range(steps)]
-                memory_s, count = _train_steps(module, in_memory, transfer)
-                iterator = iter(loader_)
-                next(iterator)
-                batches = (next(iterator) for _ in range(steps))
-                loader_s, _ = _train_steps(module, batches, transfer)
+                rounds = []  # in memory, then from the loader, alternated: drifts of the machine's load cancel
+                for _ in range(1 if quick or size_name == "paper" else 3):
+                    memory_s, count = _train_steps(module, in_memory, transfer)
+                    iterator = iter(loader_)
+                    next(iterator)
+                    batches = (next(iterator) for _ in range(steps))
+                    loader_s, _ = _train_steps(module, batches, transfer)
+                    rounds.append((memory_s, loader_s))
+                memory_s = statistics.median(m for m, _ in rounds)
+                loader_s = statistics.median(loaded for _, loaded in rounds)
                 del iterator, loader_
                 key = f"{size_name}_{stage}"
                 results[key] = {
