@@ -26,6 +26,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -87,6 +88,20 @@ def steps(module, batches, dm, device, precision: str, check_syncs: bool) -> tup
     return time.perf_counter() - started, count
 
 
+def batches_from(loader: Iterable, count: int) -> Iterator:
+    """`count` batches of `loader`, from the start of an epoch, into the next epochs when one ends."""
+    served = 0
+    while served < count:
+        epoch_start = served
+        for batch in loader:
+            yield batch
+            served += 1
+            if served == count:
+                return
+        if served == epoch_start:
+            raise RuntimeError("the stand-in's training loader has no batch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -132,8 +147,8 @@ def main() -> None:
                 seconds, count = steps(module, in_memory[1:], dm, device, precision, check_syncs=False)
                 overhead = None
                 if precision != "bf16_fast":
-                    loader_batches = (next(iterator) for _ in range(num_steps))
-                    loader_seconds, _ = steps(module, loader_batches, dm, device, precision, check_syncs=False)
+                    loader_seconds, _ = steps(module, batches_from(loader, num_steps), dm, device, precision,
+                                              check_syncs=False)
                     overhead = loader_seconds / seconds - 1.0
                 key = f"{stage}_{precision}"
                 results[key] = {
