@@ -391,6 +391,16 @@ def _encoder(paper: bool):
                          sensor_temporal_channels=[16, 32, 64], gru_hidden=64)
 
 
+def training_sensor(dm) -> torch.Tensor:  # noqa: ANN001
+    """The standardised training windows (N, C, L) that initialise the ODC bank.
+
+    Also from the code before `alignment_training_set`, so that this benchmark measures a "before" commit.
+    """
+    if hasattr(dm, "alignment_training_set"):
+        return dm.alignment_training_set().sensor
+    return dm.train_sensor_windows()
+
+
 def build_stage(stage: str, data_info, encoder, train_sensor: torch.Tensor | None = None):
     """A stage-1 module in its refine phase (every loss term runs) or a stage-2 module, on CPU."""
     from detach_pl.modules import SpatialGroundingModule, TemporalAlignmentModule
@@ -449,7 +459,7 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
             encoder = _encoder(size["paper"])
             for stage in ("stage1", "stage2"):
                 torch.manual_seed(0)
-                module = build_stage(stage, dm.data_info, encoder, dm.alignment_training_set().sensor)
+                module = build_stage(stage, dm.data_info, encoder, training_sensor(dm))
                 module.train()
                 transfer = partial(_transfer, dm)
                 loader_ = dm.train_dataloader()
