@@ -156,3 +156,15 @@ def test_cache_windows_equal_the_per_window_pipeline(tmp_path: Path, standardize
         expected = preprocess_window(sensor[first:last], time_ms[first:last], mean, std, settings, standardize)
         np.testing.assert_allclose(dataset.sensor[position].numpy(), expected, rtol=1e-4, atol=1e-4)
     assert len(cache) >= 2 * (len(window_starts(originals['a'][0], settings)) - 1)
+
+
+def test_butterworth_is_designed_once_and_equals_scipy() -> None:
+    """The cached design is scipy's, shared read-only (a caller cannot alter the next caller's filter)."""
+    from detach_pl.data.windows import butterworth
+
+    b, a = butterworth(4, 0.1)
+    expected_b, expected_a = signal.butter(4, 0.1)
+    assert np.array_equal(b, expected_b) and np.array_equal(a, expected_a)
+    assert butterworth(4, 0.1)[0] is b
+    with pytest.raises(ValueError, match="read-only"):
+        b[0] = 0.0

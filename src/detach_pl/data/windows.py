@@ -23,6 +23,7 @@ the read-time `standardize: affine` (plain (x − μ)/σ) of the DataModule.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -137,6 +138,18 @@ def interpolate_nans(values: np.ndarray, time_ms: np.ndarray) -> np.ndarray:
     return filled
 
 
+@lru_cache(maxsize=16)
+def butterworth(order: int, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """`scipy.signal.butter(order, cutoff)`, designed once per setting (a streaming push filters one window).
+
+    The arrays are read-only: every caller shares them.
+    """
+    b, a = signal.butter(order, cutoff)
+    b.setflags(write=False)
+    a.setflags(write=False)
+    return b, a
+
+
 def lowpass(values: np.ndarray, cutoff: float = 0.1, order: int = 4, axis: int = 0) -> np.ndarray:
     """Zero-phase Butterworth low-pass along `axis` (`scipy.signal.filtfilt`, odd padding).
 
@@ -150,7 +163,7 @@ def lowpass(values: np.ndarray, cutoff: float = 0.1, order: int = 4, axis: int =
     Returns:
         Filtered samples; signals too short for the filter's padding are returned unchanged.
     """
-    b, a = signal.butter(order, cutoff)
+    b, a = butterworth(order, cutoff)
     padlen = 3 * max(len(a), len(b))
     if values.shape[axis] <= padlen:
         return values
