@@ -556,29 +556,44 @@ def render(figures: dict, before: dict | None) -> str:
 
 NOTES = """## Notes
 
-- Sizes: `loss` uses the paper's embeddings (u: 2·256, z and h: 256); `train` runs the demo's sizes
+- Before and after ran on the same machine within 12 minutes of each other, with the same benchmark
+  code. The before ran against the code of cae4405 (`PYTHONPATH=<worktree of cae4405>/src`) while a
+  helper's job shared the machine (loads 0.9-2.5 per section); the after ran on a quiet machine
+  (0.4-1.1). The before's wall-clock rates are therefore pessimistic, and its CPU ms per window
+  and ratios are the better comparison. The previous report's before (cae4405 on an Intel Xeon) is
+  in git history.
+- Sizes: `loss` uses the paper's embeddings (u: 2·256, z and h: 256). `train` runs the demo's sizes
   (batch 32, 8 × 32², demo encoders) and the paper's clips and encoders (20 × 224²) with the batch
   reduced to 4 on CPU. Stage 1 runs in its refine phase (every loss term) from epoch 0.
-- Loss: `pair_weights` builds W strip by strip (64 rows on the CPU; the four Gram strips combined
-  while in cache, only W mirrored) and the weighted loss takes the bounded one-exp path for a float
-  τ with 2/τ ≤ 60, with the row normalisation fused into its autograd.Function (closed-form
-  backward, two N × N passes). Equal to the loop reference within 1e-12 in float64 and to the
-  log-sum-exp path within 1e-6 in float32 (tests/losses/test_fast_paths.py; docs/performance.md).
-  The ratio at N = 256 moves with the machine's load (1.08-1.58x measured under load by the
-  helper that wrote it): W's four Gram products stay, and plain InfoNCE's non-matmul share varies.
-- Sync-free steps: `debug_checks: false` (default) validates on the first step only; the CPU test
-  (tests/perf/test_sync_free.py) refuses host reads during stage-1/2 steps after the first and
-  checks equality with the checked steps; the warp strengths reach a GPU through pinned memory
-  (`transforms._uniform`). The GPU script checks it with `set_sync_debug_mode("error")`.
-- Loader: a worker reads a whole batch into one reused shared-memory buffer (docs/data_loading.md).
-  With raw frames one worker still delivers about a third of the direct read rate (target 1.5x):
-  what remains is per batch (the fetch loop, one file descriptor per tensor handed over). JPEG
-  frames meet it (decoding dominates).
-- Data overhead: within ±5 % at the paper's clip size (a negative figure is noise: the loader's
-  steps ran faster than the in-memory ones); 27-36 % at the demo's sizes (64-93 ms steps, one
-  worker sharing the 2 cores with the training process; not investigated further this round).
-- Before: measured at commit cae4405 by the previous session's run on its machine; single timings
-  of the two columns are not comparable where the machines differ, the ratios are.
-- GPU: no GPU was lent to this task; `make bench-gpu` (benchmarks/gpu_check.sh) is ready and was not
-  run here (only its `--device cpu --tiny` mode, by tests/perf/test_gpu_check.py).
+- Loss: `pair_weights` builds W strip by strip, and the weighted loss takes the bounded one-exp
+  path with the row normalisation fused into its autograd.Function (tests/losses/test_fast_paths.py;
+  docs/performance.md). All three N are under 1.3x.
+- Sync-free steps: `debug_checks: false` (the default) validates on the first step only. The CPU
+  test (tests/perf/test_sync_free.py) refuses host reads during the stage-1/2 steps after the first.
+  The GPU script checks the same with `set_sync_debug_mode("error")`.
+- Loader (docs/data_loading.md): the training process makes each worker's clip slots before the
+  workers start, and a worker sends only which slot it wrote. The batch's other tensors travel in
+  the pickled message, so there is no segment, file descriptor or page fault per batch. The sensor
+  fields are gathered with NumPy: torch's index kernel stalled for milliseconds per batch in an
+  OpenMP region while another process held the second core.
+  - One worker against direct reads of the same windows: 2.21x for a new loader (its first epoch
+    pays the first write of each slot's pages once, about 20 ms per 24 MiB on this VM) and 1.56x
+    from the second epoch on (CPU 1.38x), against the 1.5x target.
+  - What is left is the read itself: clips read into a 24 MiB batch buffer cost about 0.1 ms per
+    window more than the direct reads into one reused 3 MiB array (in one process, 0.42-0.46 vs
+    0.32-0.35 ms per window).
+  - "second epoch" was added this round, after the first-epoch figure had been seen, because a
+    training run reads every epoch after the first that way (persistent workers). Both are
+    reported.
+- Data overhead: within ±5 % at both sizes. The demo's sizes were 27-36 % in the previous round:
+  - the in-memory batches held the workers' slots, so the loader run sent every batch through a
+    new segment;
+  - 12 steps of 50-90 ms measured the load as much as the loader.
+  The in-memory batches are now private copies, and the demo's sizes run three alternated rounds
+  and report their medians. Both protocol changes came after seeing the 27-36 %, and the "before"
+  column ran under them too. A negative figure is noise.
+- GPU: no GPU was lent to this task (device status: not drawn), so `make bench-gpu`
+  (benchmarks/gpu_check.sh) was not run on a GPU. Running its CPU mode with its default 3 steps
+  found a bug: the data-overhead runs drew every batch from one iterator and ran out at stage-1
+  bf16. They now start a new epoch when one ends, and tests/perf/test_gpu_check.py runs 3 steps.
 """
