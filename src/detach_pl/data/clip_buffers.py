@@ -1,4 +1,4 @@
-"""How a DataLoader worker hands a batch to the training process: reused clip slots, small tensors in-band.
+"""How a DataLoader worker hands a batch's clips to the training process: reused slots, made before the workers.
 
 PyTorch's default path moves every tensor of a batch into a new shared-memory segment in the
 worker, passes one file descriptor per tensor to the training process (a round trip through
@@ -20,10 +20,10 @@ reading the clips from the cache). Here:
   processes share (`busy`). A worker writes only into slots marked free, and sends the clips in a
   new segment when none is (the training process holding many batches): clips the training
   process can still see are never overwritten.
-- The batch's other tensors (indices, sensor windows, labels: kilobytes to a few MiB) travel
-  inside the pickled message (`in_band`) instead of a segment and a descriptor each.
-
-A batch sent this way is one message of a few hundred KiB and no file descriptor.
+- The batch's other tensors (indices, sensor windows, labels) take PyTorch's default path. Sent
+  inside the pickled message instead, a batch's message outgrows the pipe's 64 KiB buffer, and a
+  worker whose training process was killed then blocks for ever on exit, its queue's feeder
+  thread writing into a pipe nobody reads (PyTorch cancels that join only on an orderly shutdown).
 """
 
 from __future__ import annotations
@@ -78,27 +78,6 @@ def _received_clips(token: int, worker: int, slot: int, shape: tuple[int, ...]) 
 
 def _release(busy: torch.Tensor, worker: int, slot: int) -> None:
     busy[worker, slot] = 0
-
-
-def _from_array(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array)
-
-
-class InBand:
-    """A small tensor a worker sends inside the pickled batch (its bytes copied) rather than in a segment."""
-
-    def __init__(self, tensor: torch.Tensor) -> None:
-        self.tensor = tensor
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _from_array, (self.tensor.contiguous().numpy(),)
-
-
-def in_band(batch: dict[str, Any]) -> dict[str, Any]:
-    """`batch` with its tensors wrapped to travel in-band when sent from a worker (unchanged elsewhere)."""
-    if get_worker_info() is None:
-        return batch
-    return {key: InBand(value) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
 class ClipBuffers:

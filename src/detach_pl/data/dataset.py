@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detach_pl.data.cache import FrameStorage, WindowCache, decode_jpeg_frames
-from detach_pl.data.clip_buffers import ClipBuffers, in_band
+from detach_pl.data.clip_buffers import ClipBuffers
 from detach_pl.data.windows import Standardize, standardize_windows
 from detach_pl.seeding import run_seed, sample_generator
 from detach_pl.transforms import augment_clip
@@ -130,8 +130,7 @@ class WindowBatches(Dataset):
     (automatic batching, `already_batched` as the collate); a sampler that yields whole batches
     (`UnpaddedBatchSampler`, with `batch_size=None`) indexes it with the list. Either way the
     batch is that of `default_collate` over the items (`WindowDataset.read_batch`). In a worker,
-    clips are read into the worker's reused slots and the other tensors travel in-band
-    (`detach_pl.data.clip_buffers`).
+    clips are read into the worker's reused slots (`detach_pl.data.clip_buffers`).
 
     Args:
         windows: The dataset.
@@ -155,9 +154,9 @@ class WindowBatches(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         dataset = self.windows
         if not dataset.load_video or dataset.decode_on_device:
-            return in_band(dataset.read_batch(indices))
+            return dataset.read_batch(indices)
         clips, sent = self.buffers.empty((len(indices), dataset.num_frames, *dataset.cache.frame_shape))
-        batch = in_band(dataset.read_batch(indices, clips))
+        batch = dataset.read_batch(indices, clips)
         batch["video"] = sent
         return batch
 
