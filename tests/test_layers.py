@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("core: readers, networks, losses", {"data", "nn", "losses", "clustering"}),
     ("LightningModules", {"modules"}),
     ("deployment", {"deploy"}),
-    ("command line", {"cli"}),
+    ("command line", {"cli", "console"}),
     ("stage chain and reports", {"pipeline", "folds", "report"}),
     ("stand-ins for tests and benchmarks", {"testing"}),
 ]
