@@ -572,16 +572,23 @@ NOTES = """## Notes
   test (tests/perf/test_sync_free.py) refuses host reads during the stage-1/2 steps after the first.
   The GPU script checks the same with `set_sync_debug_mode("error")`.
 - Loader (docs/data_loading.md): the training process makes each worker's clip slots before the
-  workers start, and a worker sends only which slot it wrote. The batch's other tensors travel in
-  the pickled message, so there is no segment, file descriptor or page fault per batch. The sensor
-  fields are gathered with NumPy: torch's index kernel stalled for milliseconds per batch in an
-  OpenMP region while another process held the second core.
-  - One worker against direct reads of the same windows: 2.21x for a new loader (its first epoch
-    pays the first write of each slot's pages once, about 20 ms per 24 MiB on this VM) and 1.56x
-    from the second epoch on (CPU 1.38x), against the 1.5x target.
-  - What is left is the read itself: clips read into a 24 MiB batch buffer cost about 0.1 ms per
-    window more than the direct reads into one reused 3 MiB array (in one process, 0.42-0.46 vs
-    0.32-0.35 ms per window).
+  workers start, and a worker sends only which slot it wrote, so clips cost no segment, file
+  descriptor or page fault per batch. The sensor fields are gathered with NumPy: torch's index
+  kernel stalled for milliseconds per batch in an OpenMP region while another process held the
+  second core.
+  - The loader rows were re-measured at a0fe407 (18:40 UTC, load 0.6); the other sections are from
+    the full run. One worker against direct reads: 3.11x for a new loader (its first epoch pays
+    the first write of each slot's pages once, about 20 ms per 24 MiB on this VM) and 1.87x from
+    the second epoch on (CPU 2.43x). The target is 1.5x.
+  - Tried and withdrawn: the batch's other tensors sent inside the pickled message (no file
+    descriptor at all) gave 2.21x and 1.56x in the full run. But the message outgrew the pipe's
+    64 KiB buffer, and a worker of a SIGKILLed training process then never exited: its queue's
+    feeder thread blocked on the unread pipe, and tests/modules/test_resume.py hung in the
+    fresh-clone CI. Writing those tensors into the slot too would keep the message small (next
+    round).
+  - What is left besides the per-tensor descriptors: clips read into a 24 MiB batch buffer cost
+    about 0.1 ms per window more than the direct reads into one reused 3 MiB array (in one process,
+    0.42-0.46 vs 0.32-0.35 ms per window).
   - "second epoch" was added this round, after the first-epoch figure had been seen, because a
     training run reads every epoch after the first that way (persistent workers). Both are
     reported.
