@@ -246,8 +246,8 @@ def test_worker_clip_buffers_are_reused_only_after_the_last_view_is_freed(alignm
 
 
 def test_worker_batches_arrive_in_their_slot(alignment_data) -> None:
-    """From a worker, a batch's clips are a view of the training process's own mapping of one of the
-    worker's slots (no new segment)."""
+    """From a worker, a batch's tensors are views of the training process's own mapping of one of the
+    worker's slots (no new segment, no file descriptor per tensor)."""
     alignment_data.num_workers = 1
     try:
         loader = alignment_data.train_dataloader()
@@ -256,7 +256,11 @@ def test_worker_batches_arrive_in_their_slot(alignment_data) -> None:
         seen = set()
         for batch in loader:
             assert batch["video"].data_ptr() in starts
-            seen.add(starts[batch["video"].data_ptr()])
+            slot = starts[batch["video"].data_ptr()]
+            seen.add(slot)
+            low, size = slots[slot].data_ptr(), slots[slot].numel()
+            for key in ("index", "sensor", "label", "place", "sequence"):
+                assert low <= batch[key].data_ptr() < low + size, key
         assert len(seen) > 1  # batches rotate through the slots as they are freed
     finally:
         alignment_data.num_workers = 0
@@ -283,7 +287,7 @@ def test_spawned_workers_write_into_the_slots_they_received(alignment_data) -> N
 
 def test_clip_slots_are_not_used_outside_the_process_that_made_the_loader() -> None:
     """A slot descriptor unpickled where its loader's buffers do not live is an error, not garbage clips."""
-    from detach_pl.data.clip_buffers import _received_clips
+    from detach_pl.data.clip_buffers import _received_batch
 
     with pytest.raises(RuntimeError, match="outside the process that made the loader"):
-        _received_clips(10**9, 0, 0, (1, 2, 2, 2, 3))
+        _received_batch(10**9, 0, 0, [("video", 0, (1, 2, 2, 2, 3), "uint8")], {})

@@ -12,18 +12,18 @@ reading the clips from the cache). Here:
   `SLOTS_PER_WORKER` shared segments per worker, each the size of a batch's clips. The workers
   inherit them (or receive them once, when started by spawn), so each side maps a segment once
   and its pages fault once per run, not once per batch.
-- A worker writes a batch's clips into one of its free slots and sends only which slot it is
-  (`SlotClips`: the loader's token, worker, slot, shape). Unpickled in the training process
-  (`_received_clips`), that becomes a uint8 tensor over the process's own mapping of the slot,
-  whose memory is owned by a NumPy view with a finalizer; the finalizer runs when the last tensor
-  (or view of one) over that memory is freed, and marks the slot free in a small table both
-  processes share (`busy`). A worker writes only into slots marked free, and sends the clips in a
-  new segment when none is (the training process holding many batches): clips the training
-  process can still see are never overwritten.
-- The batch's other tensors (indices, sensor windows, labels) take PyTorch's default path. Sent
-  inside the pickled message instead, a batch's message outgrows the pipe's 64 KiB buffer, and a
-  worker whose training process was killed then blocks for ever on exit, its queue's feeder
-  thread writing into a pipe nobody reads (PyTorch cancels that join only on an orderly shutdown).
+- A worker writes a batch into one of its free slots (the clips first, then the other tensors:
+  indices, sensor windows, labels) and sends only which slot it is and where each tensor lies
+  (`SlotBatch`, a message of a few hundred bytes). Unpickled in the training process
+  (`_received_batch`), that becomes the batch's tensors over the process's own mapping of the
+  slot, whose memory is owned by one NumPy view with a finalizer; the finalizer runs when the last
+  tensor (or view of one) over that memory is freed, and marks the slot free in a small table both
+  processes share (`busy`). A worker writes only into slots marked free, and sends the batch by
+  PyTorch's default path when none is (the training process holding many batches): tensors the
+  training process can still see are never overwritten.
+- The message stays small on purpose. With the sensor windows inside the pickled message it
+  outgrew the pipe's 64 KiB buffer, and a worker whose training process was killed then blocked
+  for ever on exit, its queue's feeder thread writing into a pipe nobody reads.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -53,27 +53,51 @@ _TOKENS = itertools.count()
 """Tokens are never reused: a batch outliving its loader cannot free a slot of a later loader's table."""
 
 
-class SlotClips:
-    """A batch's clips written into a worker's slot, as the worker sends them (unpickled as a tensor)."""
+class Slot(NamedTuple):
+    """Which slot of which worker of which loader a batch was written into."""
 
-    def __init__(self, token: int, worker: int, slot: int, shape: tuple[int, ...]) -> None:
-        self.token, self.worker, self.slot, self.shape = token, worker, slot, shape
+    token: int
+    worker: int
+    slot: int
+
+
+ALIGNMENT = 64
+"""Byte alignment of each tensor in a slot."""
+
+
+class SlotBatch:
+    """A batch written into a worker's slot, as the worker sends it (unpickled as the batch dict).
+
+    Args:
+        slot: The slot.
+        layout: (key, byte offset, shape, dtype) of each tensor in the slot.
+        rest: The batch's other entries, sent the ordinary way.
+    """
+
+    def __init__(self, slot: Slot, layout: list[tuple[str, int, tuple[int, ...], str]], rest: dict[str, Any]) -> None:
+        self.slot, self.layout, self.rest = slot, layout, rest
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _received_clips, (self.token, self.worker, self.slot, self.shape)
+        return _received_batch, (*self.slot, self.layout, self.rest)
 
 
-def _received_clips(token: int, worker: int, slot: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """In the training process: the slot's clips as a plain tensor; the slot is freed with its last view."""
+def _received_batch(token: int, worker: int, slot: int, layout: list[tuple[str, int, tuple[int, ...], str]],
+                    rest: dict[str, Any]) -> dict[str, Any]:
+    """In the training process: the batch over the slot's memory; the slot is freed with its last view."""
     buffers = _BUFFERS.get(token)
     if buffers is None:
         raise RuntimeError(
-            "clips sent in a DataLoader worker's slot were unpickled outside the process that made the loader "
+            "a batch sent in a DataLoader worker's slot was unpickled outside the process that made the loader "
             "(detach_pl.data.clip_buffers): only that process maps the slots"
         )
-    owner = buffers.segments[worker][slot].numpy()[: math.prod(shape)].reshape(shape)
+    owner = buffers.segments[worker][slot].numpy()  # a new view: every tensor below keeps it alive
     weakref.finalize(owner, _release, buffers.busy, worker, slot)
-    return torch.from_numpy(owner)
+    batch = dict(rest)
+    for key, offset, shape, dtype in layout:
+        kind = np.dtype(dtype)
+        nbytes = math.prod(shape) * kind.itemsize
+        batch[key] = torch.from_numpy(owner[offset : offset + nbytes].view(kind).reshape(shape))
+    return batch
 
 
 def _release(busy: torch.Tensor, worker: int, slot: int) -> None:
@@ -88,11 +112,12 @@ class ClipBuffers:
     Args:
         num_workers: The loader's worker processes (no slots without workers).
         clip_shape: The shape of one batch's clips at most, (B, T, H, W, 3).
+        extra_bytes: Room in each slot for the batch's other tensors (`pack`).
     """
 
-    def __init__(self, num_workers: int, clip_shape: tuple[int, ...]) -> None:
+    def __init__(self, num_workers: int, clip_shape: tuple[int, ...], extra_bytes: int = 0) -> None:
         self.clip_shape = tuple(clip_shape)
-        numel = math.prod(self.clip_shape)
+        numel = _aligned(math.prod(self.clip_shape)) + extra_bytes
         self.segments = [[_shared_uint8(numel) for _ in range(SLOTS_PER_WORKER)] for _ in range(num_workers)]
         self.busy = torch.zeros(max(num_workers, 1), SLOTS_PER_WORKER, dtype=torch.uint8).share_memory_()
         self.token = next(_TOKENS)
@@ -101,7 +126,7 @@ class ClipBuffers:
     def empty(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
         """An uninitialised uint8 tensor of `shape` to read clips into, and what the batch carries.
 
-        In a worker: a free slot and its `SlotClips`, or a new shared segment when no slot is free
+        In a worker: a free slot and its `Slot`, or a new shared segment when no slot is free
         or `shape` is larger than a slot. In the training process (no worker) the memory comes from
         NumPy, whose allocator hands a freed batch's pages to the next one; the batch carries the
         tensor itself.
@@ -117,6 +142,35 @@ class ClipBuffers:
                 if not busy[slot]:
                     busy[slot] = 1
                     clips = self.segments[info.id][slot][:numel].view(shape)
-                    return clips, SlotClips(self.token, info.id, slot, tuple(shape))
+                    return clips, Slot(self.token, info.id, slot)
         clips = _shared_uint8(numel).view(shape)
         return clips, clips
+
+    def pack(self, batch: dict[str, Any], key: str, sent: Any) -> Any:
+        """What a worker sends for `batch`, whose `key` tensor came from `empty` (with `sent`).
+
+        In a slot: a `SlotBatch`, the batch's other tensors copied after the clips while they fit.
+        Otherwise the batch itself, by PyTorch's default path.
+        """
+        if not isinstance(sent, Slot):
+            return {**batch, key: sent}
+        segment = self.segments[sent.worker][sent.slot].numpy()
+        clips = batch[key]
+        layout = [(key, 0, tuple(clips.shape), str(clips.numpy().dtype))]
+        offset, rest = _aligned(clips.numel() * clips.element_size()), {}
+        for name, value in batch.items():
+            if name == key:
+                continue
+            if not isinstance(value, torch.Tensor) or offset + value.numel() * value.element_size() > segment.size:
+                rest[name] = value
+                continue
+            array = np.ascontiguousarray(value.numpy())
+            segment[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)[...] = array
+            layout.append((name, offset, tuple(array.shape), str(array.dtype)))
+            offset = _aligned(offset + array.nbytes)
+        return SlotBatch(sent, layout, rest)
+
+
+def _aligned(nbytes: int) -> int:
+    """`nbytes` rounded up to a multiple of `ALIGNMENT`."""
+    return -(-nbytes // ALIGNMENT) * ALIGNMENT

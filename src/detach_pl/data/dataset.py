@@ -29,10 +29,13 @@ import torch
 from torch.utils.data import Dataset
 
 from detach_pl.data.cache import FrameStorage, WindowCache, decode_jpeg_frames
-from detach_pl.data.clip_buffers import ClipBuffers
+from detach_pl.data.clip_buffers import ALIGNMENT, ClipBuffers
 from detach_pl.data.windows import Standardize, standardize_windows
 from detach_pl.seeding import run_seed, sample_generator
 from detach_pl.transforms import augment_clip
+
+SMALL_FIELDS = ("sensor", "label", "place", "sequence")
+"""The per-window tensors of a batch besides its clips (and its `index`, one int64 per window)."""
 
 
 class WindowDataset(Dataset):
@@ -109,7 +112,7 @@ class WindowDataset(Dataset):
         """
         rows = np.array(indices, dtype=np.int64)  # a copy: the batch's index never aliases the caller's
         batch: dict[str, Any] = {"index": torch.from_numpy(rows)}
-        for key in ("sensor", "label", "place", "sequence"):  # NumPy's gather: no OpenMP region per field
+        for key in SMALL_FIELDS:  # NumPy's gather: no OpenMP region per field
             batch[key] = torch.from_numpy(getattr(self, key).numpy()[rows])
         windows = self.windows[rows]
         if self.load_video and self.decode_on_device:
@@ -141,7 +144,9 @@ class WindowBatches(Dataset):
     def __init__(self, windows: WindowDataset, num_workers: int = 0, batch_size: int = 1) -> None:
         self.windows = windows
         if windows.load_video and not windows.decode_on_device:
-            self.buffers = ClipBuffers(num_workers, (batch_size, windows.num_frames, *windows.cache.frame_shape))
+            per_item = 8 + sum(getattr(windows, key)[:1].nbytes for key in SMALL_FIELDS)  # 8: the int64 index
+            self.buffers = ClipBuffers(num_workers, (batch_size, windows.num_frames, *windows.cache.frame_shape),
+                                       extra_bytes=batch_size * per_item + (len(SMALL_FIELDS) + 1) * ALIGNMENT)
         else:
             self.buffers = ClipBuffers(0, (0,))
 
@@ -156,9 +161,7 @@ class WindowBatches(Dataset):
         if not dataset.load_video or dataset.decode_on_device:
             return dataset.read_batch(indices)
         clips, sent = self.buffers.empty((len(indices), dataset.num_frames, *dataset.cache.frame_shape))
-        batch = dataset.read_batch(indices, clips)
-        batch["video"] = sent
-        return batch
+        return self.buffers.pack(dataset.read_batch(indices, clips), "video", sent)
 
 
 def already_batched(batch: dict[str, Any]) -> dict[str, Any]:
