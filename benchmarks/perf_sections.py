@@ -571,24 +571,25 @@ NOTES = """## Notes
 - Sync-free steps: `debug_checks: false` (the default) validates on the first step only. The CPU
   test (tests/perf/test_sync_free.py) refuses host reads during the stage-1/2 steps after the first.
   The GPU script checks the same with `set_sync_debug_mode("error")`.
-- Loader (docs/data_loading.md): the training process makes each worker's clip slots before the
-  workers start, and a worker sends only which slot it wrote, so clips cost no segment, file
-  descriptor or page fault per batch. The sensor fields are gathered with NumPy: torch's index
-  kernel stalled for milliseconds per batch in an OpenMP region while another process held the
-  second core.
-  - The loader rows were re-measured at a0fe407 (18:40 UTC, load 0.6); the other sections are from
-    the full run. One worker against direct reads: 3.11x for a new loader (its first epoch pays
-    the first write of each slot's pages once, about 20 ms per 24 MiB on this VM) and 1.87x from
-    the second epoch on (CPU 2.43x). The target is 1.5x.
-  - Tried and withdrawn: the batch's other tensors sent inside the pickled message (no file
-    descriptor at all) gave 2.21x and 1.56x in the full run. But the message outgrew the pipe's
-    64 KiB buffer, and a worker of a SIGKILLed training process then never exited: its queue's
-    feeder thread blocked on the unread pipe, and tests/modules/test_resume.py hung in the
-    fresh-clone CI. Writing those tensors into the slot too would keep the message small (next
-    round).
-  - What is left besides the per-tensor descriptors: clips read into a 24 MiB batch buffer cost
-    about 0.1 ms per window more than the direct reads into one reused 3 MiB array (in one process,
-    0.42-0.46 vs 0.32-0.35 ms per window).
+- Loader (docs/data_loading.md): the training process makes each worker's slots before the
+  workers start. A worker writes a whole batch into a slot and sends a message of a few hundred
+  bytes saying where each tensor lies, so a batch costs no segment, file descriptor or page fault.
+  The sensor fields are gathered with NumPy: torch's index kernel stalled for milliseconds per
+  batch in an OpenMP region while another process held the second core.
+  - The loader and train rows were re-measured with the final code (19:12 UTC, load 0.3-1.1); the
+    other sections are from the full run at 18:08.
+  - One worker against direct reads: 2.46x for a new loader and 2.01x from the second epoch on
+    (CPU 2.26x), against the 1.5x target. A new loader's first epoch pays the first write of each
+    slot's pages once, about 20 ms per 24 MiB on this VM.
+  - The figure moves with the direct reads between runs. Direct reads ran at 2450-3360 windows/s
+    and the second-epoch loader at 1680-1880 windows/s across four runs today, with three variants
+    of the small tensors: in-band in the message 1.56x, default path 1.87x, in the slot 2.01x.
+  - The in-band variant was withdrawn. Its message outgrew the pipe's 64 KiB buffer, and a worker
+    of a SIGKILLed training process then never exited (tests/modules/test_resume.py hung in the
+    fresh-clone CI).
+  - What is left besides the hand-over: clips read into a 24 MiB batch buffer cost about 0.1 ms per
+    window more than the direct reads into one reused 3 MiB array (in one process, 0.42-0.46 vs
+    0.32-0.35 ms per window).
   - "second epoch" was added this round, after the first-epoch figure had been seen, because a
     training run reads every epoch after the first that way (persistent workers). Both are
     reported.
