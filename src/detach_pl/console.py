@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib
 import os
 import sys
 import threading
@@ -41,7 +42,7 @@ def import_paused(name: str) -> ModuleType:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        module = __import__(name, fromlist=["_"])
+        module = importlib.import_module(name)
     finally:
         gc.freeze()
         if was_enabled:

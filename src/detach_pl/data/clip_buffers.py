@@ -1,4 +1,4 @@
-"""How a DataLoader worker hands a batch's clips to the training process: reused slots, made before the workers.
+"""How a DataLoader worker hands a batch to the training process: reused slots, made before the workers.
 
 PyTorch's default path moves every tensor of a batch into a new shared-memory segment in the
 worker, passes one file descriptor per tensor to the training process (a round trip through
@@ -9,7 +9,7 @@ measured, 11–23 ms per 24 MiB batch of 8 clips of 20 × 224², several times t
 reading the clips from the cache). Here:
 
 - `ClipBuffers`, made in the training process before the workers start, allocates
-  `SLOTS_PER_WORKER` shared segments per worker, each the size of a batch's clips. The workers
+  `SLOTS_PER_WORKER` shared segments per worker, each the size of one batch. The workers
   inherit them (or receive them once, when started by spawn), so each side maps a segment once
   and its pages fault once per run, not once per batch.
 - A worker writes a batch into one of its free slots (the clips first, then the other tensors:
@@ -105,7 +105,7 @@ def _release(busy: torch.Tensor, worker: int, slot: int) -> None:
 
 
 class ClipBuffers:
-    """The clip slots of each worker of one DataLoader, and the shared table of busy slots.
+    """The batch slots of each worker of one DataLoader, and the shared table of busy slots.
 
     Made in the training process, before the loader starts its workers.
 

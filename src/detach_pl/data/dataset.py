@@ -133,12 +133,12 @@ class WindowBatches(Dataset):
     (automatic batching, `already_batched` as the collate); a sampler that yields whole batches
     (`UnpaddedBatchSampler`, with `batch_size=None`) indexes it with the list. Either way the
     batch is that of `default_collate` over the items (`WindowDataset.read_batch`). In a worker,
-    clips are read into the worker's reused slots (`detach_pl.data.clip_buffers`).
+    the batch is written into one of the worker's reused slots (`detach_pl.data.clip_buffers`).
 
     Args:
         windows: The dataset.
         num_workers: Worker processes of the loader that reads it.
-        batch_size: The most windows a fetch asks for (the size of a worker's clip slots).
+        batch_size: The most windows a fetch asks for (the size of a worker's slots).
     """
 
     def __init__(self, windows: WindowDataset, num_workers: int = 0, batch_size: int = 1) -> None:
