@@ -11,12 +11,13 @@ import gc
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
+from detach_pl.data.batch_slots import SLOTS_PER_WORKER
 from detach_pl.data.cache import FrameStorage
-from detach_pl.data.clip_buffers import SLOTS_PER_WORKER
 from detach_pl.data.dataset import WindowDataset, clips_to_float, decodes_on_device
 from detach_pl.distributed import UnpaddedBatchSampler
 from helpers import tiny_datamodule
@@ -220,13 +221,13 @@ def test_jpeg_training_batches_equal_per_item_reads(tmp_path, on_device: bool) -
         datamodule.trainer = None
 
 
-def test_worker_clip_buffers_are_reused_only_after_the_last_view_is_freed(alignment_data) -> None:
+def test_worker_batch_slots_are_reused_only_after_the_last_view_is_freed(alignment_data) -> None:
     """A worker writes clips into a reused shared segment only once the training process has
-    dropped every tensor over it (`detach_pl.data.clip_buffers`)."""
+    dropped every tensor over it (`detach_pl.data.batch_slots`)."""
     alignment_data.num_workers = 1
     try:
         loader = alignment_data.train_dataloader()
-        busy = loader.dataset.buffers.busy
+        busy = loader.dataset.slots.busy
         held = list(loader)  # every batch held: the worker must not overwrite any of them
         dataset, cache = alignment_data.datasets["train"], alignment_data.cache
         for batch in held:
@@ -251,7 +252,7 @@ def test_worker_batches_arrive_in_their_slot(alignment_data) -> None:
     alignment_data.num_workers = 1
     try:
         loader = alignment_data.train_dataloader()
-        slots = loader.dataset.buffers.segments[0]
+        slots = loader.dataset.slots.segments[0]
         starts = {segment.data_ptr(): slot for slot, segment in enumerate(slots)}
         seen = set()
         for batch in loader:
@@ -272,7 +273,7 @@ def test_spawned_workers_write_into_the_slots_they_received(alignment_data) -> N
 
     dataset = alignment_data.datasets["train"]
     served = WindowBatches(dataset, num_workers=1, batch_size=4)
-    starts = {segment.data_ptr() for segment in served.buffers.segments[0]}
+    starts = {segment.data_ptr() for segment in served.slots.segments[0]}
     loader = DataLoader(served, batch_size=4, num_workers=1, collate_fn=already_batched,
                         multiprocessing_context="spawn")
     batches = list(loader)  # all held: the first SLOTS_PER_WORKER take the slots, the rest new segments
@@ -286,8 +287,68 @@ def test_spawned_workers_write_into_the_slots_they_received(alignment_data) -> N
 
 
 def test_clip_slots_are_not_used_outside_the_process_that_made_the_loader() -> None:
-    """A slot descriptor unpickled where its loader's buffers do not live is an error, not garbage clips."""
-    from detach_pl.data.clip_buffers import _received_batch
+    """A slot descriptor unpickled where its loader's slots do not live is an error, not garbage clips."""
+    from detach_pl.data.batch_slots import _received_batch
 
     with pytest.raises(RuntimeError, match="outside the process that made the loader"):
         _received_batch(10**9, 0, 0, [("video", 0, (1, 2, 2, 2, 3), "uint8")], {})
+
+
+def _exit_status_of_forked(check) -> int:  # noqa: ANN001
+    """Run `check()` (True when it holds) in a forked process, as a worker runs; 0 when it held."""
+    import os
+
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the forked process (NumPy only: torch's thread pool does not survive fork)
+        status = 1
+        try:
+            status = 0 if check() else 2
+        finally:
+            os._exit(status)
+    return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+
+
+def test_map_pages_keeps_the_contents_and_leaves_no_page_to_fault_on_write() -> None:
+    """In a forked process (as a worker), `map_pages` maps a slot the training process wrote, without
+    changing it. Writing the whole slot afterwards then takes a handful of page faults (the process's
+    own), not one per page as it does unmapped."""
+    import resource
+
+    from detach_pl.data.batch_slots import PAGE_BYTES, _shared_uint8, map_pages
+
+    pages = 2048
+    segment = _shared_uint8(pages * PAGE_BYTES).zero_()
+    pattern = (np.arange(segment.numel()) % 251).astype(np.uint8)
+    segment.numpy()[...] = pattern
+
+    def unchanged() -> bool:
+        map_pages(segment)
+        return bool(np.array_equal(segment.numpy(), pattern))
+
+    def write_faults(mapped: bool) -> int:
+        if mapped:
+            map_pages(segment)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        segment.numpy()[...] = 7
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    assert _exit_status_of_forked(unchanged) == 0
+    assert _exit_status_of_forked(lambda: write_faults(mapped=True) < pages // 16) == 0
+    assert _exit_status_of_forked(lambda: write_faults(mapped=False) >= pages // 2) == 0  # what it saves
+    assert np.all(segment.numpy() == 7)  # the children wrote the shared pages
+
+
+def test_workers_started_again_map_the_slots_without_touching_held_batches(alignment_data) -> None:
+    """Non-persistent workers are new processes each epoch and map every slot of theirs again,
+    including the slots of batches the training process still holds: those stay exact."""
+    from detach_pl.data.dataset import WindowBatches, already_batched
+
+    dataset = alignment_data.datasets["train"]
+    served = WindowBatches(dataset, num_workers=1, batch_size=4)
+    loader = DataLoader(served, batch_size=4, num_workers=1, collate_fn=already_batched, persistent_workers=False)
+    held = list(loader)[:2]
+    assert int(served.slots.busy.sum()) == len(held) == 2  # the rest were freed
+    assert len(list(loader)) > 0  # a new worker: maps all its slots, writes into the free ones only
+    for batch in held:
+        expected = dataset.read_batch(batch["index"].tolist())
+        assert all(torch.equal(batch[key], expected[key]) for key in expected)

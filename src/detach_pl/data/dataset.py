@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from detach_pl.data.batch_slots import ALIGNMENT, BatchSlots
 from detach_pl.data.cache import FrameStorage, WindowCache, decode_jpeg_frames
-from detach_pl.data.clip_buffers import ALIGNMENT, ClipBuffers
 from detach_pl.data.windows import Standardize, standardize_windows
 from detach_pl.seeding import run_seed, sample_generator
 from detach_pl.transforms import augment_clip
@@ -108,7 +108,7 @@ class WindowDataset(Dataset):
         Equal to `default_collate([self[i] for i in indices])`, key by key, without building the
         items: sensor fields are gathered with one index each, and the clips are read straight
         into one (B, T, H, W, 3) uint8 tensor allocated up front (`clips` when given, e.g. a
-        worker's reused shared memory, `detach_pl.data.clip_buffers`), the frames in file order.
+        worker's reused shared memory, `detach_pl.data.batch_slots`), the frames in file order.
         """
         rows = np.array(indices, dtype=np.int64)  # a copy: the batch's index never aliases the caller's
         batch: dict[str, Any] = {"index": torch.from_numpy(rows)}
@@ -133,7 +133,7 @@ class WindowBatches(Dataset):
     (automatic batching, `already_batched` as the collate); a sampler that yields whole batches
     (`UnpaddedBatchSampler`, with `batch_size=None`) indexes it with the list. Either way the
     batch is that of `default_collate` over the items (`WindowDataset.read_batch`). In a worker,
-    the batch is written into one of the worker's reused slots (`detach_pl.data.clip_buffers`).
+    the batch is written into one of the worker's reused slots (`detach_pl.data.batch_slots`).
 
     Args:
         windows: The dataset.
@@ -145,10 +145,10 @@ class WindowBatches(Dataset):
         self.windows = windows
         if windows.load_video and not windows.decode_on_device:
             per_item = 8 + sum(getattr(windows, key)[:1].nbytes for key in SMALL_FIELDS)  # 8: the int64 index
-            self.buffers = ClipBuffers(num_workers, (batch_size, windows.num_frames, *windows.cache.frame_shape),
+            self.slots = BatchSlots(num_workers, (batch_size, windows.num_frames, *windows.cache.frame_shape),
                                        extra_bytes=batch_size * per_item + (len(SMALL_FIELDS) + 1) * ALIGNMENT)
         else:
-            self.buffers = ClipBuffers(0, (0,))
+            self.slots = BatchSlots(0, (0,))
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -160,8 +160,8 @@ class WindowBatches(Dataset):
         dataset = self.windows
         if not dataset.load_video or dataset.decode_on_device:
             return dataset.read_batch(indices)
-        clips, sent = self.buffers.empty((len(indices), dataset.num_frames, *dataset.cache.frame_shape))
-        return self.buffers.pack(dataset.read_batch(indices, clips), "video", sent)
+        clips, sent = self.slots.empty((len(indices), dataset.num_frames, *dataset.cache.frame_shape))
+        return self.slots.pack(dataset.read_batch(indices, clips), "video", sent)
 
 
 def already_batched(batch: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ each 4 KiB page of the new segment and the training process's first read of it (
 measured, 11–23 ms per 24 MiB batch of 8 clips of 20 × 224², several times the 3–4 ms of
 reading the clips from the cache). Here:
 
-- `ClipBuffers`, made in the training process before the workers start, allocates
+- `BatchSlots`, made in the training process before the workers start, allocates
   `SLOTS_PER_WORKER` shared segments per worker, each the size of one batch. The workers
   inherit them (or receive them once, when started by spawn), so each side maps a segment once
   and its pages fault once per run, not once per batch.
@@ -21,6 +21,13 @@ reading the clips from the cache). Here:
   processes share (`busy`). A worker writes only into slots marked free, and sends the batch by
   PyTorch's default path when none is (the training process holding many batches): tensors the
   training process can still see are never overwritten.
+- Each slot's pages are made once and mapped once per process, before the first batch:
+  the training process writes the slots when it makes them (the pages exist), and each worker
+  reads one byte per page of its slots before it serves its first batch (`map_pages`: a read
+  fault maps its page and, on Linux, the existing pages around it, writable, and changes nothing). On the VM measured, a
+  worker that instead faulted its pages while reading clips into them spent 60–80 ms per 24 MiB
+  slot on it, against 3 ms for the reads; that cost fell inside the first epoch, and inside a
+  later one whenever a slot was first used then (the training process holding one batch more).
 - The message stays small on purpose. With the sensor windows inside the pickled message it
   outgrew the pipe's 64 KiB buffer, and a worker whose training process was killed then blocked
   for ever on exit, its queue's feeder thread writing into a pipe nobody reads.
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import weakref
 from typing import Any, NamedTuple
 
@@ -41,14 +49,27 @@ SLOTS_PER_WORKER = 4
 """Segments per worker: the batches in flight (prefetch_factor 2) and two the trainer holds."""
 
 
+PAGE_BYTES = 4096
+"""The stride of `map_pages` (the smallest page size of the platforms PyTorch runs on)."""
+
+
 def _shared_uint8(numel: int) -> torch.Tensor:
     """An uninitialised 1-D uint8 tensor in shared memory (as `default_collate` allocates in a worker)."""
     storage = torch.UntypedStorage._new_shared(numel)
     return torch.empty(0, dtype=torch.uint8).set_(storage)
 
 
-_BUFFERS: weakref.WeakValueDictionary[int, ClipBuffers] = weakref.WeakValueDictionary()
-"""This process's `ClipBuffers` by token (a worker sends the token, not the buffers)."""
+def map_pages(segment: torch.Tensor) -> None:
+    """Map every page of a shared segment into this process by reading one byte per page.
+
+    Read, not written: the segment's contents stay as they are, so a slot that a batch in the
+    training process still holds can be mapped too (workers started again for a new epoch).
+    """
+    int(segment.numpy()[::PAGE_BYTES].sum())
+
+
+_SLOTS: weakref.WeakValueDictionary[int, BatchSlots] = weakref.WeakValueDictionary()
+"""This process's `BatchSlots` by token (a worker sends the token, not the slots)."""
 _TOKENS = itertools.count()
 """Tokens are never reused: a batch outliving its loader cannot free a slot of a later loader's table."""
 
@@ -84,14 +105,14 @@ class SlotBatch:
 def _received_batch(token: int, worker: int, slot: int, layout: list[tuple[str, int, tuple[int, ...], str]],
                     rest: dict[str, Any]) -> dict[str, Any]:
     """In the training process: the batch over the slot's memory; the slot is freed with its last view."""
-    buffers = _BUFFERS.get(token)
-    if buffers is None:
+    slots = _SLOTS.get(token)
+    if slots is None:
         raise RuntimeError(
             "a batch sent in a DataLoader worker's slot was unpickled outside the process that made the loader "
-            "(detach_pl.data.clip_buffers): only that process maps the slots"
+            "(detach_pl.data.batch_slots): only that process maps the slots"
         )
-    owner = buffers.segments[worker][slot].numpy()  # a new view: every tensor below keeps it alive
-    weakref.finalize(owner, _release, buffers.busy, worker, slot)
+    owner = slots.segments[worker][slot].numpy()  # a new view: every tensor below keeps it alive
+    weakref.finalize(owner, _release, slots.busy, worker, slot)
     batch = dict(rest)
     for key, offset, shape, dtype in layout:
         kind = np.dtype(dtype)
@@ -104,10 +125,11 @@ def _release(busy: torch.Tensor, worker: int, slot: int) -> None:
     busy[worker, slot] = 0
 
 
-class ClipBuffers:
+class BatchSlots:
     """The batch slots of each worker of one DataLoader, and the shared table of busy slots.
 
-    Made in the training process, before the loader starts its workers.
+    Made in the training process, before the loader starts its workers; it writes each slot once
+    (zeros), so that the slots' pages exist before any worker maps them (`map_pages`).
 
     Args:
         num_workers: The loader's worker processes (no slots without workers).
@@ -118,10 +140,11 @@ class ClipBuffers:
     def __init__(self, num_workers: int, clip_shape: tuple[int, ...], extra_bytes: int = 0) -> None:
         self.clip_shape = tuple(clip_shape)
         numel = _aligned(math.prod(self.clip_shape)) + extra_bytes
-        self.segments = [[_shared_uint8(numel) for _ in range(SLOTS_PER_WORKER)] for _ in range(num_workers)]
+        self.segments = [[_shared_uint8(numel).zero_() for _ in range(SLOTS_PER_WORKER)] for _ in range(num_workers)]
         self.busy = torch.zeros(max(num_workers, 1), SLOTS_PER_WORKER, dtype=torch.uint8).share_memory_()
         self.token = next(_TOKENS)
-        _BUFFERS[self.token] = self
+        self._mapped_by = os.getpid()
+        _SLOTS[self.token] = self
 
     def empty(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
         """An uninitialised uint8 tensor of `shape` to read clips into, and what the batch carries.
@@ -135,6 +158,10 @@ class ClipBuffers:
         if info is None:
             clips = torch.from_numpy(np.empty(shape, dtype=np.uint8))
             return clips, clips
+        if self._mapped_by != os.getpid():  # a worker's first batch: its slots' pages, before any clip
+            for segment in self.segments[info.id]:
+                map_pages(segment)
+            self._mapped_by = os.getpid()
         numel = math.prod(shape)
         busy = self.busy.numpy()[info.id]
         if numel <= math.prod(self.clip_shape):
