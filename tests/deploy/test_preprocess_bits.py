@@ -36,3 +36,14 @@ def test_filter_and_resample_in_chunks_equals_each_window_on_its_own() -> None:
         alone = lowpass(segment, settings.lowpass_cutoff, settings.lowpass_order)
         expected = resample_linear(alone, settings.sensor_length, settings.resample_grid).astype(np.float32)
         assert got[k].tobytes() == expected.tobytes(), k
+
+
+def test_resample_linear_of_stacked_windows_equals_each_window_on_its_own() -> None:
+    rng = np.random.default_rng(2)
+    for rows in (1, 5, 60, 200):
+        stacked = rng.standard_normal((3, rows, 4))
+        for grid in ("half_pixel", "endpoints"):
+            got = resample_linear(stacked, 128, grid)
+            assert got.shape == (3, 4, 128)
+            for n in range(3):
+                assert np.ascontiguousarray(got[n]).tobytes() == resample_linear(stacked[n], 128, grid).tobytes()

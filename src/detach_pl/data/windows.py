@@ -183,15 +183,15 @@ def lowpass(values: np.ndarray, cutoff: float = 0.1, order: int = 4, axis: int =
 
 
 def resample_linear(values: np.ndarray, length: int, grid: ResampleGrid = "half_pixel") -> np.ndarray:
-    """Linearly resample a (rows, C) window to (C, length).
+    """Linearly resample a (rows, C) window to (C, length), or (n, rows, C) windows of one length to (n, C, length).
 
     "half_pixel" reads output sample i at input position max((i + ½)·rows/length − ½, 0), the
     grid of ``torch.nn.functional.interpolate(mode="linear", align_corners=False)`` (released
     code); "endpoints" at i·(rows − 1)/(length − 1), so both ends land on the first and last row.
     """
-    rows = values.shape[0]
+    rows = values.shape[-2]
     if rows == 1:
-        return np.repeat(values.T, length, axis=1)
+        return np.repeat(np.swapaxes(values, -1, -2), length, axis=-1)
     if grid == "half_pixel":
         source = np.maximum((np.arange(length) + 0.5) * (rows / length) - 0.5, 0.0)
     else:
@@ -199,8 +199,8 @@ def resample_linear(values: np.ndarray, length: int, grid: ResampleGrid = "half_
     lower = np.minimum(np.floor(source).astype(np.int64), rows - 1)
     upper = np.minimum(lower + 1, rows - 1)
     frac = (source - lower)[:, None]
-    resampled = values[lower] * (1.0 - frac) + values[upper] * frac
-    return resampled.T
+    resampled = values[..., lower, :] * (1.0 - frac) + values[..., upper, :] * frac
+    return np.swapaxes(resampled, -1, -2)
 
 
 def fill_window_nans(

@@ -92,15 +92,17 @@ def fast_numbers(text: str, columns: list[int], width: int, delimiter: str) -> n
     body = text.rstrip("\n")
     if not body:
         return None
-    blank = f"{delimiter} \t"
-    if any(line.count(delimiter) != width - 1 or not line.strip(blank) for line in body.split("\n")):
-        return None
     empty, filled = delimiter * 2, f"{delimiter}nan{delimiter}"
     body = body.replace(empty, filled).replace(empty, filled)
     body = body.replace(f"\n{delimiter}", f"\nnan{delimiter}").replace(f"{delimiter}\n", f"{delimiter}nan\n")
     body = ("nan" if body.startswith(delimiter) else "") + body + ("nan" if body.endswith(delimiter) else "")
-    try:
-        return np.loadtxt(io.StringIO(body), delimiter=delimiter, usecols=columns, dtype=np.float64,
+    lines = body.split("\n")
+    # A row of empty cells now reads "nan,…,nan": left to the row-by-row reader, which skips blank rows.
+    maybe_blank = f"{delimiter} \tna"
+    if any(line.count(delimiter) != width - 1 or not line.strip(maybe_blank) for line in lines):
+        return None
+    try:  # the lines themselves: a StringIO of the body would hold a 4-byte-per-character copy of it
+        return np.loadtxt(lines, delimiter=delimiter, usecols=columns, dtype=np.float64,
                           comments=None, quotechar=None, ndmin=2)
     except ValueError:
         return None

@@ -69,7 +69,7 @@ def eager_predictor(graph: torch.nn.Module) -> Predictor:
     """Probabilities from the eager graph (threads: `torch.set_num_threads`, the caller's choice)."""
 
     def predict(windows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.inference_mode():
             return graph(torch.from_numpy(windows)).numpy()
 
     return predict

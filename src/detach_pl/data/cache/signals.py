@@ -24,7 +24,8 @@ FILTER_CHUNK = 256
 def _filter_and_resample(segments: list[np.ndarray], channels: int, settings: WindowSettings) -> np.ndarray:
     """Low-pass each (rows_i, C) segment on its own, then resample it: (n, C, L) float32.
 
-    Segments of equal length are filtered together, `FILTER_CHUNK` per `filtfilt` call.
+    Segments of equal length are filtered and resampled together, `FILTER_CHUNK` per call (the
+    same arithmetic per sample as one segment at a time).
     """
     out = np.zeros((len(segments), channels, settings.sensor_length), dtype=np.float32)
     by_length: dict[int, list[int]] = {}
@@ -35,8 +36,7 @@ def _filter_and_resample(segments: list[np.ndarray], channels: int, settings: Wi
             positions = same_length[first : first + FILTER_CHUNK]
             stacked = np.stack([segments[position] for position in positions])
             filtered = lowpass(stacked, settings.lowpass_cutoff, settings.lowpass_order, axis=1)
-            for position, window in zip(positions, filtered, strict=True):
-                out[position] = resample_linear(window, settings.sensor_length, settings.resample_grid)
+            out[positions] = resample_linear(filtered, settings.sensor_length, settings.resample_grid)
     return out
 
 
