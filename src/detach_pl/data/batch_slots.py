@@ -21,13 +21,14 @@ reading the clips from the cache). Here:
   processes share (`busy`). A worker writes only into slots marked free, and sends the batch by
   PyTorch's default path when none is (the training process holding many batches): tensors the
   training process can still see are never overwritten.
-- Each slot's pages are made once and mapped once per process, before the first batch:
-  the training process writes the slots when it makes them (the pages exist), and each worker
-  reads one byte per page of its slots before it serves its first batch (`map_pages`: a read
-  fault maps its page and, on Linux, the existing pages around it, writable, and changes nothing). On the VM measured, a
-  worker that instead faulted its pages while reading clips into them spent 60–80 ms per 24 MiB
-  slot on it, against 3 ms for the reads; that cost fell inside the first epoch, and inside a
-  later one whenever a slot was first used then (the training process holding one batch more).
+- Each slot's pages are made once and mapped once per process, before the first batch: the
+  training process writes the slots when it makes them (the pages exist), and each worker reads
+  one byte per page of its slots before it serves its first batch (`map_pages`: a read fault
+  maps its page and, on Linux, the existing pages around it, writable, and changes nothing). On
+  the VM measured, a worker that instead faulted its pages while reading clips into them spent
+  60–80 ms per 24 MiB slot on it, against 3 ms for the reads; that cost fell inside the first
+  epoch, and inside a later one whenever a slot was first used then (the training process
+  holding one batch more).
 - The message stays small on purpose. With the sensor windows inside the pickled message it
   outgrew the pipe's 64 KiB buffer, and a worker whose training process was killed then blocked
   for ever on exit, its queue's feeder thread writing into a pipe nobody reads.
