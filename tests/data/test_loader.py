@@ -8,6 +8,7 @@ collate of single items (the path before batched reads).
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -294,7 +295,7 @@ def test_clip_slots_are_not_used_outside_the_process_that_made_the_loader() -> N
         _received_batch(10**9, 0, 0, [("video", 0, (1, 2, 2, 2, 3), "uint8")], {})
 
 
-def _exit_status_of_forked(check) -> int:  # noqa: ANN001
+def _exit_status_of_forked(check: Callable[[], bool]) -> int:
     """Run `check()` (True when it holds) in a forked process, as a worker runs; 0 when it held."""
     import os
 
