@@ -70,6 +70,28 @@ def median_seconds(
     return statistics.median(times)
 
 
+def interleaved_median_seconds(
+    runs: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Median wall time of each of `runs`, timed in turn within every repeat.
+
+    Timing one variant's repeats after the other's lets a drift of a shared machine's load read
+    as a difference between them; taking turns spreads any drift over all of them alike.
+    """
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process so far (Linux `ru_maxrss`, KiB → bytes)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
