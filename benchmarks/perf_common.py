@@ -58,16 +58,7 @@ def median_seconds(
     run: Callable[[], object], *, repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu"
 ) -> float:
     """Median wall time of `run()` over `repeats` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return interleaved_median_seconds({"run": run}, repeats=repeats, warmup=warmup, device=device)["run"]
 
 
 def interleaved_median_seconds(
