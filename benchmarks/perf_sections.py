@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import math
 import os
 import shutil
 import statistics
@@ -234,13 +235,14 @@ def _scratch(workdir: Path | None, name: str) -> Path:
     return folder
 
 
-def _direct_rate(cache, windows: np.ndarray, num_frames: int, sensor: np.ndarray) -> float:
-    """Windows/s of `read_frames` + the sensor row, one process, no DataLoader."""
-    started = time.perf_counter()
+def _direct_reads(cache, windows: np.ndarray, num_frames: int, sensor: np.ndarray) -> tuple[float, float]:
+    """Windows/s and CPU ms per window of `read_frames` + the sensor row, one process, no DataLoader."""
+    cpu_started, started = time.process_time(), time.perf_counter()
     for window in windows:
         cache.read_frames(int(window), num_frames)
         sensor[int(window)].copy()
-    return len(windows) / (time.perf_counter() - started)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return len(windows) / wall, 1000.0 * cpu / len(windows)
 
 
 def _memory_rate(cache, windows: np.ndarray, num_frames: int, frames_in_ram: np.ndarray, sensor: np.ndarray) -> float:
@@ -272,7 +274,7 @@ def cache(quick: bool = False, workdir: Path | None = None) -> dict:
             windows = np.random.default_rng(0).permutation(len(cache_))[: 60 if quick else 120]
             sensor, _, _ = cache_.read_sensor(np.arange(len(cache_)))
             frames_in_ram = np.stack(list(cache_.iter_run_frames(cache_.run_names[0])))
-            direct = statistics_median(partial(_direct_rate, cache_, windows, 20, sensor))
+            direct = statistics.median(_direct_reads(cache_, windows, 20, sensor)[0] for _ in range(3))
             memory = statistics_median(partial(_memory_rate, cache_, windows, 20, frames_in_ram, sensor))
             name = _option_name(option)
             results[name] = {
@@ -299,15 +301,6 @@ def _process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a live process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _direct_cpu_ms(cache, windows: np.ndarray, num_frames: int, sensor: np.ndarray) -> float:
-    """CPU ms per window of direct reads (`read_frames` + the sensor row): a cost that load does not change."""
-    started = time.process_time()
-    for window in windows:
-        cache.read_frames(int(window), num_frames)
-        sensor[int(window)].copy()
-    return 1000.0 * (time.process_time() - started) / len(windows)
 
 
 def _loader_rate_and_cpu(dm, limit: int, warm: bool = False) -> tuple[float, float]:
@@ -339,15 +332,69 @@ def _loader_rate_and_cpu(dm, limit: int, warm: bool = False) -> tuple[float, flo
     return rate, 1000.0 * cpu / count
 
 
+# Rounds of direct reads then a new loader, alternated. Until stop 23 the direct rate was measured
+# once (median of 3 back-to-back) before every loader run; consecutive direct reads of the same windows
+# in one process read 1485-2511 windows/s (stop 24), which alone moved the 1-worker ratio of the same
+# code from 1.0x to 2.0x. Each round now takes its own ratio; the median of the rounds is reported.
+LOADER_ROUNDS = 9
+
+
+def _batched_reads(dataset, positions: np.ndarray, batch_size: int):  # noqa: ANN001, ANN202
+    """A measure of batched reads in this process: `read_batch` into batch slots, no DataLoader.
+
+    The batches of `positions` (dataset indices) are read into the `SLOTS_PER_WORKER` slots of one
+    `BatchSlots` in turn, as a worker writes them: what a loader's worker does, without the worker.
+    The direct reads instead write each clip into one reused 3 MiB array, which stays in the L3.
+    None for code without slots.
+    """
+    try:
+        from detach_pl.data.batch_slots import BatchSlots
+    except ImportError:
+        return None
+    slots = BatchSlots(1, (batch_size, dataset.num_frames, *dataset.cache.frame_shape)).segments[0]
+    batches = [positions[start : start + batch_size] for start in range(0, len(positions), batch_size)]
+
+    def measure() -> float:
+        started = time.perf_counter()
+        for k, batch in enumerate(batches):
+            clips = slots[k % len(slots)][: len(batch) * dataset.num_frames * math.prod(dataset.cache.frame_shape)]
+            dataset.read_batch(batch, clips.view(len(batch), dataset.num_frames, *dataset.cache.frame_shape))
+        return len(positions) / (time.perf_counter() - started)
+
+    return measure
+
+
+def _against_direct(dm, direct, batched, limit: int, rounds: int, warm: bool = False) -> dict[str, float]:  # noqa: ANN001
+    """Alternated rounds of `direct()`, `batched()` and `_loader_rate_and_cpu`: medians of rates and ratios.
+
+    Returns loader windows/s and CPU ms per window, the direct rate and CPU, wall and CPU ratios
+    (direct over loader; loader CPU over direct CPU), the lowest and highest wall ratio, and,
+    when `batched` is given, its rate and the ratios direct over batched and batched over loader.
+    """
+    measured = []
+    for _ in range(rounds):
+        direct_rate, direct_cpu = direct()
+        batched_rate = batched() if batched is not None else float("nan")
+        rate, cpu = _loader_rate_and_cpu(dm, limit, warm)
+        measured.append((direct_rate, direct_cpu, rate, cpu, direct_rate / rate, cpu / direct_cpu, batched_rate,
+                         direct_rate / batched_rate, batched_rate / rate))
+    names = ("direct", "direct_cpu", "rate", "cpu", "wall", "cpu_ratio", "batched", "direct_over_batched",
+             "batched_over_loader")
+    figures = {name: statistics.median(column) for name, column in zip(names, zip(*measured, strict=True), strict=True)}
+    walls = [m[4] for m in measured]
+    return {**figures, "lowest": min(walls), "highest": max(walls)}
+
+
 def loader(quick: bool = False, workdir: Path | None = None) -> dict:
     """DataModule training loader (0, 1 and 2 workers, batch 8 of 20 × 224²) vs direct reads of the same windows.
 
     Wall-clock rates (windows/s) and, because wall clocks on a shared machine measure the load
-    as much as the code, CPU ms per window (this process and its workers) as well.
+    as much as the code, CPU ms per window (this process and its workers) as well. Each figure is
+    the median of `LOADER_ROUNDS` rounds of direct reads then a new loader (one round when quick).
     """
-    results = {}
+    results: dict[str, float] = {}
     folder = _scratch(workdir, "loader")
-    repeats = 1 if quick else 3
+    rounds = 1 if quick else LOADER_ROUNDS
     try:
         for option in _storage_options():
             name = _option_name(option)
@@ -358,28 +405,28 @@ def loader(quick: bool = False, workdir: Path | None = None) -> dict:
             dm.setup("fit")
             dataset = dm.datasets["train"]
             limit = 48 if quick else 96
-            windows = dataset.windows[np.random.default_rng(0).permutation(len(dataset))[:limit]]
-            sensor = dataset.sensor.numpy()
-            direct = statistics_median(partial(_direct_rate, dm.cache, windows, 20, sensor))
-            direct_cpu = statistics_median(partial(_direct_cpu_ms, dm.cache, windows, 20, sensor))
-            results[f"{prefix}direct_windows_s"] = direct
-            results[f"{prefix}direct_cpu_ms"] = direct_cpu
+            positions = np.random.default_rng(0).permutation(len(dataset))[:limit]
+            direct = partial(_direct_reads, dm.cache, dataset.windows[positions], 20, dataset.sensor.numpy())
+            batched = _batched_reads(dataset, positions, 8)
             for workers in (0, 1, 2) if name == "raw" else (1,):  # compressed: decoded in the workers on CPU
                 dm.num_workers = workers
-                measured = [_loader_rate_and_cpu(dm, limit) for _ in range(repeats)]
-                rate = sorted(m[0] for m in measured)[len(measured) // 2]
-                cpu = sorted(m[1] for m in measured)[len(measured) // 2]
-                results[f"{prefix}loader_{workers}w_windows_s"] = rate
-                results[f"{prefix}direct_over_loader_{workers}w"] = direct / rate
-                results[f"{prefix}loader_{workers}w_cpu_ms"] = cpu
-                results[f"{prefix}loader_{workers}w_cpu_over_direct"] = cpu / direct_cpu
-                if workers == 1:
-                    warm = [_loader_rate_and_cpu(dm, limit, warm=True) for _ in range(repeats)]
-                    rate = sorted(m[0] for m in warm)[len(warm) // 2]
-                    cpu = sorted(m[1] for m in warm)[len(warm) // 2]
-                    results[f"{prefix}loader_1w_second_epoch_windows_s"] = rate
-                    results[f"{prefix}direct_over_loader_1w_second_epoch"] = direct / rate
-                    results[f"{prefix}loader_1w_second_epoch_cpu_over_direct"] = cpu / direct_cpu
+                for suffix, warm in (("", False), ("_second_epoch", True)) if workers == 1 else (("", False),):
+                    figures = _against_direct(dm, direct, batched, limit, rounds, warm)
+                    key = f"loader_{workers}w{suffix}"
+                    if f"{prefix}direct_windows_s" not in results:  # the option's first rounds
+                        results[f"{prefix}direct_windows_s"] = figures["direct"]
+                        results[f"{prefix}direct_cpu_ms"] = figures["direct_cpu"]
+                        if batched is not None:
+                            results[f"{prefix}batched_windows_s"] = figures["batched"]
+                            results[f"{prefix}direct_over_batched"] = figures["direct_over_batched"]
+                    if batched is not None:
+                        results[f"{prefix}batched_over_{key}"] = figures["batched_over_loader"]
+                    results[f"{prefix}{key}_windows_s"] = figures["rate"]
+                    results[f"{prefix}{key}_cpu_ms"] = figures["cpu"]
+                    results[f"{prefix}direct_over_{key}"] = figures["wall"]
+                    results[f"{prefix}direct_over_{key}_lowest"] = figures["lowest"]
+                    results[f"{prefix}direct_over_{key}_highest"] = figures["highest"]
+                    results[f"{prefix}{key}_cpu_over_direct"] = figures["cpu_ratio"]
             dm.cache.close()
         print(f"  {results}", flush=True)
     finally:

@@ -1,0 +1,52 @@
+"""benchmarks/perf_sections.py `loader`: the rounds' bookkeeping at the quick size (one round each)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import perf_sections
+
+
+@pytest.fixture(scope="module")
+def loader_figures(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    workdir = tmp_path_factory.mktemp("perf")
+    return perf_sections.loader(quick=True, workdir=workdir), workdir
+
+
+def test_every_loader_figure_is_a_positive_number(loader_figures: tuple[dict, Path]) -> None:
+    figures, workdir = loader_figures
+    expected = {f"{prefix}direct_over_loader_{key}" for prefix in ("", "jpeg_q90_")
+                for key in ("1w", "1w_second_epoch")} | {"direct_over_loader_0w", "direct_over_loader_2w"}
+    assert expected <= figures.keys()
+    assert all(math.isfinite(value) and value > 0 for value in figures.values()), figures
+    assert list(workdir.iterdir()) == []  # the stand-in caches are removed
+
+
+def test_first_rounds_ratios_are_their_rates_ratios(loader_figures: tuple[dict, Path]) -> None:
+    figures, _ = loader_figures  # one round: the option's direct rate is that of its first loader's round
+    for prefix, first in (("", "0w"), ("jpeg_q90_", "1w")):
+        direct, batched = figures[f"{prefix}direct_windows_s"], figures[f"{prefix}batched_windows_s"]
+        rate = figures[f"{prefix}loader_{first}_windows_s"]
+        ratio = figures[f"{prefix}direct_over_loader_{first}"]
+        assert figures[f"{prefix}direct_over_batched"] == pytest.approx(direct / batched)
+        assert ratio == pytest.approx(direct / rate)
+        assert figures[f"{prefix}direct_over_loader_{first}_lowest"] == ratio == figures[
+            f"{prefix}direct_over_loader_{first}_highest"]
+        assert figures[f"{prefix}batched_over_loader_{first}"] == pytest.approx(batched / rate)
+
+
+def test_rounds_report_medians_of_per_round_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
+    direct = iter([(100.0, 1.0), (300.0, 2.0), (200.0, 4.0)])
+    batched = iter([50.0, 100.0, 80.0])
+    loader = iter([(50.0, 3.0), (100.0, 3.0), (200.0, 6.0)])
+    monkeypatch.setattr(perf_sections, "_loader_rate_and_cpu", lambda dm, limit, warm: next(loader))
+    figures = perf_sections._against_direct(None, lambda: next(direct), lambda: next(batched), 8, 3)
+    walls = [100 / 50, 300 / 100, 200 / 200]  # per round: direct over loader, not median over median
+    assert figures["wall"] == pytest.approx(sorted(walls)[1])
+    assert (figures["lowest"], figures["highest"]) == (min(walls), max(walls))
+    assert figures["cpu_ratio"] == pytest.approx(sorted([3 / 1, 3 / 2, 6 / 4])[1])
+    assert figures["batched_over_loader"] == pytest.approx(sorted([50 / 50, 100 / 100, 80 / 200])[1])
+    assert figures["direct"] == 200.0 and figures["rate"] == 100.0
