@@ -23,6 +23,7 @@ from benchmarks.perf_common import (
     markdown_table,
     median_seconds,
     peak_rss_bytes,
+    reset_peak_rss,
 )
 
 EMBED = 256  # the paper's d: u = [normalize(z), normalize(h)] has 2d = 512
@@ -519,6 +520,8 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
             steps = 4 if size_name == "paper" else (6 if quick else 12)
             encoder = _encoder(size["paper"])
             for stage in ("stage1", "stage2"):
+                gc.collect()
+                reset_peak_rss()  # this stage's peak: building it, its loader and its steps
                 torch.manual_seed(0)
                 module = build_stage(stage, dm.data_info, encoder, training_sensor(dm))
                 module.train()

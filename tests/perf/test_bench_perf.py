@@ -1,13 +1,15 @@
-"""benchmarks/perf_sections.py `loader`: the rounds' bookkeeping at the quick size (one round each)."""
+"""benchmarks/perf_sections.py: the loader rounds' bookkeeping (quick size, one round) and the peak-RSS reset."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import perf_sections
+from benchmarks.perf_common import peak_rss_bytes, reset_peak_rss
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +52,11 @@ def test_rounds_report_medians_of_per_round_ratios(monkeypatch: pytest.MonkeyPat
     assert figures["cpu_ratio"] == pytest.approx(sorted([3 / 1, 3 / 2, 6 / 4])[1])
     assert figures["batched_over_loader"] == pytest.approx(sorted([50 / 50, 100 / 100, 80 / 200])[1])
     assert figures["direct"] == 200.0 and figures["rate"] == 100.0
+
+
+def test_reset_peak_rss_forgets_an_earlier_peak() -> None:
+    resident = np.ones(256 * 2**20 // 8)  # 256 MiB touched, then freed
+    del resident
+    earlier = peak_rss_bytes()
+    reset_peak_rss()
+    assert earlier - peak_rss_bytes() > 200 * 2**20
