@@ -485,19 +485,29 @@ def _private_copy(batch: dict) -> dict:
     return {key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
-def _train_steps(module, batches, transfer) -> float:
-    """Seconds of training steps (forward, loss, backward, AdamW step) over `batches`."""
+def _train_steps(module, batches, transfer) -> tuple[float, int, float]:
+    """Seconds of training steps (forward, loss, backward, AdamW step) over `batches`, windows, seconds waited.
+
+    The wait is the time spent asking `batches` for the next batch: with a loader, how long the
+    training loop stood idle for data, whatever the speed of the machine's steps around it.
+    """
     optimizer = module.configure_optimizers()
+    iterator = iter(batches)
     started = time.perf_counter()
-    count = 0
-    for batch in batches:
+    count, waited = 0, 0.0
+    while True:
+        asked = time.perf_counter()
+        batch = next(iterator, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
         batch = transfer(batch)
         loss = module.training_step(batch, 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         count += batch["sensor"].shape[0]
-    return time.perf_counter() - started, count
+    return time.perf_counter() - started, count, waited
 
 
 def train(quick: bool = False, workdir: Path | None = None) -> dict:
@@ -533,20 +543,21 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
                 in_memory = [_private_copy(next(iterator)) for _ in range(steps)]
                 rounds = []  # in memory, then from the loader, alternated: drifts of the machine's load cancel
                 for _ in range(1 if quick else TRAIN_ROUNDS):
-                    memory_s, count = _train_steps(module, in_memory, transfer)
+                    memory_s, count, _ = _train_steps(module, in_memory, transfer)
                     iterator = iter(loader_)
                     next(iterator)
                     batches = (next(iterator) for _ in range(steps))
-                    loader_s, _ = _train_steps(module, batches, transfer)
-                    rounds.append((memory_s, loader_s))
-                memory_s = statistics.median(m for m, _ in rounds)
-                loader_s = statistics.median(loaded for _, loaded in rounds)
+                    loader_s, _, waited = _train_steps(module, batches, transfer)
+                    rounds.append((memory_s, loader_s, waited / loader_s))
+                memory_s = statistics.median(m for m, _, _ in rounds)
+                loader_s = statistics.median(loaded for _, loaded, _ in rounds)
                 del iterator, loader_
                 key = f"{size_name}_{stage}"
                 results[key] = {
                     "batch": size["batch"], "frames": size["frames"], "image": size["image"],
                     "memory_windows_s": count / memory_s, "loader_windows_s": count / loader_s,
                     "steps_s": steps / memory_s, "data_overhead": loader_s / memory_s - 1.0,
+                    "data_wait": statistics.median(share for _, _, share in rounds),
                     "peak_rss_gib": peak_rss_bytes() / 2**30,
                 }
                 print(f"  {key}: {results[key]} (load {load_average():.1f})", flush=True)
@@ -585,6 +596,8 @@ def _rows(figures: dict) -> dict[str, tuple[str, float]]:
         size = f"batch {v['batch']}, {v['frames']} x {v['image']}^2"
         rows[f"{key} ({size}): windows/s in memory"] = ("1/s", v["memory_windows_s"])
         rows[f"{key} ({size}): data overhead (target < 5 %)"] = ("%", 100 * v["data_overhead"])
+        if "data_wait" in v:
+            rows[f"{key} ({size}): waiting for the loader (share of step time)"] = ("%", 100 * v["data_wait"])
         rows[f"{key}: peak RSS"] = ("GiB", v["peak_rss_gib"])
     return rows
 
