@@ -60,8 +60,12 @@ def _unstructured(num: int, dim: int, seed: int) -> torch.Tensor:
     return 5.0 + torch.randn(num, dim, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("gather_share", [0.0, 0.5, 1.0])  # always in place, the default, always gathered
 @pytest.mark.parametrize(("num", "dim", "num_clusters", "seed"), [(400, 3, 6, 0), (600, 8, 9, 1), (300, 16, 12, 2)])
-def test_batched_lloyd_equals_plain_loop_reference_per_run(num: int, dim: int, num_clusters: int, seed: int) -> None:
+def test_batched_lloyd_equals_plain_loop_reference_per_run(
+    num: int, dim: int, num_clusters: int, seed: int, gather_share: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kmeans_module, "_GATHER_SHARE", gather_share)
     points = _unstructured(num, dim, seed)
     points = points - points.double().mean(0).float()
     seeds = _euclidean_seeds(points, num_clusters, 4, torch.Generator().manual_seed(seed))

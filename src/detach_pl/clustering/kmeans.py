@@ -34,6 +34,9 @@ KMeansMetric = Literal["euclidean", "cosine"]
 
 _METRICS = ("euclidean", "cosine")
 _ROW_CHUNK = 8192  # rows per distance/sum block: 8192 × 256 float32 = 8 MiB
+_GATHER_SHARE = 0.5
+"""Above this share of rows to rescore, a Lloyd step scores every row in place instead of gathering a
+copy of those rows (a copy of most of the points costs more than the extra scores)."""
 
 
 @contextmanager
@@ -363,7 +366,8 @@ def _euclidean_lloyd(points: Tensor, seeds: Tensor, num_iters: int) -> tuple[Ten
 
     Two things make an iteration cheap without changing its result: the member sums are kept in
     float64 and updated from the points that changed cluster only, and only the rows whose label
-    could change are rescored (`_DistanceBounds`).
+    could change are rescored (`_DistanceBounds`): gathered, or, when they are most of the rows
+    (`_GATHER_SHARE`), scored in place with the rest, whose scores are dropped.
 
     Returns:
         ((R, K, d) centroids, (R, N) labels).
@@ -386,8 +390,11 @@ def _euclidean_lloyd(points: Tensor, seeds: Tensor, num_iters: int) -> tuple[Ten
             )
             stale = torch.nonzero(bounds.stale(run_upper, run_lower)).flatten()
             if stale.numel():
-                rows = points.index_select(0, stale)
-                rescored, best, second = _nearest_two(rows, new_centroids[position : position + 1])
+                run_centroids = new_centroids[position : position + 1]
+                if stale.numel() > _GATHER_SHARE * points.shape[0]:
+                    rescored, best, second = (scores[:, stale] for scores in _nearest_two(points, run_centroids))
+                else:
+                    rescored, best, second = _nearest_two(points.index_select(0, stale), run_centroids)
                 new_labels[position, stale] = rescored[0]
                 run_upper[stale], run_lower[stale] = bounds.from_scores(best[0], second[0], stale)
             upper[run], lower[run] = run_upper, run_lower
