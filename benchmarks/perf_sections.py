@@ -276,7 +276,7 @@ def cache(quick: bool = False, workdir: Path | None = None) -> dict:
             sensor, _, _ = cache_.read_sensor(np.arange(len(cache_)))
             frames_in_ram = np.stack(list(cache_.iter_run_frames(cache_.run_names[0])))
             direct = statistics.median(_direct_reads(cache_, windows, 20, sensor)[0] for _ in range(3))
-            memory = statistics_median(partial(_memory_rate, cache_, windows, 20, frames_in_ram, sensor))
+            memory = statistics.median(_memory_rate(cache_, windows, 20, frames_in_ram, sensor) for _ in range(3))
             name = _option_name(option)
             results[name] = {
                 "build_s_per_min": build / minutes,
@@ -290,12 +290,6 @@ def cache(quick: bool = False, workdir: Path | None = None) -> dict:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return results
-
-
-def statistics_median(measure, repeats: int = 3) -> float:
-    """Median of `repeats` calls of a rate measurement."""
-    values = sorted(measure() for _ in range(repeats))
-    return values[len(values) // 2]
 
 
 def _process_cpu_seconds(pid: int) -> float:
@@ -333,7 +327,7 @@ def _loader_rate_and_cpu(dm, limit: int, warm: bool = False) -> tuple[float, flo
     return rate, 1000.0 * cpu / count
 
 
-# Rounds of direct reads then a new loader, alternated. Until stop 23 the direct rate was measured
+# Rounds of direct reads, batched reads and a new loader, alternated. Until stop 23 the direct rate was measured
 # once (median of 3 back-to-back) before every loader run; consecutive direct reads of the same windows
 # in one process read 1485-2511 windows/s (stop 24), which alone moved the 1-worker ratio of the same
 # code from 1.0x to 2.0x. Each round now takes its own ratio; the median of the rounds is reported.
@@ -352,14 +346,15 @@ def _batched_reads(dataset, positions: np.ndarray, batch_size: int):  # noqa: AN
         from detach_pl.data.batch_slots import BatchSlots
     except ImportError:
         return None
-    slots = BatchSlots(1, (batch_size, dataset.num_frames, *dataset.cache.frame_shape)).segments[0]
+    clip = (dataset.num_frames, *dataset.cache.frame_shape)
+    slots = BatchSlots(1, (batch_size, *clip)).segments[0]
     batches = [positions[start : start + batch_size] for start in range(0, len(positions), batch_size)]
 
     def measure() -> float:
         started = time.perf_counter()
         for k, batch in enumerate(batches):
-            clips = slots[k % len(slots)][: len(batch) * dataset.num_frames * math.prod(dataset.cache.frame_shape)]
-            dataset.read_batch(batch, clips.view(len(batch), dataset.num_frames, *dataset.cache.frame_shape))
+            clips = slots[k % len(slots)][: len(batch) * math.prod(clip)]
+            dataset.read_batch(batch, clips.view(len(batch), *clip))
         return len(positions) / (time.perf_counter() - started)
 
     return measure
@@ -391,7 +386,8 @@ def loader(quick: bool = False, workdir: Path | None = None) -> dict:
 
     Wall-clock rates (windows/s) and, because wall clocks on a shared machine measure the load
     as much as the code, CPU ms per window (this process and its workers) as well. Each figure is
-    the median of `LOADER_ROUNDS` rounds of direct reads then a new loader (one round when quick).
+    the median of `LOADER_ROUNDS` rounds of direct reads, batched reads (`_batched_reads`) and a
+    new loader (one round when quick).
     """
     results: dict[str, float] = {}
     folder = _scratch(workdir, "loader")
