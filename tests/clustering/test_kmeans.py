@@ -115,6 +115,22 @@ def test_fast_kmeans_matches_reference_with_empty_clusters_and_duplicates() -> N
     torch.testing.assert_close(centroids[0].double(), expected_centroids, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])  # rows per block: a block per row, ragged, even, all
+def test_own_distances_and_inertia_equal_plain_differences(chunk: int) -> None:
+    points = _unstructured(250, 5, 6)
+    centroids = points[:4].clone().repeat(3, 1, 1)  # runs 0, 1, 2 with the same centroids
+    labels = torch.randint(4, (250,), generator=torch.Generator().manual_seed(6)).repeat(3, 1)
+    labels[2, :10] = (labels[2, :10] + 1) % 4  # run 2 differs
+    own = kmeans_module._own_sq_distances(points, centroids[0], labels[0], chunk=chunk)
+    assert torch.equal(own, (points - centroids[0][labels[0]]).pow(2).sum(dim=1))  # same bits
+    inertia = kmeans_module._euclidean_inertia(points, centroids, labels)
+    assert inertia.dtype == torch.float64 and inertia[0] == inertia[1]  # same inputs, same bits: a tie
+    for run in range(3):
+        expected = _reference_inertia(points, centroids[run].double(), labels[run].tolist())
+        assert float(inertia[run]) == pytest.approx(expected, rel=1e-6)
+    assert float(inertia[2]) != pytest.approx(float(inertia[0]), rel=1e-6)
+
+
 def test_kmeans_with_one_cluster_is_the_mean() -> None:
     points = _unstructured(50, 3, 4)
     centroids, labels = kmeans(points, 1, seed=0)

@@ -328,6 +328,30 @@ def _run_sizes(labels: Tensor, num_clusters: int) -> Tensor:
     return torch.bincount(codes, minlength=num_runs * num_clusters).view(num_runs, num_clusters)
 
 
+def _own_sq_distances(points: Tensor, centroids: Tensor, labels: Tensor, chunk: int = 1024) -> Tensor:
+    """(N,) ||x_i − c_{y_i}||² from direct differences (not the matmul expansion).
+
+    Direct differences so that the same centroids and labels always give the same bits, in row
+    chunks written into one reused block that stays in cache (no (N, d) temporaries).
+
+    Args:
+        points: (N, d) points.
+        centroids: (K, d) centroids of one run.
+        labels: (N,) label of each point.
+        chunk: rows per block.
+    """
+    distances = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
+    block = torch.empty(min(chunk, points.shape[0]), points.shape[1], dtype=points.dtype, device=points.device)
+    for start in range(0, points.shape[0], chunk):
+        rows = points[start : start + chunk]
+        diff = block[: rows.shape[0]]
+        torch.index_select(centroids, 0, labels[start : start + chunk], out=diff)
+        torch.sub(rows, diff, out=diff)
+        diff.mul_(diff)
+        torch.sum(diff, dim=1, out=distances[start : start + chunk])
+    return distances
+
+
 def _centroids_from_sums(points: Tensor, sums: Tensor, sizes: Tensor, labels: Tensor) -> Tensor:
     """Member means c_{r,k} = sums_{r,k} / n_{r,k} of R runs; empty clusters re-seeded.
 
@@ -347,7 +371,7 @@ def _centroids_from_sums(points: Tensor, sums: Tensor, sizes: Tensor, labels: Te
     centroids = (sums / sizes.clamp(min=1)[:, :, None]).to(points.dtype)
     empty_runs, empty_clusters = torch.nonzero(sizes == 0, as_tuple=True)
     for run in sorted(set(empty_runs.tolist())):
-        own_distance = (points - centroids[run][labels[run]]).pow(2).sum(dim=1)
+        own_distance = _own_sq_distances(points, centroids[run], labels[run])
         for cluster in empty_clusters[empty_runs == run].tolist():
             farthest = int(own_distance.argmax())
             centroids[run, cluster] = points[farthest]
@@ -409,23 +433,14 @@ def _euclidean_lloyd(points: Tensor, seeds: Tensor, num_iters: int) -> tuple[Ten
     return centroids, labels
 
 
-def _euclidean_inertia(points: Tensor, centroids: Tensor, labels: Tensor, chunk: int = 1024) -> Tensor:
-    """(R,) float64 inertia Σ_i ||x_i − c_{y_i}||² of each run, from direct differences.
+def _euclidean_inertia(points: Tensor, centroids: Tensor, labels: Tensor) -> Tensor:
+    """(R,) float64 inertia Σ_i ||x_i − c_{y_i}||² of each run (`_own_sq_distances`, summed in float64).
 
-    Direct differences (not the matmul expansion) so that two runs with the same centroids and
-    labels get exactly the same inertia and the tie goes to the lower init index; computed for all
-    runs at once in row chunks that stay in cache.
+    Every run is computed the same way, so two runs with the same centroids and labels get exactly
+    the same inertia and the tie goes to the lower init index.
     """
-    num_runs, num_clusters, dim = centroids.shape
-    flat = centroids.reshape(num_runs * num_clusters, dim)
-    codes = _run_codes(labels, num_clusters)
-    totals = torch.zeros(num_runs, dtype=torch.float64, device=points.device)
-    for start in range(0, points.shape[0], chunk):
-        block_codes = codes[:, start : start + chunk]
-        own = flat.index_select(0, block_codes.flatten()).view(num_runs, -1, dim)
-        diff = points[None, start : start + chunk] - own
-        totals += (diff * diff).sum(dim=2).double().sum(dim=1)
-    return totals
+    return torch.stack([_own_sq_distances(points, run_centroids, run_labels).double().sum()
+                        for run_centroids, run_labels in zip(centroids, labels, strict=True)])
 
 
 def kmeans(
