@@ -131,6 +131,18 @@ def test_own_distances_and_inertia_equal_plain_differences(chunk: int) -> None:
     assert float(inertia[2]) != pytest.approx(float(inertia[0]), rel=1e-6)
 
 
+def test_seeding_draws_uniformly_once_every_point_is_a_chosen_centre() -> None:
+    # Two distinct points, K = 3: after both are chosen D² = 0 everywhere, and torch.multinomial
+    # would refuse the all-zero weights; the run draws its third seed uniformly instead.
+    points = torch.tensor([[0.0, 0.0], [4.0, 4.0]]).repeat(5, 1)
+    seeds = _euclidean_seeds(points, 3, 4, torch.Generator().manual_seed(0))
+    assert seeds.shape == (4, 3, 2)
+    for run in seeds:
+        assert {tuple(row) for row in run[:2].tolist()} == {(0.0, 0.0), (4.0, 4.0)}
+    centroids, labels = kmeans(points, 3, seed=0, num_inits=4)
+    assert torch.isfinite(centroids).all() and set(labels.tolist()) <= {0, 1, 2}
+
+
 def test_kmeans_with_one_cluster_is_the_mean() -> None:
     points = _unstructured(50, 3, 4)
     centroids, labels = kmeans(points, 1, seed=0)

@@ -164,7 +164,7 @@ def _euclidean_seeds(points: Tensor, num_clusters: int, num_inits: int, generato
     coincides with a chosen centre) draws uniformly.
     """
     num_samples = points.shape[0]
-    point_sq_norms = points.pow(2).sum(dim=1)
+    point_sq_norms = torch.cat([block.pow(2).sum(dim=1) for block in points.split(_ROW_CHUNK)])
     chosen = torch.randint(num_samples, (num_inits,), generator=generator)
     centres = [points[chosen.to(points.device)]]
     min_sq_dist = _squared_distances(points, point_sq_norms, centres[0]).T.clamp_min(0.0)
@@ -173,7 +173,8 @@ def _euclidean_seeds(points: Tensor, num_clusters: int, num_inits: int, generato
     for _ in range(1, num_clusters):
         weights = min_sq_dist.double().cpu()
         totals = weights.sum(dim=1, keepdim=True)
-        weights = torch.where(totals > 0, weights, torch.ones_like(weights))
+        if not bool((totals > 0).all()):  # on the CPU already: no device synchronisation
+            weights = torch.where(totals > 0, weights, torch.ones_like(weights))
         chosen = torch.multinomial(weights, 1, generator=generator)[:, 0]
         new_centres = points[chosen.to(points.device)]
         centres.append(new_centres)
@@ -507,7 +508,8 @@ def kmeans(
         runs = [_spherical_kmeans(points, num_clusters, num_iters, generator) for _ in range(num_inits)]
         costs = torch.stack([(1.0 - (points * c[y]).sum(dim=1)).double().sum() for c, y in runs])
         return runs[int(torch.argmin(costs))]
-    mean = features.detach().double().mean(dim=0)
+    blocks = features.detach().split(_ROW_CHUNK)  # float64 sums block by block: no float64 copy
+    mean = torch.stack([block.sum(dim=0, dtype=torch.float64) for block in blocks]).sum(dim=0) / num_samples
     points = features.detach() - mean.to(features.dtype)
     with _full_float32_matmuls():
         seeds = _euclidean_seeds(points, num_clusters, num_inits, generator)
