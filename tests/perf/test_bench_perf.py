@@ -54,6 +54,16 @@ def test_rounds_report_medians_of_per_round_ratios(monkeypatch: pytest.MonkeyPat
     assert figures["direct"] == 200.0 and figures["rate"] == 100.0
 
 
+def test_data_overhead_is_the_ratio_of_medians_with_the_rounds_spread() -> None:
+    rounds = [(10.0, 11.0, 0.01), (12.0, 12.0, 0.03), (9.0, 10.8, 0.02)]  # memory s, loader s, wait share
+    figures = perf_sections._overhead_figures(rounds)
+    assert figures["memory_s"] == 10.0 and figures["loader_s"] == 11.0
+    assert figures["data_overhead"] == pytest.approx(0.1)
+    assert figures["data_overhead_lowest"] == pytest.approx(0.0)
+    assert figures["data_overhead_highest"] == pytest.approx(0.2)
+    assert figures["data_wait"] == pytest.approx(0.02)
+
+
 def test_reset_peak_rss_forgets_an_earlier_peak() -> None:
     resident = np.ones(256 * 2**20 // 8)  # 256 MiB touched, then freed
     del resident

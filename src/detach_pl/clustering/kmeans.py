@@ -15,7 +15,10 @@ Speed of the Euclidean default (100k × 256, 10 inits, one CPU thread: benchmark
 runs still moving are iterated together; the distances are the Gram form
 ||x||² − 2x·c + ||c||² (``addmm`` in float32, on centred features, where it is accurate) in row
 chunks that stay in cache; the member sums are kept in float64 and updated from the points that
-changed cluster only, so an iteration costs one pass over the points instead of two.
+changed cluster only, so an iteration costs one pass over the points instead of two. The mean,
+the squared norms and each run's own distances (inertia, re-seeding) are taken block by block
+without an (N, d) temporary: on a CPU the first write of fresh memory costs more than the
+arithmetic.
 """
 
 from __future__ import annotations
