@@ -645,55 +645,61 @@ def render(figures: dict, before: dict | None) -> str:
 
 NOTES = """## Notes
 
-- This report ("after") is one full `make bench-perf` run, 2026-12-03 07:05-07:16 UTC, nothing else on
-  the machine. The host ran slower this morning than the evening before (plain InfoNCE at N = 4096:
-  1.44 s against 1.17 s; the demo's stage 1 in memory: 463-540 against 847 windows/s, same code), and
-  the figures that depend on memory bandwidth (k-means, the loader's writes) the most: compare
-  ratios. Four full runs were made this morning (06:03, 06:23, 06:49, 07:05); each is quoted
-  below. The "before" is commit cae4405 on the same machine (`PYTHONPATH=<worktree of
-  cae4405>/src`), re-measured this morning under this round's protocol for `loader` (05:57),
-  `train` (06:40) and `kmeans` (07:05); `loss` 2026-12-02 22:44 UTC; `odc` and `cache` from an
-  earlier session.
+- This report ("after") is one full `make bench-perf` run, 2026-12-03 08:25-08:36 UTC, nothing else on
+  the machine; another full run of the same k-means code at 08:09 ("run 1") is quoted below, and so
+  are the four full runs of 06:03-07:16 (the code before this morning's second k-means change).
+  Read ratios: the host drifts by tens of percent within an hour (plain InfoNCE at N = 256: 3.6 ms
+  for the "before" measure, 6.6-6.9 ms in this morning's runs). The "before" is commit cae4405 on
+  the same machine (`PYTHONPATH=<worktree of cae4405>/src`), re-measured this morning for `kmeans`
+  (08:22, three `--sections kmeans` runs alternated with the code after: 4.84, 4.96, 5.29 s; the
+  median run is the table's), `loader` (05:57) and `train` (06:40); `loss` 2026-12-02 22:44 UTC;
+  `odc` and `cache` from an earlier session.
 - Protocol changes, each motivated by the spread of repeated runs of the same code or by what a
   figure held, not by its direction, and applied to before and after alike:
-  - `loss` (previous round): the variants are timed in turn within each repeat, with 51 / 15 / 5
-    repeats at N = 256 / 1024 / 4096.
-  - `train` (previous round): 3 alternated rounds of in-memory and loader steps at both sizes.
-  - `loader` (this round): `LOADER_ROUNDS` = 9 rounds, each of direct reads, batched reads (the same
-    windows read in batches into one `BatchSlots`, in this process) and a new loader; the median of
-    the per-round ratios, and their range. Until now the direct rate was measured once before every
-    loader run, and consecutive direct reads of the same windows read 1485-2511 windows/s.
-  - `train` (this round): peak RSS per stage (the high-water mark reset before each stage). It was
-    the process's peak so far, which held the loss section's N = 4096 matrices and the loader
-    section's slots (the demo's stage 1 read 1.63 GiB in the first run, 1.02 GiB per stage now).
-  - `train` (this round): the data wait, the time the loop spends asking the loader for its next
-    batch, as a share of the loader steps' time. The data overhead (the throughput ratio of the
-    alternated rounds) is kept as the issue defines it, but this morning it read the host's drift:
-    for the paper's stage 1, 5.9, 6.3, 0.9, -3.8 % in four runs of the same code (-0.7 % the
-    evening before), and -7.0 and -8.8 % for the code before. The wait does not depend on how fast
-    the steps around it run.
+  - `loss`: the variants are timed in turn within each repeat, with 51 / 15 / 5 repeats at
+    N = 256 / 1024 / 4096.
+  - `train`: 3 alternated rounds of in-memory and loader steps at both sizes; peak RSS per stage
+    (the high-water mark reset before each stage; before it was the process's peak so far, which
+    held the loss section's N = 4096 matrices and the loader's slots); the data wait, the time the
+    loop spends asking the loader for its next batch, as a share of the loader steps' time.
+  - `train` (this run): the data overhead's lowest and highest round. The overhead stays as the
+    issue defines it (median loader time over median in-memory time), but repeated runs of the same
+    code read 5.9, 6.3, 0.9, -3.8 % (paper stage 1, four runs at 06:03-07:16), 7.9 % (run 1) and
+    -2.2 % (this run); the rounds show that spread within one run.
+  - `loader`: `LOADER_ROUNDS` = 9 rounds, each of direct reads, batched reads (the same windows read
+    in batches into one `BatchSlots`, in this process) and a new loader; the median of the
+    per-round ratios, and their range. Consecutive direct reads of the same windows read 1485-2511
+    windows/s, so a direct rate measured once per loader run moved the ratio from 1.0x to 2.0x.
 - Sizes: `loss` uses the paper's embeddings (u: 2·256, z and h: 256). `train` runs the demo's sizes
   (batch 32, 8 × 32², demo encoders) and the paper's clips and encoders (20 × 224²) with the batch
   reduced to 4 on CPU. Stage 1 runs in its refine phase (every loss term) from epoch 0.
-- Loss (docs/performance.md): weighted / plain this run 1.09 / 1.06 / 0.81 at N = 256 / 1024 / 4096; the
-  other runs 0.99 / 0.99 / 0.84, 1.02 / 1.08 / 0.92, 1.08 / 1.03 / 0.94; before 1.57 / 1.64 / 1.95.
-- k-means, 100k × 256, 10 inits: this run 3.10 s, over the 3 s target. A Lloyd step whose rows to rescore are most
-  of the points now scores all of them in place instead of gathering a copy (this round; the
-  gathers had taken 0.94 of 3.8 s, now 0.34 s); with it 2.67-2.96 s in four `--sections kmeans`
-  runs. Without it, the first three full runs read 2.48, 2.79 and 3.85 s (1.99 s the evening
-  before). Before: 5.77 and 5.34 s this morning.
+- Loss (docs/performance.md): weighted / plain this run 1.06 / 1.08 / 0.90 at N = 256 / 1024 / 4096;
+  run 1 1.05 / 1.06 / 0.93; the runs of 06:03-07:16 0.99 / 0.99 / 0.84, 1.02 / 1.08 / 0.92,
+  1.08 / 1.03 / 0.94, 1.09 / 1.06 / 0.81; before 1.57 / 1.64 / 1.95.
+- k-means, 100k × 256, 10 inits (src/detach_pl/clustering/kmeans.py): this run 1.99 s, run 1 1.84 s,
+  five `--sections kmeans` runs 1.86-2.13 s; the code of 06:03-07:16 (6b3d0b9) alternated with them
+  2.38 and 2.52 s (2.67-3.10 s earlier this morning); before 4.84-5.29 s. This morning's change:
+  each run's own distances (inertia, empty-cluster re-seeding), the feature mean and the seeds'
+  squared norms are taken in blocks that stay in cache instead of through (N, d) temporaries, whose
+  first write of fresh memory cost more than the arithmetic: the inertia fell from 0.30 to 0.10 s,
+  the mean from 0.12 to 0.04 s, the squared norms from 0.06 to 0.01 s. The results are the same
+  bit for bit (checked on this input and three others). The rest: Lloyd 1.5-1.7 s (two of the ten
+  runs take all 50 iterations, each rescoring 10-14k rows, about one blob's worth), the k-means++
+  draws 0.16-0.19 s, their distances 0.12-0.19 s.
 - Sync-free steps: `debug_checks: false` (the default) validates on the first step only. The CPU
   test (tests/perf/test_sync_free.py) refuses host reads during the stage-1/2 steps after the first.
   The GPU script checks the same with `set_sync_debug_mode("error")`.
 - Loader (docs/data_loading.md): one worker against direct reads, median of 9 rounds (range), new
-  loader / second epoch: this run 1.60 / 1.38; the earlier full runs 1.56 / 1.52, 1.44 / 1.51,
-  1.42 / 1.33; three `--sections loader` runs 1.33 / 1.50, 1.49 / 1.47, 1.55 / 1.38. Direct over
-  batched reads 1.22-1.43 (writing whole batches: the slots are together three times the L3, the
-  direct reads reuse one 3 MiB array); batched reads over the loader 1.06-1.36, mostly 1.06-1.20
-  (the loader's own share). The 1.5x target sits on that floor: not met robustly. Two workers
-  outrun direct reads (0.78-1.02x). Before: 7.9 / 7.6x.
-- Data wait this run (demo stage 1 / 2, paper stage 1 / 2): 1.3 / 0.7 / 0.07 / 0.07 % of the loader steps'
-  time; run 3: 1.4 / 0.8 / 0.07 / 0.11 %; before 8.8 / 5.2 / 0.17 / 0.16 %.
+  loader / second epoch: this run 1.41 / 1.36; run 1 1.44 / 1.52; the runs of 06:03-07:16 1.56 / 1.52,
+  1.44 / 1.51, 1.42 / 1.33, 1.60 / 1.38; three `--sections loader` runs 1.33 / 1.50, 1.49 / 1.47,
+  1.55 / 1.38. Direct over batched reads 1.20-1.43 (writing whole batches: the slots are together
+  three times the L3, the direct reads reuse one 3 MiB array); batched reads over the loader
+  1.05-1.36, mostly 1.05-1.20 (the loader's own share). The 1.5x target sits on that floor: 3 of 9
+  runs over it, not met robustly. Two workers outrun direct reads (0.78-1.02x). Before: 7.9 / 7.6x.
+- Data overhead this run (demo stage 1 / 2, paper stage 1 / 2), median (lowest to highest round):
+  12.8 (-1.3 to 15.6) / -2.7 (-4.9 to 2.4) / -2.2 (-5.2 to 3.9) / 3.7 (-2.2 to 4.2) %; run 1
+  -0.8 / 0.05 / 7.9 / -1.4 %. The data wait, same order: 1.1 / 0.7 / 0.04 / 0.09 % of the loader
+  steps' time (run 1 1.1 / 0.8 / 0.12 / 0.09 %; before 8.8 / 5.2 / 0.17 / 0.16 %).
 - GPU: no GPU was lent to this task (device status: not drawn), so `make bench-gpu`
   (benchmarks/gpu_check.sh) was not run on a GPU. Its CPU mode runs in tests/perf/test_gpu_check.py.
 """
