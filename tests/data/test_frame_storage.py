@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from detach_pl.data.cache import (
     decode_jpeg_frames,
     encode_jpeg_frames,
 )
+from detach_pl.data.cache.frames import RAW_FRAMES, StoredFrames, chunk_byte_offsets
 from detach_pl.data.windows import WindowSettings
 from detach_pl.modules import SpatialGroundingModule
 from helpers import tiny_datamodule, tiny_encoder
@@ -139,6 +141,60 @@ def test_raw_storage_leaves_the_cache_key_and_file_as_before(caches, tmp_path: P
     assert h5["runs/run0/frames"].chunks == (1, SIZE, SIZE, 3)
     dm_raw, dm_jpeg = tiny_datamodule(tmp_path), tiny_datamodule(tmp_path, frame_storage=JPEG)
     assert dm_raw.cache_path != dm_jpeg.cache_path
+
+
+def test_raw_frames_read_by_byte_offset_equal_the_hdf5_selection(caches) -> None:
+    frames, raw, _ = caches
+    group = raw._file()["runs/run0"]
+    dataset = group[RAW_FRAMES]
+    by_offset, through_h5py = StoredFrames(group), StoredFrames(group, by_offset=False)
+    assert by_offset._offsets is not None and through_h5py._offsets is None
+    expected = [dataset.id.get_chunk_info_by_coord((k, 0, 0, 0)).byte_offset for k in range(len(dataset))]
+    np.testing.assert_array_equal(chunk_byte_offsets(dataset), expected)
+    shuffled_with_repeats = np.array([7, 3, 3, 199, 0, 7, 120, 1])
+    for picks in (raw.frame_picks(0, 20), raw.frame_picks(len(raw) - 1, 40), shuffled_with_repeats):
+        reference = dataset[np.unique(picks)][np.unique(picks, return_inverse=True)[1]]  # h5py's own selection
+        np.testing.assert_array_equal(reference, frames[picks])
+        np.testing.assert_array_equal(by_offset.read(picks), reference)
+        np.testing.assert_array_equal(through_h5py.read(picks), reference)
+
+
+def write_raw_frames(path: Path, frames: np.ndarray, written: list[int]) -> None:
+    """A run group as the cache stores raw frames, with only the frames `written` stored."""
+    with h5py.File(path, "w") as h5:
+        stored = h5.create_group("runs/run0").create_dataset(
+            RAW_FRAMES, shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:])
+        )
+        for k in written:
+            stored[k] = frames[k]
+
+
+def test_a_frame_without_its_chunk_is_named_when_the_run_is_opened(tmp_path: Path) -> None:
+    path = tmp_path / "holes.h5"
+    write_raw_frames(path, camera_frames(4, 16), written=[0, 1, 3])
+    message = r"holes\.h5: /runs/run0/frames has no stored chunk of 768 bytes for frame 2 \(1 of 4 frames\)"
+    with h5py.File(path, "r") as h5, pytest.raises(ValueError, match=message):
+        StoredFrames(h5["runs/run0"])
+
+
+def test_a_truncated_frame_and_a_closed_file_raise_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "cut.h5"
+    frames = camera_frames(3, 16)
+    write_raw_frames(path, frames, written=[0, 1, 2])
+    with h5py.File(path, "r") as h5:
+        offsets = chunk_byte_offsets(h5["runs/run0"][RAW_FRAMES])
+    last = int(np.argmax(offsets))
+    h5 = h5py.File(path, "r")
+    stored = StoredFrames(h5["runs/run0"])
+    np.testing.assert_array_equal(stored.read(np.arange(3)), frames)
+    with open(path, "r+b") as file:
+        file.truncate(int(offsets[last]) + 100)
+    np.testing.assert_array_equal(stored.read(np.array([k for k in range(3) if k != last])), np.delete(frames, last, 0))
+    with pytest.raises(OSError, match=rf"cut\.h5: frame {last} of /runs/run0/frames ends past the end of the file"):
+        stored.read(np.array([last]))
+    h5.close()
+    with pytest.raises(ValueError, match=r"cut\.h5: read after the file was closed"):
+        stored.read(np.array([0]))
 
 
 @pytest.mark.parametrize(
