@@ -645,15 +645,15 @@ def render(figures: dict, before: dict | None) -> str:
 
 NOTES = """## Notes
 
-- This report ("after") is one full `make bench-perf` run, 2026-12-03 08:25-08:36 UTC, nothing else on
-  the machine; another full run of the same k-means code at 08:09 ("run 1") is quoted below, and so
-  are the four full runs of 06:03-07:16 (the code before this morning's second k-means change).
-  Read ratios: the host drifts by tens of percent within an hour (plain InfoNCE at N = 256: 3.6 ms
-  for the "before" measure, 6.6-6.9 ms in this morning's runs). The "before" is commit cae4405 on
-  the same machine (`PYTHONPATH=<worktree of cae4405>/src`), re-measured this morning for `kmeans`
-  (08:22, three `--sections kmeans` runs alternated with the code after: 4.84, 4.96, 5.29 s; the
-  median run is the table's), `loader` (05:57) and `train` (06:40); `loss` 2026-12-02 22:44 UTC;
-  `odc` and `cache` from an earlier session.
+- This report ("after") is one full `make bench-perf` run, 2026-12-03 12:53-13:02 UTC, nothing else on
+  the machine, with raw frames read by byte offset (below). The host ran quicker than this morning
+  (plain InfoNCE at N = 256: 4.8 ms against 6.6-6.9 ms), so compare ratios, and the runs that were
+  alternated within one hour. Earlier full runs today, of the code before the offset reads: 06:03,
+  06:23, 06:49, 07:05 (before the second k-means change), 08:09 ("run 1") and 08:25 ("run 2"). The
+  "before" is commit cae4405 on the same machine (`PYTHONPATH=<worktree of cae4405>/src`),
+  re-measured this morning for `kmeans` (08:22, three `--sections kmeans` runs alternated with the
+  code after: 4.84, 4.96, 5.29 s; the median run is the table's), `loader` (05:57) and `train`
+  (06:40); `loss` 2026-12-02 22:44 UTC; `odc` and `cache` from an earlier session.
 - Protocol changes, each motivated by the spread of repeated runs of the same code or by what a
   figure held, not by its direction, and applied to before and after alike:
   - `loss`: the variants are timed in turn within each repeat, with 51 / 15 / 5 repeats at
@@ -661,11 +661,10 @@ NOTES = """## Notes
   - `train`: 3 alternated rounds of in-memory and loader steps at both sizes; peak RSS per stage
     (the high-water mark reset before each stage; before it was the process's peak so far, which
     held the loss section's N = 4096 matrices and the loader's slots); the data wait, the time the
-    loop spends asking the loader for its next batch, as a share of the loader steps' time.
-  - `train` (this run): the data overhead's lowest and highest round. The overhead stays as the
-    issue defines it (median loader time over median in-memory time), but repeated runs of the same
-    code read 5.9, 6.3, 0.9, -3.8 % (paper stage 1, four runs at 06:03-07:16), 7.9 % (run 1) and
-    -2.2 % (this run); the rounds show that spread within one run.
+    loop spends asking the loader for its next batch, as a share of the loader steps' time; the
+    data overhead's lowest and highest round. The overhead stays as the issue defines it (median
+    loader time over median in-memory time); repeated runs of the same code read 5.9, 6.3, 0.9,
+    -3.8, 7.9 and -2.2 % (paper stage 1, the six runs before this one).
   - `loader`: `LOADER_ROUNDS` = 9 rounds, each of direct reads, batched reads (the same windows read
     in batches into one `BatchSlots`, in this process) and a new loader; the median of the
     per-round ratios, and their range. Consecutive direct reads of the same windows read 1485-2511
@@ -673,33 +672,43 @@ NOTES = """## Notes
 - Sizes: `loss` uses the paper's embeddings (u: 2·256, z and h: 256). `train` runs the demo's sizes
   (batch 32, 8 × 32², demo encoders) and the paper's clips and encoders (20 × 224²) with the batch
   reduced to 4 on CPU. Stage 1 runs in its refine phase (every loss term) from epoch 0.
-- Loss (docs/performance.md): weighted / plain this run 1.06 / 1.08 / 0.90 at N = 256 / 1024 / 4096;
-  run 1 1.05 / 1.06 / 0.93; the runs of 06:03-07:16 0.99 / 0.99 / 0.84, 1.02 / 1.08 / 0.92,
-  1.08 / 1.03 / 0.94, 1.09 / 1.06 / 0.81; before 1.57 / 1.64 / 1.95.
-- k-means, 100k × 256, 10 inits (src/detach_pl/clustering/kmeans.py): this run 1.99 s, run 1 1.84 s,
-  five `--sections kmeans` runs 1.86-2.13 s; the code of 06:03-07:16 (6b3d0b9) alternated with them
-  2.38 and 2.52 s (2.67-3.10 s earlier this morning); before 4.84-5.29 s. This morning's change:
-  each run's own distances (inertia, empty-cluster re-seeding), the feature mean and the seeds'
-  squared norms are taken in blocks that stay in cache instead of through (N, d) temporaries, whose
-  first write of fresh memory cost more than the arithmetic: the inertia fell from 0.30 to 0.10 s,
-  the mean from 0.12 to 0.04 s, the squared norms from 0.06 to 0.01 s. The results are the same
-  bit for bit (checked on this input and three others). The rest: Lloyd 1.5-1.7 s (two of the ten
-  runs take all 50 iterations, each rescoring 10-14k rows, about one blob's worth), the k-means++
-  draws 0.16-0.19 s, their distances 0.12-0.19 s.
+- Loss (docs/performance.md): weighted / plain this run 1.04 / 1.08 / 0.76 at N = 256 / 1024 / 4096;
+  runs 1 and 2 1.05 / 1.06 / 0.93 and 1.06 / 1.08 / 0.90; the runs of 06:03-07:05 0.99-1.09 /
+  0.99-1.08 / 0.81-0.94; before 1.57 / 1.64 / 1.95.
+- k-means, 100k × 256, 10 inits (src/detach_pl/clustering/kmeans.py): this run 1.73 s; runs 1 and 2
+  1.84 and 1.99 s, five `--sections kmeans` runs 1.86-2.13 s; the code before its blockwise passes
+  (6b3d0b9) alternated with them 2.38 and 2.52 s; before 4.84-5.29 s. The blockwise passes take each
+  run's own distances (inertia, empty-cluster re-seeding), the feature mean and the seeds' squared
+  norms in blocks that stay in cache instead of through (N, d) temporaries: inertia 0.30 → 0.10 s,
+  mean 0.12 → 0.04 s, squared norms 0.06 → 0.01 s, the results the same bit for bit. The rest:
+  Lloyd 1.5-1.7 s (two of the ten runs take all 50 iterations, each rescoring 10-14k rows), the
+  k-means++ draws 0.16-0.19 s, their distances 0.12-0.19 s.
 - Sync-free steps: `debug_checks: false` (the default) validates on the first step only. The CPU
   test (tests/perf/test_sync_free.py) refuses host reads during the stage-1/2 steps after the first.
   The GPU script checks the same with `set_sync_debug_mode("error")`.
+- Raw frames by byte offset (src/detach_pl/data/cache/frames.py): each frame is one `os.preadv` at
+  its chunk's offset (HDF5's chunk index, read once per run), not an h5py call per frame. Alternated
+  with the code before it (6b1941c) in `--sections cache loader` runs, 13:03-13:12, old / new / old /
+  new: cache reads 2142 / 2643 / 1744 / 2745 windows/s (memory copy over read 2.78 / 1.98 / 2.35 /
+  2.18); the loader with 1 worker 1578 / 1838 / 1387 / 1597 windows/s, second epoch 1566 / 1866 /
+  1290 / 1706, 2 workers 2290 / 3180 / 2230 / 2720. The loader gains less than the reads do (1.15-1.17x
+  against 1.23-1.57x): the reads' fixed cost shrinks, the writing of whole batches stays.
 - Loader (docs/data_loading.md): one worker against direct reads, median of 9 rounds (range), new
-  loader / second epoch: this run 1.41 / 1.36; run 1 1.44 / 1.52; the runs of 06:03-07:16 1.56 / 1.52,
-  1.44 / 1.51, 1.42 / 1.33, 1.60 / 1.38; three `--sections loader` runs 1.33 / 1.50, 1.49 / 1.47,
-  1.55 / 1.38. Direct over batched reads 1.20-1.43 (writing whole batches: the slots are together
-  three times the L3, the direct reads reuse one 3 MiB array); batched reads over the loader
-  1.05-1.36, mostly 1.05-1.20 (the loader's own share). The 1.5x target sits on that floor: 3 of 9
-  runs over it, not met robustly. Two workers outrun direct reads (0.78-1.02x). Before: 7.9 / 7.6x.
+  loader / second epoch: this run 1.64 (1.52-1.95) / 1.52 (1.39-1.73); the alternated runs, old /
+  new / old / new: 1.51 / 1.61 / 1.56 / 1.51 and 1.48 / 1.59 / 1.43 / 1.48. Direct over batched reads
+  1.30-1.48 this hour (1.20-1.43 this morning): the slots are together three times the L3, and the
+  direct reads reuse one 3 MiB array. Copying each clip from such an array into the slot with
+  non-temporal stores (a diagnostic outside the report, glibc's `x86_non_temporal_threshold` set
+  to 1 MiB; this VM's glibc otherwise streams only copies over 240 MiB) read as fast as reading into
+  the slot, 1821-1863 against 1837-1885 windows/s (1586-1608 with ordinary stores): the floor is
+  writing the batch out, not the cache lines read for ownership. Batched reads over the loader
+  1.08-1.17 (the loader's own share). The 1.5x target sits on that floor and is not met. Two workers outrun direct reads (0.77-1.00x).
+  Before: 7.9 / 7.6x.
 - Data overhead this run (demo stage 1 / 2, paper stage 1 / 2), median (lowest to highest round):
-  12.8 (-1.3 to 15.6) / -2.7 (-4.9 to 2.4) / -2.2 (-5.2 to 3.9) / 3.7 (-2.2 to 4.2) %; run 1
-  -0.8 / 0.05 / 7.9 / -1.4 %. The data wait, same order: 1.1 / 0.7 / 0.04 / 0.09 % of the loader
-  steps' time (run 1 1.1 / 0.8 / 0.12 / 0.09 %; before 8.8 / 5.2 / 0.17 / 0.16 %).
+  -0.1 (-9.1 to 0.1) / 3.0 (0.4 to 3.0) / -4.3 (-4.3 to -1.8) / -0.4 (-2.7 to 1.7) %; run 2
+  12.8 / -2.7 / -2.2 / 3.7 %, run 1 -0.8 / 0.05 / 7.9 / -1.4 %. The data wait, same order:
+  0.9 / 0.6 / 0.06 / 0.09 % of the loader steps' time (runs 1 and 2: 1.1 / 0.7-0.8 / 0.04-0.12 /
+  0.09 %; before 8.8 / 5.2 / 0.17 / 0.16 %).
 - GPU: no GPU was lent to this task (device status: not drawn), so `make bench-gpu`
   (benchmarks/gpu_check.sh) was not run on a GPU. Its CPU mode runs in tests/perf/test_gpu_check.py.
 """
