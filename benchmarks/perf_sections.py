@@ -702,8 +702,8 @@ NOTES = """## Notes
   to 1 MiB; this VM's glibc otherwise streams only copies over 240 MiB) read as fast as reading into
   the slot, 1821-1863 against 1837-1885 windows/s (1586-1608 with ordinary stores): the floor is
   writing the batch out, not the cache lines read for ownership. Batched reads over the loader
-  1.08-1.17 (the loader's own share). The 1.5x target sits on that floor and is not met. Two workers outrun direct reads (0.77-1.00x).
-  Before: 7.9 / 7.6x.
+  1.08-1.17 (the loader's own share). The 1.5x target sits on that floor and is not met. Two
+  workers outrun direct reads (0.77-1.00x). Before: 7.9 / 7.6x.
 - Data overhead this run (demo stage 1 / 2, paper stage 1 / 2), median (lowest to highest round):
   -0.1 (-9.1 to 0.1) / 3.0 (0.4 to 3.0) / -4.3 (-4.3 to -1.8) / -0.4 (-2.7 to 1.7) %; run 2
   12.8 / -2.7 / -2.2 / 3.7 %, run 1 -0.8 / 0.05 / 7.9 / -1.4 %. The data wait, same order:
