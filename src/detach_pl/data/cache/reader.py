@@ -146,7 +146,10 @@ class WindowCache:
         return sample_frame_indices(int(self.frame_start[window]), int(self.frame_stop[window]), num_frames)
 
     def _stored_frames(self, window: int) -> StoredFrames:
-        run = self.run_names[self.window_run[window]]
+        return self._run_frames(self.run_names[self.window_run[window]])
+
+    def _run_frames(self, run: str) -> StoredFrames:
+        """One run's `StoredFrames`, made once per process (raw frames: its chunk offsets read once)."""
         frames = self._frames.get(run)
         if frames is None:
             frames = self._frames[run] = StoredFrames(self._file()[f"runs/{run}"])
@@ -181,5 +184,5 @@ class WindowCache:
 
     def iter_run_frames(self, run: str) -> Iterator[np.ndarray]:
         """Every stored frame of one run, (H, W, 3) uint8, decoded if need be (for figures and checks)."""
-        for block in StoredFrames(self._file()[f"runs/{run}"]).blocks():
+        for block in self._run_frames(run).blocks():
             yield from block
