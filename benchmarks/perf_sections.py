@@ -435,8 +435,12 @@ def loader(quick: bool = False, workdir: Path | None = None) -> dict:
 
 # Alternated rounds of in-memory and loader steps at both sizes. Until stop 22 the paper's size ran one
 # round of 8 + 8 steps of 5-6 s; the same code then read 0.0-9.7 % and the code before -6.6 %, so a
-# drift of the machine within the 90 s read as data overhead. Now 3 rounds of 4 + 4 steps.
-TRAIN_ROUNDS = 3
+# drift of the machine within the 90 s read as data overhead. Each size runs `rounds` rounds of
+# `steps` + `steps` steps (see the notes for how the demo's rounds were chosen).
+TRAIN_SIZES = {
+    "demo": dict(image=32, frames=8, batch=32, paper=False, minutes=2.0, runs=5, steps=12, rounds=11),
+    "paper": dict(image=224, frames=20, batch=4, paper=True, minutes=1.0, runs=1, steps=4, rounds=3),
+}
 
 
 def _encoder(paper: bool):
@@ -528,17 +532,14 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
     warnings.filterwarnings("ignore", message=".*self.log.*")
     warnings.filterwarnings("ignore", message=".*You are trying to `self.log`.*")
     results = {}
-    sizes = {"demo": dict(image=32, frames=8, batch=32, paper=False),
-             "paper": dict(image=224, frames=20, batch=4, paper=True)}
-    for size_name, size in sizes.items():
+    for size_name, size in TRAIN_SIZES.items():
         folder = _scratch(workdir, "train")
         try:
-            dm = standin_datamodule(folder, size["image"], 2.0 if size_name == "demo" else 1.0,
-                                    runs=5 if size_name == "demo" else 1,
+            dm = standin_datamodule(folder, size["image"], size["minutes"], runs=size["runs"],
                                     batch_size=size["batch"], num_frames=size["frames"], num_workers=1)
             dm.prepare_data()
             dm.setup("fit")
-            steps = 4 if size_name == "paper" else (6 if quick else 12)
+            steps = min(size["steps"], 6) if quick else size["steps"]
             encoder = _encoder(size["paper"])
             for stage in ("stage1", "stage2"):
                 gc.collect()
@@ -550,10 +551,13 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
                 loader_ = dm.train_dataloader()
                 iterator = iter(loader_)
                 first = next(iterator)
-                _train_steps(module, [first], transfer)  # warm-up (first-step checks, allocations)
                 in_memory = [_private_copy(next(iterator)) for _ in range(steps)]
+                # Warm-up, untimed: the first step's checks, and a pass over the batches (the first timed pass
+                # of the demo's steps ran 6-34 % slower than the later ones, glibc's allocator still mapping).
+                _train_steps(module, [first] if quick else [first, *in_memory], transfer)
+                del first
                 rounds = []  # in memory, then from the loader, alternated: drifts of the machine's load cancel
-                for _ in range(1 if quick else TRAIN_ROUNDS):
+                for _ in range(1 if quick else size["rounds"]):
                     memory_s, count, _ = _train_steps(module, in_memory, transfer)
                     iterator = iter(loader_)
                     next(iterator)
