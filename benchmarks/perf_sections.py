@@ -649,20 +649,27 @@ def render(figures: dict, before: dict | None) -> str:
 
 NOTES = """## Notes
 
-- This report ("after") is one full `make bench-perf` run, 2026-12-03 12:53-13:02 UTC, nothing else on
-  the machine, with raw frames read by byte offset (below). The host ran quicker than this morning
-  (plain InfoNCE at N = 256: 4.8 ms against 6.6-6.9 ms), so compare ratios, and the runs that were
-  alternated within one hour. Earlier full runs today, of the code before the offset reads: 06:03,
-  06:23, 06:49, 07:05 (before the second k-means change), 08:09 ("run 1") and 08:25 ("run 2"). The
-  "before" is commit cae4405 on the same machine (`PYTHONPATH=<worktree of cae4405>/src`),
-  re-measured this morning for `kmeans` (08:22, three `--sections kmeans` runs alternated with the
-  code after: 4.84, 4.96, 5.29 s; the median run is the table's), `loader` (05:57) and `train`
-  (06:40); `loss` 2026-12-02 22:44 UTC; `odc` and `cache` from an earlier session.
+- This report ("after") is one full `make bench-perf` run, 2026-12-03 16:54-17:05 UTC, nothing else on
+  the machine, the first under the `train` protocol of 16:40 (below). The host drifts by tens of
+  per cent within a day, so compare ratios, and the runs that were alternated within one hour.
+  Earlier full runs today: 12:53 (the previous report, raw frames already read by byte offset);
+  06:03, 06:23, 06:49, 07:05, 08:09 ("run 1") and 08:25 ("run 2"), of the code before the offset
+  reads. The "before" is commit cae4405 on the same machine (`PYTHONPATH=<worktree of cae4405>/src`),
+  re-measured today for `train` (16:40, under this protocol), `kmeans` (08:22, three `--sections
+  kmeans` runs alternated with the code after: 4.84, 4.96, 5.29 s; the median run is the table's) and
+  `loader` (05:57); `loss` 2026-12-02 22:44 UTC; `odc` and `cache` from an earlier session.
 - Protocol changes, each motivated by the spread of repeated runs of the same code or by what a
   figure held, not by its direction, and applied to before and after alike:
   - `loss`: the variants are timed in turn within each repeat, with 51 / 15 / 5 repeats at
     N = 256 / 1024 / 4096.
-  - `train`: 3 alternated rounds of in-memory and loader steps at both sizes; peak RSS per stage
+  - `train` (16:40): an untimed warm-up pass over the in-memory batches after the first step, and
+    11 rounds at the demo's size (the paper's size keeps 3: a round there takes a minute). In three
+    15-round demo runs the first round's in-memory pass ran 6-34 % slower than the later ones
+    (glibc's malloc still raising its mmap threshold: with `MALLOC_MMAP_THRESHOLD_` fixed it did
+    not), which read as negative overhead; and the overheads of 3 consecutive rounds spread with a
+    standard deviation of 3-4.5 points, those of 9-14 rounds 0.2-2. The code before, re-measured
+    under it, reads 15.4 / 12.1 % at the demo's size (-2.1 / 6.8 % under the old one).
+  - `train` (stop 23): alternated rounds of in-memory and loader steps at both sizes; peak RSS per stage
     (the high-water mark reset before each stage; before it was the process's peak so far, which
     held the loss section's N = 4096 matrices and the loader's slots); the data wait, the time the
     loop spends asking the loader for its next batch, as a share of the loader steps' time; the
@@ -676,11 +683,11 @@ NOTES = """## Notes
 - Sizes: `loss` uses the paper's embeddings (u: 2·256, z and h: 256). `train` runs the demo's sizes
   (batch 32, 8 × 32², demo encoders) and the paper's clips and encoders (20 × 224²) with the batch
   reduced to 4 on CPU. Stage 1 runs in its refine phase (every loss term) from epoch 0.
-- Loss (docs/performance.md): weighted / plain this run 1.04 / 1.08 / 0.76 at N = 256 / 1024 / 4096;
-  runs 1 and 2 1.05 / 1.06 / 0.93 and 1.06 / 1.08 / 0.90; the runs of 06:03-07:05 0.99-1.09 /
+- Loss (docs/performance.md): weighted / plain this run 1.10 / 1.07 / 0.89 at N = 256 / 1024 / 4096;
+  12:53 1.04 / 1.08 / 0.76; runs 1 and 2 1.05 / 1.06 / 0.93 and 1.06 / 1.08 / 0.90; the runs of 06:03-07:05 0.99-1.09 /
   0.99-1.08 / 0.81-0.94; before 1.57 / 1.64 / 1.95.
-- k-means, 100k × 256, 10 inits (src/detach_pl/clustering/kmeans.py): this run 1.73 s; runs 1 and 2
-  1.84 and 1.99 s, five `--sections kmeans` runs 1.86-2.13 s; the code before its blockwise passes
+- k-means, 100k × 256, 10 inits (src/detach_pl/clustering/kmeans.py): this run 1.81 s; 12:53 1.73 s;
+  runs 1 and 2 1.84 and 1.99 s, five `--sections kmeans` runs 1.86-2.13 s; the code before its blockwise passes
   (6b3d0b9) alternated with them 2.38 and 2.52 s; before 4.84-5.29 s. The blockwise passes take each
   run's own distances (inertia, empty-cluster re-seeding), the feature mean and the seeds' squared
   norms in blocks that stay in cache instead of through (N, d) temporaries: inertia 0.30 → 0.10 s,
@@ -698,21 +705,25 @@ NOTES = """## Notes
   1290 / 1706, 2 workers 2290 / 3180 / 2230 / 2720. The loader gains less than the reads do (1.15-1.17x
   against 1.23-1.57x): the reads' fixed cost shrinks, the writing of whole batches stays.
 - Loader (docs/data_loading.md): one worker against direct reads, median of 9 rounds (range), new
-  loader / second epoch: this run 1.64 (1.52-1.95) / 1.52 (1.39-1.73); the alternated runs, old /
-  new / old / new: 1.51 / 1.61 / 1.56 / 1.51 and 1.48 / 1.59 / 1.43 / 1.48. Direct over batched reads
-  1.30-1.48 this hour (1.20-1.43 this morning): the slots are together three times the L3, and the
-  direct reads reuse one 3 MiB array. Copying each clip from such an array into the slot with
-  non-temporal stores (a diagnostic outside the report, glibc's `x86_non_temporal_threshold` set
-  to 1 MiB; this VM's glibc otherwise streams only copies over 240 MiB) read as fast as reading into
-  the slot, 1821-1863 against 1837-1885 windows/s (1586-1608 with ordinary stores): the floor is
-  writing the batch out, not the cache lines read for ownership. Batched reads over the loader
-  1.08-1.17 (the loader's own share). The 1.5x target sits on that floor and is not met. Two
-  workers outrun direct reads (0.77-1.00x). Before: 7.9 / 7.6x.
+  loader / second epoch: this run 1.62 (1.58-1.85) / 1.57 (1.31-1.68); 12:53 1.64 (1.52-1.95) / 1.52
+  (1.39-1.73); the alternated runs, old / new / old / new: 1.51 / 1.61 / 1.56 / 1.51 and 1.48 / 1.59 /
+  1.43 / 1.48. Direct over batched reads 1.41 this run, 1.30-1.48 at 13:00 (1.20-1.43 this morning):
+  the slots are together three times the L3, and the direct reads reuse one 3 MiB array. Copying each
+  clip from such an array into the slot with non-temporal stores (a diagnostic outside the report,
+  glibc's `x86_non_temporal_threshold` set to 1 MiB; this VM's glibc otherwise streams only copies
+  over 240 MiB) read as fast as reading into the slot, 1821-1863 against 1837-1885 windows/s
+  (1586-1608 with ordinary stores): the floor is writing the batch out, not the cache lines read for
+  ownership. Batched reads over the loader 1.12 this run, 1.08-1.17 before (the loader's own share).
+  The 1.5x target sits on that floor and is not met. Two workers outrun direct reads (0.77-1.00x).
+  Before: 7.9 / 7.6x.
 - Data overhead this run (demo stage 1 / 2, paper stage 1 / 2), median (lowest to highest round):
-  -0.1 (-9.1 to 0.1) / 3.0 (0.4 to 3.0) / -4.3 (-4.3 to -1.8) / -0.4 (-2.7 to 1.7) %; run 2
-  12.8 / -2.7 / -2.2 / 3.7 %, run 1 -0.8 / 0.05 / 7.9 / -1.4 %. The data wait, same order:
-  0.9 / 0.6 / 0.06 / 0.09 % of the loader steps' time (runs 1 and 2: 1.1 / 0.7-0.8 / 0.04-0.12 /
-  0.09 %; before 8.8 / 5.2 / 0.17 / 0.16 %).
+  1.8 (-1.7 to 4.0) / 0.1 (-6.2 to 7.5) / -2.2 (-5.8 to 8.5) / 2.2 (-4.7 to 2.8) %; three demo-only
+  runs of the same protocol after it (17:06-17:09): 4.9 / -1.3, 3.5 / -0.9, 1.0 / 3.3 %; before
+  15.4 / 12.1 / -0.9 / -0.2 %. Under the old protocol: 12:53 -0.1 / 3.0 / -4.3 / -0.4 %, run 2
+  12.8 / -2.7 / -2.2 / 3.7 %, run 1 -0.8 / 0.05 / 7.9 / -1.4 %. The data wait, same order: 0.9 / 0.6
+  / 0.03 / 0.08 % of the loader steps' time (the demo-only runs 0.95-1.0 / 0.57-0.61 %; before 7.3 /
+  5.0 / 0.15 / 0.15 %). Demo stage 1 pays 1-5 % with a wait of 1 %: the worker and the step share
+  the machine's two cores and its memory bandwidth.
 - GPU: no GPU was lent to this task (device status: not drawn), so `make bench-gpu`
   (benchmarks/gpu_check.sh) was not run on a GPU. Its CPU mode runs in tests/perf/test_gpu_check.py.
 """
