@@ -140,8 +140,8 @@ def main() -> None:
                 try:
                     steps(module, in_memory[1:2], dm, device, precision, check_syncs=True)
                 except RuntimeError as error:  # where the first synchronisation happened
-                    frames = [f for f in traceback.extract_tb(error.__traceback__) if "detach_pl" in f.filename]
-                    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "outside detach_pl"
+                    calls = [f for f in traceback.extract_tb(error.__traceback__) if "detach_pl" in f.filename]
+                    where = f"{calls[-1].filename}:{calls[-1].lineno}" if calls else "outside detach_pl"
                     sync_free = f"sync at {where}: {str(error).splitlines()[0]}"
                     torch.cuda.set_sync_debug_mode("default")
                 seconds, count = steps(module, in_memory[1:], dm, device, precision, check_syncs=False)

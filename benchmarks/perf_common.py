@@ -12,7 +12,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -62,7 +62,7 @@ def median_seconds(
 
 
 def interleaved_median_seconds(
-    runs: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu"
+    runs: Mapping[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu"
 ) -> dict[str, float]:
     """Median wall time of each of `runs`, timed in turn within every repeat.
 

@@ -10,8 +10,10 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -80,14 +82,16 @@ def _loss_figures(num_pairs: int, quick: bool, pair_weights) -> dict:  # noqa: A
 
 def loss(quick: bool = False, workdir: Path | None = None) -> dict:
     """Weighted loss + weights vs plain `F.cross_entropy` InfoNCE (and the project's info_nce), fwd + bwd."""
+    pair_weights: Callable[..., torch.Tensor]
     try:
         from detach_pl.losses import pair_weights
     except ImportError:  # the code before the fused weights
         from detach_pl.losses import alignment_weights, spatial_similarity, temporal_similarity
 
-        def pair_weights(z_v, z_s, h_v, h_s):  # noqa: ANN001, ANN202
+        def composed_weights(z_v, z_s, h_v, h_s):  # noqa: ANN001, ANN202
             return alignment_weights(spatial_similarity(z_v, z_s), temporal_similarity(h_v, h_s))
 
+        pair_weights = composed_weights
     results = {}
     for num_pairs in (256, 1024, 4096):
         results[str(num_pairs)] = _loss_figures(num_pairs, quick, pair_weights)
@@ -175,7 +179,7 @@ def _frames(num_frames: int, size: int, seed: int):
         yield np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def standin_datamodule(cache_dir: Path, image_size: int, minutes: float, runs: int = 1, **kwargs):
+def standin_datamodule(cache_dir: Path, image_size: int, minutes: float, runs: int = 1, **kwargs: Any):
     """A `WindowDataModule` over generated runs (`minutes` each; 37 channels at 30 Hz, 10 fps video)."""
     from detach_pl.data.cache import RunRecording
     from detach_pl.data.datamodule import WindowDataModule
@@ -210,8 +214,8 @@ def standin_datamodule(cache_dir: Path, image_size: int, minutes: float, runs: i
                 yield RunRecording(name, time_ms, sensor, label, label % 7, _frames(num_frames, image_size, index),
                                    FPS, num_frames=num_frames)
 
-    settings = dict(cache_dir=str(cache_dir), windows=WindowSettings(image_size=image_size), progress=False,
-                    purpose="alignment", augment_video=False)
+    settings: dict[str, Any] = dict(cache_dir=str(cache_dir), windows=WindowSettings(image_size=image_size),
+                                    progress=False, purpose="alignment", augment_video=False)
     settings.update(kwargs)
     return StandIn(**settings)
 
@@ -437,9 +441,22 @@ def loader(quick: bool = False, workdir: Path | None = None) -> dict:
 # round of 8 + 8 steps of 5-6 s; the same code then read 0.0-9.7 % and the code before -6.6 %, so a
 # drift of the machine within the 90 s read as data overhead. Each size runs `rounds` rounds of
 # `steps` + `steps` steps (see the notes for how the demo's rounds were chosen).
+class TrainSize(NamedTuple):
+    """One size of the `train` section: clips, batch, encoders, stand-in recording and protocol."""
+
+    image: int
+    frames: int
+    batch: int
+    paper: bool  # the paper's encoders (else the demo's)
+    minutes: float  # of each stand-in run
+    runs: int
+    steps: int  # per arm of a round
+    rounds: int
+
+
 TRAIN_SIZES = {
-    "demo": dict(image=32, frames=8, batch=32, paper=False, minutes=2.0, runs=5, steps=12, rounds=11),
-    "paper": dict(image=224, frames=20, batch=4, paper=True, minutes=1.0, runs=1, steps=4, rounds=3),
+    "demo": TrainSize(image=32, frames=8, batch=32, paper=False, minutes=2.0, runs=5, steps=12, rounds=11),
+    "paper": TrainSize(image=224, frames=20, batch=4, paper=True, minutes=1.0, runs=1, steps=4, rounds=3),
 }
 
 
@@ -468,6 +485,8 @@ def build_stage(stage: str, data_info, encoder, train_sensor: torch.Tensor | Non
     from detach_pl.modules import SpatialGroundingModule, TemporalAlignmentModule
 
     if stage == "stage1":
+        if train_sensor is None:
+            raise ValueError("build_stage('stage1'): the ODC bank needs the training windows (train_sensor)")
         module = SpatialGroundingModule(data_info, encoder, video_start_epoch=0, refine_start_epoch=0,
                                         warp_start_epoch=0, min_cluster_size=2, kmeans_inits=1)
         module.initialize_memory(train_sensor)
@@ -535,12 +554,12 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
     for size_name, size in TRAIN_SIZES.items():
         folder = _scratch(workdir, "train")
         try:
-            dm = standin_datamodule(folder, size["image"], size["minutes"], runs=size["runs"],
-                                    batch_size=size["batch"], num_frames=size["frames"], num_workers=1)
+            dm = standin_datamodule(folder, size.image, size.minutes, runs=size.runs,
+                                    batch_size=size.batch, num_frames=size.frames, num_workers=1)
             dm.prepare_data()
             dm.setup("fit")
-            steps = min(size["steps"], 6) if quick else size["steps"]
-            encoder = _encoder(size["paper"])
+            steps = min(size.steps, 6) if quick else size.steps
+            encoder = _encoder(size.paper)
             for stage in ("stage1", "stage2"):
                 gc.collect()
                 reset_peak_rss()  # this stage's peak: building it, its loader and its steps
@@ -557,7 +576,7 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
                 _train_steps(module, [first] if quick else [first, *in_memory], transfer)
                 del first
                 rounds = []  # in memory, then from the loader, alternated: drifts of the machine's load cancel
-                for _ in range(1 if quick else size["rounds"]):
+                for _ in range(1 if quick else size.rounds):
                     memory_s, count, _ = _train_steps(module, in_memory, transfer)
                     iterator = iter(loader_)
                     next(iterator)
@@ -569,7 +588,7 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
                 overhead = _overhead_figures(rounds)
                 memory_s, loader_s = overhead.pop("memory_s"), overhead.pop("loader_s")
                 results[key] = {
-                    "batch": size["batch"], "frames": size["frames"], "image": size["image"],
+                    "batch": size.batch, "frames": size.frames, "image": size.image,
                     "memory_windows_s": count / memory_s, "loader_windows_s": count / loader_s,
                     "steps_s": steps / memory_s, **overhead, "peak_rss_gib": peak_rss_bytes() / 2**30,
                 }
