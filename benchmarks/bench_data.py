@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detach_pl.data.cache import DEFAULT_FRAME_STORAGE, FrameStorage, WindowCache
-from detach_pl.data.dataset import WindowBatches, already_batched
+from detach_pl.data.dataset import WindowBatches, WindowDataset, already_batched
 from detach_pl.data.decoding import decode_clip
 from detach_pl.data.opportunity import OpportunityDataModule
 from detach_pl.data.opportunity.release import parse_sensor_matrix
@@ -225,15 +225,18 @@ def main() -> None:
         # ---- read throughput and cache sizes on a shorter run ----------------------------------
         read_root = make_release(workdir / "read", read_minutes)
         video = read_root / "data" / RUN / f"{RUN}_side.avi"
-        sizes, jpeg_path = {}, None
+        sizes: dict[tuple[int, str], int] = {}
+        jpeg_path = ""
         for size, storage in ((112, FrameStorage()), (224, FrameStorage()), (224, JPEG)):
             result = prepare_in_subprocess(read_root, workdir / "cache_read", size, storage)
             sizes[size, storage.codec] = Path(result["path"]).stat().st_size
             jpeg_path = result["path"] if storage == JPEG else jpeg_path
         dm = datamodule(read_root, workdir / "cache_read", 224)
+        cache = dm.open_cache()
         dataset = dm.datasets["train"]  # uint8 clips, as training reads (converted and augmented on the device)
+        assert isinstance(dataset, WindowDataset), "the benchmark's datamodule serves windows"
         print(f"  {len(dataset)} windows of {FRAMES} frames at 224x224 in the read run", flush=True)
-        rates = source_rates(dm.cache, video, cache_limit, decode_limit)
+        rates = source_rates(cache, video, cache_limit, decode_limit)
         table.add("1 process: clip + sensor from the cache", f"{rates['cache']:.0f} windows/s",
                   f"{rates['cache'] / rates['decode']:.0f}x decode_clip (target >= 20x)")
         table.add("1 process: clip decoded on the fly (decode_clip)", f"{rates['decode']:.1f} windows/s")
@@ -243,7 +246,7 @@ def main() -> None:
         jpeg_rates = source_rates(WindowCache(jpeg_path), video, cache_limit, 1)
         table.add("1 process: clip + sensor from a JPEG q90 cache", f"{jpeg_rates['cache']:.0f} windows/s",
                   f"raw cache is {rates['cache'] / jpeg_rates['cache']:.1f}x faster")
-        on_the_fly = OnTheFlyClips(video, dm.cache, dataset.windows, dataset.sensor, 224)
+        on_the_fly = OnTheFlyClips(video, cache, dataset.windows, dataset.sensor, 224)
         for workers in (1, 2, 4):
             batches = WindowBatches(dataset, workers, BATCH)
             cache_rate = loader_rate(batches, workers, cache_limit, collate_fn=already_batched)
@@ -255,7 +258,7 @@ def main() -> None:
         for (size, codec), nbytes in sizes.items():
             table.add(f"cache size at {size}x{size}, {codec}", f"{nbytes / hours / 2**30:.2f} GiB/hour",
                       f"{nbytes / 2**20:.0f} MiB for {read_minutes:g} min, extrapolated")
-        dm.cache.close()
+        cache.close()
         shutil.rmtree(workdir / "cache_read")
         shutil.rmtree(read_root)
         # ---- preparing a long run ------------------------------------------------------------------

@@ -64,10 +64,10 @@ def worker(args: argparse.Namespace) -> None:
     pl.seed_everything(0)
     data = datamodule(args.work / "cache", args.global_batch // max(args.devices, 1), args.image_size)
     if args.devices == 0:
-        module = SpatialGroundingModule(data_info=data.data_info, encoder=encoder(), min_cluster_size=5)
+        stage1 = SpatialGroundingModule(data_info=data.data_info, encoder=encoder(), min_cluster_size=5)
         trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
-        trainer.fit(module, datamodule=data)
+        trainer.fit(stage1, datamodule=data)
         trainer.save_checkpoint(args.work / "stage1.ckpt")
         return
     module = TemporalAlignmentModule(data_info=data.data_info, encoder=encoder(),

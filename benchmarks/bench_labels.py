@@ -92,7 +92,7 @@ def probe_data(config_dir: Path, overrides: Sequence[str]) -> WindowDataModule:
 
 def labelled_windows(datamodule: WindowDataModule, runs: Sequence[str]) -> int:
     """How many labelled windows the given runs hold (what a probe trained on them sees)."""
-    cache = datamodule.cache
+    cache = datamodule.open_cache()
     chosen = np.isin(cache.window_run, cache.run_indices(runs, setting="data.probe_train_runs"))
     return int(((cache.label >= 0) & chosen).sum())
 

@@ -117,7 +117,7 @@ def streaming_latency(recognizer: StreamingRecognizer, time_ms: np.ndarray, valu
     """Median and p99 (ms) of the pushes that complete one window (one hop of rows each)."""
     hop = int(RATE_HZ)
     recognizer.push(time_ms[: 2 * hop], values[: 2 * hop])
-    timings = []
+    timings: list[float] = []
     position = 2 * hop
     while len(timings) < windows and position + hop <= time_ms.size:
         start = time.perf_counter()
@@ -150,8 +150,8 @@ def main() -> None:
         "| streaming eager median / p99 (ms/window) | streaming ONNX median / p99 (ms/window) | ONNX size (KiB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
         for label, (config, channels) in SIZES.items():
             if config not in args.sizes:
                 continue

@@ -149,9 +149,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, tuple[float, 
     bench.check_configs(rows)
     if args.seed_results is not None:  # one job of a parallel run
         (seed,) = args.seeds
-        results = run_seed(bench, rows, seed)
-        results.cpu_seconds = used_cpu_seconds()  # the whole job, start-up included
-        write_atomically(args.seed_results, json.dumps(results.__dict__, indent=2))
+        job = run_seed(bench, rows, seed)
+        job.cpu_seconds = used_cpu_seconds()  # the whole job, start-up included
+        write_atomically(args.seed_results, json.dumps(job.__dict__, indent=2))
         return {}
     start, load = time.perf_counter(), LoadMonitor()
     if args.jobs > 1:

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 from detach_pl.data.datamodule import WindowDataModule
-from detach_pl.data.dataset import clips_to_float
+from detach_pl.data.dataset import WindowDataset, clips_to_float
 from detach_pl.io import write_atomically
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, build_encoder
 from detach_pl.pipeline import format_table, run_detach
@@ -80,7 +81,11 @@ def class_places(data: WindowDataModule) -> Tensor:
     Validation windows count too, so that a class the training runs lack still has its place
     (the map only scores predictions; nothing trains on it).
     """
-    splits = [data.datasets[name] for name in ("train", "val")]
+    splits: list[WindowDataset] = []
+    for name in ("train", "val"):
+        dataset = data.datasets[name]
+        assert isinstance(dataset, WindowDataset), "the teacher benchmark reads windows"
+        splits.append(dataset)
     labels = np.concatenate([dataset.label.numpy() for dataset in splits])
     places = np.concatenate([dataset.place.numpy() for dataset in splits])
     mapping = np.full(data.data_info.num_classes, -1, dtype=np.int64)
@@ -105,6 +110,7 @@ def train_and_score(
     start = time.perf_counter()
     for epoch in range(args.epochs):
         loader = data.train_dataloader()
+        assert isinstance(loader.sampler, DistributedSampler), "the DataModule shuffles by an epoch-seeded sampler"
         loader.sampler.set_epoch(epoch)
         model.train()
         for batch in loader:
