@@ -572,7 +572,8 @@ def train(quick: bool = False, workdir: Path | None = None) -> dict:
                 first = next(iterator)
                 in_memory = [_private_copy(next(iterator)) for _ in range(steps)]
                 # Warm-up, untimed: the first step's checks, and a pass over the batches (the first timed pass
-                # of the demo's steps ran 6-34 % slower than the later ones, glibc's allocator still mapping).
+                # of the demo's steps ran 6-34 % slower than the later ones: glibc's malloc was still raising
+                # its mmap threshold, and with MALLOC_MMAP_THRESHOLD_ fixed the first pass was not slower).
                 _train_steps(module, [first] if quick else [first, *in_memory], transfer)
                 del first
                 rounds = []  # in memory, then from the loader, alternated: drifts of the machine's load cancel
