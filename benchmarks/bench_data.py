@@ -226,7 +226,7 @@ def main() -> None:
         read_root = make_release(workdir / "read", read_minutes)
         video = read_root / "data" / RUN / f"{RUN}_side.avi"
         sizes: dict[tuple[int, str], int] = {}
-        jpeg_path = ""
+        jpeg_path: str | None = None
         for size, storage in ((112, FrameStorage()), (224, FrameStorage()), (224, JPEG)):
             result = prepare_in_subprocess(read_root, workdir / "cache_read", size, storage)
             sizes[size, storage.codec] = Path(result["path"]).stat().st_size
@@ -243,6 +243,7 @@ def main() -> None:
         table.add(f"1 process: memory copy of the same {rates['bytes'] / 2**20:.1f} MiB",
                   f"{rates['memory']:.0f} windows/s",
                   f"cache is {rates['memory'] / rates['cache']:.1f}x slower (target <= 3x)")
+        assert jpeg_path is not None, "the storage loop above prepares a JPEG cache"
         jpeg_rates = source_rates(WindowCache(jpeg_path), video, cache_limit, 1)
         table.add("1 process: clip + sensor from a JPEG q90 cache", f"{jpeg_rates['cache']:.0f} windows/s",
                   f"raw cache is {rates['cache'] / jpeg_rates['cache']:.1f}x faster")

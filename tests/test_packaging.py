@@ -22,10 +22,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                    "--quiet", "--wheel-dir", str(out)], check=True, capture_output=True)
-    (built,) = out.glob("detach_pl-*.whl")
-    return zipfile.ZipFile(built)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "--quiet", "--wheel-dir", str(out)], capture_output=True, text=True)
+    assert built.returncode == 0, f"pip wheel failed:\n{built.stderr}"
+    (path,) = out.glob("detach_pl-*.whl")
+    return zipfile.ZipFile(path)
 
 
 def test_wheel_ships_the_type_marker_the_licence_and_the_fixtures(wheel: zipfile.ZipFile) -> None:
