@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DETACH := $(BIN)/detach
 PYTEST_ARGS ?=
 
-.PHONY: demo lint test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher bench-labels bench-predict bench-perf bench-gpu clean
+.PHONY: demo lint test test-slow test-all install bench-data bench-hwu bench-ddp bench-quality bench-teacher bench-labels bench-predict bench-perf bench-gpu gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-perf: $(STAMP)
 ## The prepared GPU check (< 5 min on one GPU): steps/s fp32 vs bf16, memory, data overhead, syncs.
 bench-gpu: $(STAMP)
 	PYTHON=$(BIN)/python benchmarks/gpu_check.sh
+
+## Wheels of the dependencies a GPU machine without network lacks (its Python has torch): carry
+## .whl there and run benchmarks/gpu_check.sh, which installs them first (benchmarks/perf.md).
+gpu-wheels: $(STAMP)
+	PYTHON=$(BIN)/python benchmarks/gpu_wheels.sh
 
 ## What each encoder can tell with labels (the teacher's signal), validated on 4 runs: the demo's
 ## world, the same world under the default lighting flicker, and the harder kitchen (its
