@@ -6,7 +6,8 @@
 
 `make bench-perf` runs every section and writes `benchmarks/perf.md` from the figures and the
 figures measured before the speed-ups (`benchmarks/perf_before.json`, machine named in it).
-`--render-only` rewrites the report from the stored figures without measuring.
+`--render-only` rewrites the report from the stored figures without measuring; the GPU check's
+figures (`--gpu`, default benchmarks/perf_gpu.json from `make bench-gpu`) close it when they exist.
 
 Sections (one CPU thread; batches reduced on CPU, stated in each row):
 
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "perf.json")
     parser.add_argument("--before", type=Path, default=None, help="figures measured before, for the table")
     parser.add_argument("--report", type=Path, default=None, help="write the Markdown report here")
+    parser.add_argument("--gpu", type=Path, default=REPO / "benchmarks" / "perf_gpu.json",
+                        help="the GPU check's figures (`make bench-gpu`), reported when the file exists")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder for caches")
     parser.add_argument("--render-only", action="store_true", help="measure nothing: --report from --json")
     options = parser.parse_args()
@@ -68,7 +71,8 @@ def main() -> None:
         print(f"figures written to {options.json}")
     if options.report is not None:
         before = json.loads(options.before.read_text()) if options.before and options.before.is_file() else None
-        write_report(options.report, perf_sections.render(figures, before))
+        gpu = json.loads(options.gpu.read_text()) if options.gpu.is_file() else None
+        write_report(options.report, perf_sections.render(figures, before, gpu))
         print(f"report written to {options.report}")
 
 

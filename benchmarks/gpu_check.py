@@ -8,7 +8,8 @@ and the paper's encoders (`--tiny`: batch 4, 8 × 32², the demo's encoders):
 
 1. steps/s in fp32, under bf16 autocast, and under bf16 with the throughput options
    ("bf16_fast": `encoder.channels_last`, stage 2's `weights_gram_dtype: bfloat16`, and with
-   `--compile` also `encoder.compile`; batches already on the device);
+   `--compile` also `encoder.compile`), over batches already in host memory, each copied to the
+   device in its step as Lightning does;
 2. peak allocated GPU memory of each;
 3. the sync check: after the first (validating) step, `training_step` + `backward` run under
    `torch.cuda.set_sync_debug_mode("error")`, so any host–device synchronisation raises;
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.perf_common import REPO, machine_name, synchronize, write_report
-from benchmarks.perf_sections import _encoder, build_stage, standin_datamodule
+from benchmarks.perf_sections import GPU_PRECISIONS, _encoder, build_stage, standin_datamodule
 
 
 @contextlib.contextmanager
@@ -46,9 +47,6 @@ def sync_errors(device: torch.device):
         yield
     finally:
         torch.cuda.set_sync_debug_mode("default")
-
-
-PRECISIONS = ("fp32", "bf16", "bf16_fast")
 
 
 def build(stage: str, dm, encoder, precision: str, compile_encoders: bool):
@@ -118,8 +116,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as folder:
         windows_needed = batch * (2 * num_steps + 2)
         minutes = max(1.0, windows_needed / 60.0 + 0.2)
-        dm = standin_datamodule(Path(folder), image, minutes, batch_size=batch, num_frames=frames,
-                                num_workers=0 if options.tiny else 4)
+        workers = 0 if options.tiny else 4
+        results["workers"] = workers
+        dm = standin_datamodule(Path(folder), image, minutes, batch_size=batch, num_frames=frames, num_workers=workers)
         dm.prepare_data()
         dm.setup("fit")
         loader = dm.train_dataloader()
@@ -127,7 +126,7 @@ def main() -> None:
         in_memory = [next(iterator) for _ in range(num_steps + 1)]
         encoder = _encoder(paper=not options.tiny)
         for stage in ("stage1", "stage2"):
-            for precision in PRECISIONS:
+            for precision in GPU_PRECISIONS:
                 torch.manual_seed(0)
                 module = build(stage, dm, encoder, precision, options.compile).to(device)
                 if stage == "stage1":

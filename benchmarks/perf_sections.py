@@ -638,8 +638,8 @@ def _rows(figures: dict) -> dict[str, tuple[str, float]]:
     return rows
 
 
-def render(figures: dict, before: dict | None) -> str:
-    """The Markdown table of every figure, before and after, with the machine and its load."""
+def render(figures: dict, before: dict | None, gpu: dict | None = None) -> str:
+    """The Markdown table of every figure, before and after, with the machine and its load; then the GPU check's."""
     after_rows = _rows(figures)
     before_rows = _rows(before) if before else {}
     names = list(after_rows) + [name for name in before_rows if name not in after_rows]
@@ -664,7 +664,35 @@ def render(figures: dict, before: dict | None) -> str:
         where = before["machine"].get("name", "?")
         same = "the same machine" if where == machine["name"] else f"another machine ({where}): compare the ratios"
         head.append(f"Before: commit {commit}, on {same}; loads {loads}.")
-    return "\n".join(head + ["", markdown_table(["figure", "unit", "before", "after"], table), "", NOTES])
+    body = ["", markdown_table(["figure", "unit", "before", "after"], table), "", NOTES, *render_gpu(gpu)]
+    return "\n".join(head + body)
+
+
+def _sync_verdict(value: bool | str) -> str:
+    if value is True:
+        return "yes"
+    return "not checked (no CUDA)" if value is False else str(value)
+
+
+def render_gpu(gpu: dict | None) -> list[str]:
+    """The GPU check's section (benchmarks/gpu_check.py's figures), or how to produce it when there are none."""
+    if gpu is None:
+        return ["## GPU check", "", GPU_NOT_RUN]
+    size = f"batch {gpu['batch']} per device, {gpu['frames']} x {gpu['image']}^2"
+    rows = []
+    for key in (f"{stage}_{precision}" for stage in ("stage1", "stage2") for precision in GPU_PRECISIONS):
+        if key in gpu:
+            v = gpu[key]
+            overhead = "-" if v["data_overhead"] is None else f"{100 * v['data_overhead']:.1f}"
+            peak = "-" if v["peak_gib"] is None else f"{v['peak_gib']:.2f}"
+            stage, precision = key.split("_", 1)
+            rows.append((stage, precision, f"{v['steps_s']:.3g}", f"{v['windows_s']:.4g}", overhead, peak,
+                         _sync_verdict(v["sync_free"])))
+    headers = ["stage", "precision", "steps/s", "windows/s", "data overhead %", "peak GiB", "no host sync"]
+    loader = f"the DataModule's loader with {gpu['workers']} workers" if "workers" in gpu else "the DataModule's loader"
+    return ["## GPU check (generated from `make bench-gpu`'s figures)", "",
+            f"Machine: {gpu['machine']}; {size}; the steps after the first (validating) one.", "",
+            markdown_table(headers, rows), "", GPU_NOTES.format(loader=loader)]
 
 
 NOTES = """## Notes
@@ -744,6 +772,19 @@ NOTES = """## Notes
   / 0.03 / 0.08 % of the loader steps' time (the demo-only runs 0.95-1.0 / 0.57-0.61 %; before 7.3 /
   5.0 / 0.15 / 0.15 %). Demo stage 1 pays 1-5 % with a wait of 1 %: the worker and the step share
   the machine's two cores and its memory bandwidth.
-- GPU: no GPU was lent to this task (device status: not drawn), so `make bench-gpu`
-  (benchmarks/gpu_check.sh) was not run on a GPU. Its CPU mode runs in tests/perf/test_gpu_check.py.
 """
+
+GPU_PRECISIONS = ("fp32", "bf16", "bf16_fast")
+
+GPU_NOT_RUN = """No GPU figures yet (no benchmarks/perf_gpu.json): no GPU was lent to the tasks that ran this suite.
+`make bench-gpu` on a GPU machine writes them, and `make bench-perf` (or `--render-only --gpu
+benchmarks/perf_gpu.json`) puts them here. On a GPU machine without network whose Python holds
+torch: `make gpu-wheels` where pip works, bring the repository and its `.whl` folder, and run
+`benchmarks/gpu_check.sh --json <where>/perf_gpu.json` there (docs/performance.md). Its CPU mode
+runs in tests/perf/test_gpu_check.py, on a Python without PyAV or this project, as on such a machine."""
+
+GPU_NOTES = """Precisions: fp32; bf16 autocast; "bf16_fast" adds `encoder.channels_last` and stage 2's
+`weights_gram_dtype: bfloat16` (with `--compile`, `encoder.compile`). The data overhead is the
+steps over {loader} (a prepared stand-in cache, pinned memory) against the same steps over
+batches already in memory; "no host sync" is `torch.cuda.set_sync_debug_mode("error")` over a
+training step and its backward after the first."""
