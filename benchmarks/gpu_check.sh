@@ -26,8 +26,8 @@ except ModuleNotFoundError as error:
     raise SystemExit(1)
 '); then
   echo "gpu_check: $PY cannot import '$missing' (searched: ${PYTHONPATH:-site-packages only})." >&2
-  echo "  Install the project (make install), or, on a machine without network, run 'make gpu-wheels'" >&2
-  echo "  where pip works and bring its folder along (GPU_WHEELS, default .whl)." >&2
+  echo "  Use the project's venv (make install) or a Python that holds torch, lightning and h5py (PYTHON=...);" >&2
+  echo "  without network, run 'make gpu-wheels' where pip works and bring its folder (GPU_WHEELS, default .whl)." >&2
   exit 2
 fi
 timeout 290 "$PY" -m benchmarks.gpu_check --device cuda "$@"
