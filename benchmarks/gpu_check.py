@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu_check                    # GPU, the paper's sizes → benchmarks/perf_gpu.json
     python -m benchmarks.gpu_check --device cpu --tiny --json /tmp/g.json   # the CPU-checkable parts
+    python -m benchmarks.gpu_check --device cpu --batch 4 --steps 2 --json /tmp/p.json   # the paper's path
 
 For stage 1 (refine phase: every loss term) and stage 2, at batch 64 per device, 20 × 224² clips
 and the paper's encoders (`--tiny`: batch 4, 8 × 32², the demo's encoders):
@@ -105,12 +106,19 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="CPU-sized: batch 4, 8 × 32², demo encoders")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None, help="per device (default 64; --tiny 4)")
     parser.add_argument("--compile", action="store_true", help="bf16_fast also compiles the encoders (slow start)")
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "perf_gpu.json")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where the figures go (default on CUDA: benchmarks/perf_gpu.json, which perf.md reports)")
     options = parser.parse_args()
     warnings.filterwarnings("ignore")
     device = torch.device(options.device)
+    if options.json is None:
+        if device.type != "cuda":
+            parser.error(f"--json is needed on {device.type}: benchmarks/perf_gpu.json is for a GPU's figures")
+        options.json = REPO / "benchmarks" / "perf_gpu.json"
     batch, frames, image = (4, 8, 32) if options.tiny else (64, 20, 224)
+    batch = options.batch or batch
     num_steps = options.steps or (3 if options.tiny else 10)
     results: dict = {"machine": machine_name(device), "batch": batch, "frames": frames, "image": image}
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as folder:

@@ -19,9 +19,12 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 CHECK = REPO / "benchmarks" / "gpu_check.sh"
 ARGS = ["--device", "cpu", "--tiny", "--steps", "3"]
+SIX = ("stage1_fp32", "stage1_bf16", "stage1_bf16_fast", "stage2_fp32", "stage2_bf16", "stage2_bf16_fast")
 
 
 def _is_left_out(name: str) -> bool:
@@ -80,7 +83,7 @@ def test_gpu_check_runs_with_carried_wheels_and_src(tmp_path: Path) -> None:
     done = _run_check(tmp_path, wheels)
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads((tmp_path / "g.json").read_text())
-    for key in ("stage1_fp32", "stage1_bf16", "stage1_bf16_fast", "stage2_fp32", "stage2_bf16", "stage2_bf16_fast"):
+    for key in SIX:
         assert figures[key]["steps_s"] > 0 and figures[key]["windows_s"] > 0
     assert not list((tmp_path / "tmp").glob("detach_wheels.*")), "the installed wheels' scratch folder was left behind"
 
@@ -92,3 +95,23 @@ def test_gpu_check_names_the_missing_package_and_the_fix(tmp_path: Path) -> None
     assert done.returncode == 2
     assert "cannot import 'av'" in done.stderr and "make gpu-wheels" in done.stderr
     assert not (tmp_path / "g.json").exists()
+
+
+def _module_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def test_gpu_figures_file_is_not_written_off_the_gpu_by_default(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", *ARGS], env=_module_env(), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--json is needed on cpu" in done.stderr
+
+
+@pytest.mark.slow  # the paper's encoders on 20 x 224^2 clips, 4 workers: about a minute on 2 cores
+def test_gpu_check_paper_path_runs_on_cpu_at_a_small_batch(tmp_path: Path) -> None:
+    out = tmp_path / "paper.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--batch", "2", "--steps", "2",
+                    "--json", str(out)], env=_module_env(), cwd=tmp_path, check=True, timeout=900)
+    figures = json.loads(out.read_text())
+    assert (figures["batch"], figures["frames"], figures["image"], figures["workers"]) == (2, 20, 224, 4)
+    assert all(figures[key]["windows_s"] > 0 for key in SIX)
