@@ -125,7 +125,7 @@ def main() -> None:
         windows_needed = batch * (2 * num_steps + 2)
         minutes = max(1.0, windows_needed / 60.0 + 0.2)
         workers = 0 if options.tiny else 4
-        results["workers"] = workers
+        results.update(workers=workers, compile=options.compile)
         dm = standin_datamodule(Path(folder), image, minutes, batch_size=batch, num_frames=frames, num_workers=workers)
         dm.prepare_data()
         dm.setup("fit")

@@ -689,10 +689,10 @@ def render_gpu(gpu: dict | None) -> list[str]:
             rows.append((stage, precision, f"{v['steps_s']:.3g}", f"{v['windows_s']:.4g}", overhead, peak,
                          _sync_verdict(v["sync_free"])))
     headers = ["stage", "precision", "steps/s", "windows/s", "data overhead %", "peak GiB", "no host sync"]
-    loader = f"the DataModule's loader with {gpu['workers']} workers" if "workers" in gpu else "the DataModule's loader"
+    compiled = "and `encoder.compile`" if gpu["compile"] else "not `encoder.compile` (no `--compile`)"
     return ["## GPU check (generated from `make bench-gpu`'s figures)", "",
             f"Machine: {gpu['machine']}; {size}; the steps after the first (validating) one.", "",
-            markdown_table(headers, rows), "", GPU_NOTES.format(loader=loader)]
+            markdown_table(headers, rows), "", GPU_NOTES.format(workers=gpu["workers"], compiled=compiled)]
 
 
 NOTES = """## Notes
@@ -783,8 +783,8 @@ torch: `make gpu-wheels` where pip works, bring the repository and its `.whl` fo
 `benchmarks/gpu_check.sh --json <where>/perf_gpu.json` there (docs/performance.md). Its CPU mode
 runs in tests/perf/test_gpu_check.py, on a Python without PyAV or this project, as on such a machine."""
 
-GPU_NOTES = """Precisions: fp32; bf16 autocast; "bf16_fast" adds `encoder.channels_last` and stage 2's
-`weights_gram_dtype: bfloat16` (with `--compile`, `encoder.compile`). The data overhead is the
-steps over {loader} (a prepared stand-in cache, pinned memory) against the same steps over
+GPU_NOTES = """Precisions: fp32; bf16 autocast; "bf16_fast" adds `encoder.channels_last`, stage 2's
+`weights_gram_dtype: bfloat16`, {compiled}. The data overhead is the steps over the DataModule's
+loader with {workers} workers (a prepared stand-in cache, pinned memory) against the same steps over
 batches already in memory; "no host sync" is `torch.cuda.set_sync_debug_mode("error")` over a
 training step and its backward after the first."""
