@@ -15,7 +15,9 @@ and the paper's encoders (`--tiny`: batch 4, 8 × 32², the demo's encoders):
 3. the sync check: after the first (validating) step, `training_step` + `backward` run under
    `torch.cuda.set_sync_debug_mode("error")`, so any host–device synchronisation raises;
 4. the data overhead: the same steps with batches from the DataModule's loader over a prepared
-   stand-in cache (pinned memory, workers) against the batches in memory (fp32 and bf16 only).
+   stand-in cache (pinned memory, workers) against the batches in memory (fp32 and bf16 only);
+5. windows/s of one batch's clips turned into the model's floats on the device from JPEG (the JPEG
+   cache's path on a GPU: nvJPEG) and from raw frames.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -87,6 +89,33 @@ def steps(module, batches, dm, device, precision: str, check_syncs: bool) -> tup
     return time.perf_counter() - started, count
 
 
+def clip_decode_rates(video: torch.Tensor, device: torch.device, repeats: int) -> dict[str, float]:
+    """Windows/s of turning one batch's clips into the model's floats on `device`, from JPEG and from raw.
+
+    JPEG: the JPEG cache's path when training on a GPU (the frames' bytes, encoded here at the default
+    quality, decoded by `jpeg_clips_to_float` in one batched `decode_jpeg` call: nvJPEG); raw: the
+    uint8 clips copied to the device and converted (`clips_to_float`).
+    """
+    from detach_pl.data.cache import DEFAULT_FRAME_STORAGE, encode_jpeg_frames
+    from detach_pl.data.dataset import clips_to_float, jpeg_clips_to_float
+
+    quality = DEFAULT_FRAME_STORAGE.quality
+    clips = [encode_jpeg_frames(clip, quality) for clip in video.numpy()]
+    encoded = [tuple(clip[step].tobytes() for clip in clips) for step in range(video.shape[1])]
+
+    def rate(convert: Callable[[], torch.Tensor]) -> float:
+        convert()  # the first call sets up the decoder
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            convert()
+        synchronize(device)
+        return repeats * video.shape[0] / (time.perf_counter() - started)
+
+    return {"quality": quality, "jpeg_windows_s": rate(lambda: jpeg_clips_to_float(encoded, device)),
+            "raw_windows_s": rate(lambda: clips_to_float(video.to(device, non_blocking=True)))}
+
+
 def batches_from(loader: Iterable, count: int) -> Iterator:
     """`count` batches of `loader`, from the start of an epoch, into the next epochs when one ends."""
     served = 0
@@ -132,6 +161,8 @@ def main() -> None:
         loader = dm.train_dataloader()
         iterator = iter(loader)
         in_memory = [next(iterator) for _ in range(num_steps + 1)]
+        results["clip_decode"] = clip_decode_rates(in_memory[0]["video"], device, repeats=3 if options.tiny else 5)
+        print(f"clip_decode: {results['clip_decode']}", flush=True)
         encoder = _encoder(paper=not options.tiny)
         for stage in ("stage1", "stage2"):
             for precision in GPU_PRECISIONS:

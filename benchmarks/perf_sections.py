@@ -692,7 +692,8 @@ def render_gpu(gpu: dict | None) -> list[str]:
     compiled = "and `encoder.compile`" if gpu["compile"] else "not `encoder.compile` (no `--compile`)"
     return ["## GPU check (generated from `make bench-gpu`'s figures)", "",
             f"Machine: {gpu['machine']}; {size}; the steps after the first (validating) one.", "",
-            markdown_table(headers, rows), "", GPU_NOTES.format(workers=gpu["workers"], compiled=compiled)]
+            markdown_table(headers, rows), "", GPU_NOTES.format(workers=gpu["workers"], compiled=compiled), "",
+            GPU_DECODE.format(**gpu["clip_decode"])]
 
 
 NOTES = """## Notes
@@ -776,6 +777,10 @@ NOTES = """## Notes
 
 GPU_PRECISIONS = ("fp32", "bf16", "bf16_fast")
 
+GPU_DECODE = """Clips to the model's floats on the device, one batch:
+{jpeg_windows_s:.0f} windows/s from JPEG q{quality} (`frame_storage: {{codec: jpeg}}`, one batched `decode_jpeg`);
+{raw_windows_s:.0f} windows/s from raw frames (copied to the device and converted)."""
+
 GPU_NOT_RUN = """No GPU figures yet (no benchmarks/perf_gpu.json): no GPU was lent to the tasks that ran this suite.
 `make bench-gpu` on a GPU machine writes them, and `make bench-perf` (or `--render-only --gpu
 benchmarks/perf_gpu.json`) puts them here. On a GPU machine without network whose Python holds
@@ -783,8 +788,8 @@ torch: `make gpu-wheels` where pip works, bring the repository and its `.whl` fo
 `benchmarks/gpu_check.sh --json <where>/perf_gpu.json` there (docs/performance.md). Its CPU mode
 runs in tests/perf/test_gpu_check.py, on a Python without PyAV or this project, as on such a machine."""
 
-GPU_NOTES = """Precisions: fp32; bf16 autocast; "bf16_fast" adds `encoder.channels_last`, stage 2's
-`weights_gram_dtype: bfloat16`, {compiled}. The data overhead is the steps over the DataModule's
-loader with {workers} workers (a prepared stand-in cache, pinned memory) against the same steps over
-batches already in memory; "no host sync" is `torch.cuda.set_sync_debug_mode("error")` over a
-training step and its backward after the first."""
+GPU_NOTES = """Precisions: fp32; bf16 autocast; "bf16_fast" adds `encoder.channels_last` and stage 2's
+`weights_gram_dtype: bfloat16`, {compiled}.
+The data overhead is the steps over the DataModule's loader with {workers} workers (a prepared
+stand-in cache, pinned memory) against the same steps over batches already in memory; "no host
+sync" is `torch.cuda.set_sync_debug_mode("error")` over a training step and its backward after the first."""

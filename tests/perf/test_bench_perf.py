@@ -75,7 +75,7 @@ def test_reset_peak_rss_forgets_an_earlier_peak() -> None:
 def test_gpu_section_reports_each_stage_and_precision() -> None:
     figure = {"steps_s": 2.5, "windows_s": 160.0, "data_overhead": 0.031, "peak_gib": 40.25, "sync_free": True}
     gpu = {"machine": "Some CPU, GPU NVIDIA H200", "batch": 64, "frames": 20, "image": 224, "workers": 4,
-           "compile": False,
+           "compile": False, "clip_decode": {"quality": 90, "jpeg_windows_s": 812.4, "raw_windows_s": 5000.0},
            "stage1_fp32": figure, "stage1_bf16": {**figure, "sync_free": "sync at odc.py:10: boom"},
            "stage2_bf16_fast": {**figure, "data_overhead": None, "peak_gib": None, "sync_free": False}}
     text = "\n".join(perf_sections.render_gpu(gpu))
@@ -84,4 +84,5 @@ def test_gpu_section_reports_each_stage_and_precision() -> None:
     assert "| stage1 | bf16 | 2.5 | 160 | 3.1 | 40.25 | sync at odc.py:10: boom |" in text
     assert "| stage2 | bf16_fast | 2.5 | 160 | - | - | not checked (no CUDA) |" in text
     assert "| stage2 | fp32 |" not in text and "4 workers" in text and "not `encoder.compile`" in text
+    assert "812 windows/s from JPEG q90" in text and "5000 windows/s from raw frames" in text
     assert "make gpu-wheels" in "\n".join(perf_sections.render_gpu(None))

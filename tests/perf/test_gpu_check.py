@@ -85,6 +85,7 @@ def test_gpu_check_runs_with_carried_wheels_and_src(tmp_path: Path) -> None:
     figures = json.loads((tmp_path / "g.json").read_text())
     for key in SIX:
         assert figures[key]["steps_s"] > 0 and figures[key]["windows_s"] > 0
+    assert figures["clip_decode"]["jpeg_windows_s"] > 0 and figures["clip_decode"]["raw_windows_s"] > 0
     assert not list((tmp_path / "tmp").glob("detach_wheels.*")), "the installed wheels' scratch folder was left behind"
 
 
