@@ -67,7 +67,7 @@ bench-gpu: $(STAMP)
 	PYTHON=$(BIN)/python benchmarks/gpu_check.sh
 
 ## Wheels of the dependencies a GPU machine without network lacks (its Python has torch): carry
-## .whl there and run benchmarks/gpu_check.sh, which installs them first (benchmarks/perf.md).
+## .whl there and run benchmarks/gpu_check.sh, which installs them first (docs/performance.md).
 gpu-wheels: $(STAMP)
 	PYTHON=$(BIN)/python benchmarks/gpu_wheels.sh
 

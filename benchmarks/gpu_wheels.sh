@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 DEST=${GPU_WHEELS:-.whl}
+PYTHON_VERSION=${GPU_PYTHON_VERSION:-3.12}
 read -r -a packages <<<"${GPU_WHEEL_PACKAGES:-av jsonargparse docstring-parser typeshed-client}"
 specs=()
 for name in "${packages[@]}"; do
@@ -19,8 +20,8 @@ platforms=()
 for tag in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014; do platforms+=(--platform "${tag}_x86_64"); done
 rm -rf "$DEST.partial"
 "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-  --python-version "${GPU_PYTHON_VERSION:-3.12}" --implementation cp "${platforms[@]}" -d "$DEST.partial" "${specs[@]}"
+  --python-version "$PYTHON_VERSION" --implementation cp "${platforms[@]}" -d "$DEST.partial" "${specs[@]}"
 rm -rf "$DEST"
 mv "$DEST.partial" "$DEST"
-echo "wheels for Python ${GPU_PYTHON_VERSION:-3.12} in $DEST: ${specs[*]}"
+echo "wheels for Python $PYTHON_VERSION in $DEST: ${specs[*]}"
 du -sh "$DEST"
