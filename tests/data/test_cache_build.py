@@ -9,12 +9,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from detach_pl.data.cache import WindowCache, build_cache, remove_stale_temporaries
+from detach_pl.data.cache import (
+    CacheBuildInterrupted,
+    RunRecording,
+    WindowCache,
+    build_cache,
+    remove_stale_temporaries,
+)
 from detach_pl.io import write_atomically
 from detach_pl.testing.cache import META, SETTINGS, recordings
 
@@ -64,6 +71,37 @@ def test_sigterm_during_a_build_removes_the_temporary_and_says_why(tmp_path: Pat
     assert f"SIGTERM received while building the window cache {cache}" in stderr
     assert "the partial cache" in stderr
     assert list(cache.parent.iterdir()) == []
+
+
+def sigterm_inside_an_extension(runs: Iterator[RunRecording], swallow: bool) -> Iterator[RunRecording]:
+    """Deliver SIGTERM while the first run is read, and mishandle it as C extensions can.
+
+    `swallow`: the interrupt vanishes (as in a weakref callback, where Python only prints it);
+    otherwise it is turned into a `TypeError` (as h5py does while writing an attribute).
+    """
+    for index, run in enumerate(runs):
+        if index == 0:
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except CacheBuildInterrupted:
+                if not swallow:
+                    raise TypeError("Operation not defined for data type class") from None
+        yield run
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["turned_into_type_error", "swallowed"])
+def test_sigterm_mishandled_by_an_extension_still_stops_the_build(
+    tmp_path: Path, swallow: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache" / "c.h5"
+    runs = sigterm_inside_an_extension(recordings(tmp_path / "marker", 0.0, 2), swallow)
+    with pytest.raises(CacheBuildInterrupted, match="SIGTERM received while building the window cache") as info:
+        build_cache(cache, runs, SETTINGS, META, progress=False)
+    if not swallow:
+        assert isinstance(info.value.__cause__, TypeError)
+    assert "the partial cache" in caplog.text
+    assert list(cache.parent.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_two_concurrent_builders_build_once_and_both_use_the_cache(tmp_path: Path) -> None:

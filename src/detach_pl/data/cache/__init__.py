@@ -33,7 +33,9 @@ complete, so an interrupted build never leaves a file that a later run would rea
 an exclusive lock on `<name>.lock` beside the cache: a second process waits and then reuses the
 finished cache; the first thing a builder does under the lock is to remove temporaries left by
 builders on this host that have died (kill -9). SIGTERM during a build is handled like Ctrl-C:
-the temporary is removed and the process stops with a message.
+the temporary is removed and the process stops with a message, also when the signal lands inside
+h5py, which may turn the interrupt into its own error or lose it (the build stops before the next
+run and never renames a file written after a SIGTERM).
 
 Modules: `recording` (what readers hand in, what the writer reports), `placement` (frame times
 on the sensor clock), `signals` (the sensor side of the windows), `frames` (the frame storage

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -84,8 +84,11 @@ def build_cache(
             return stored_reports(path)
         tmp = temporary_path(path)
         try:
-            with sigterm_as_interrupt(f"building the window cache {path}"):
-                reports = _write_cache(tmp, path.name, runs, settings, meta, frame_storage, num_runs, progress)
+            with sigterm_as_interrupt(f"building the window cache {path}") as raise_if_interrupted:
+                reports = _write_cache(
+                    tmp, path.name, runs, settings, meta, frame_storage, num_runs, progress, raise_if_interrupted
+                )
+                raise_if_interrupted()
                 os.replace(tmp, path)
         except KeyboardInterrupt as interrupt:
             log.error("%s: the partial cache %s was removed; run again to build it", interrupt, tmp.name)
@@ -105,8 +108,12 @@ def _write_cache(
     frame_storage: FrameStorage,
     num_runs: int | None,
     progress: bool,
+    raise_if_interrupted: Callable[[], None],
 ) -> list[RunReport]:
-    """Write every run into the HDF5 file `tmp` (the body of `build_cache`)."""
+    """Write every run into the HDF5 file `tmp` (the body of `build_cache`).
+
+    `raise_if_interrupted` is called before each run is read (see `sigterm_as_interrupt`).
+    """
     num_channels = len(meta["channel_names"])
     reports: list[RunReport] = []
     with h5py.File(tmp, "w") as h5:
@@ -116,11 +123,13 @@ def _write_cache(
         if frame_storage.codec != "raw":  # raw caches stay byte-for-byte what they were
             h5.attrs["frame_storage"] = json.dumps(frame_storage.to_dict())
         table = _create_window_table(h5, num_channels, settings.sensor_length)
+        raise_if_interrupted()
         for run in tqdm(runs, total=num_runs, desc=f"preparing {title}", unit="run", disable=not progress):
             validate_recording(run, num_channels)
             if any(report.name == run.name for report in reports):
                 raise ValueError(f"run name {run.name!r} appears twice")
             reports.append(_write_run(h5, table, run, len(reports), settings, frame_storage, progress))
+            raise_if_interrupted()
         if not reports:
             raise ValueError("no runs were given to the cache writer")
         h5.attrs["run_names"] = json.dumps([report.name for report in reports])

@@ -11,7 +11,7 @@ import re
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -115,22 +115,46 @@ def build_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt(what: str) -> Iterator[None]:
+def sigterm_as_interrupt(what: str) -> Iterator[Callable[[], None]]:
     """Turn SIGTERM into `CacheBuildInterrupted` (a KeyboardInterrupt) while `what` runs.
 
     SLURM and other schedulers send SIGTERM at a time limit; by default it kills Python without
     running `finally` blocks. Installed only in the main thread (signals are delivered there),
     and the previous handler is restored afterwards.
+
+    The handler raises wherever Python happens to be. Inside a C extension the exception may be
+    turned into another one (h5py writing an attribute raises a `TypeError`), or swallowed (in a
+    weakref callback Python only prints it). So whatever escapes after a SIGTERM is re-raised
+    as `CacheBuildInterrupted` with that error as its cause, and the body gets a function to
+    call at its safe points (between runs, before the rename) that raises if a SIGTERM came.
+
+    Yields:
+        `raise_if_interrupted`: raises `CacheBuildInterrupted` once a SIGTERM has arrived.
     """
+    message = f"SIGTERM received while {what}"
+    received = False
+
+    def raise_if_interrupted() -> None:
+        if received:
+            raise CacheBuildInterrupted(message)
+
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield raise_if_interrupted
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise CacheBuildInterrupted(f"SIGTERM received while {what}")
+        nonlocal received
+        received = True
+        raise CacheBuildInterrupted(message)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield raise_if_interrupted
+    except CacheBuildInterrupted:
+        raise
+    except BaseException as error:
+        if received:
+            raise CacheBuildInterrupted(message) from error
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
