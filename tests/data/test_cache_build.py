@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +27,41 @@ from detach_pl.io import write_atomically
 from detach_pl.testing.cache import META, SETTINGS, recordings
 
 
-def start_builder(cache: Path, marker: Path, sleep: float, runs: int = 2) -> subprocess.Popen[str]:
-    """Run the builder program in its own process (stdout and stderr captured)."""
+def start_builder(
+    cache: Path, marker: Path, sleep: float, runs: int = 2, go: Path | None = None
+) -> subprocess.Popen[str]:
+    """Run the builder program in its own process (stdout and stderr captured); `go`: see its `--go`."""
     return subprocess.Popen(
         [sys.executable, "-m", "detach_pl.testing.cache", str(cache), str(marker), "--sleep", str(sleep),
-         "--runs", str(runs)],
+         "--runs", str(runs), *(["--go", str(go)] if go is not None else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def read_stderr_until(
+    process: subprocess.Popen[str], text: str, timeout: float = 60.0
+) -> tuple[list[str], threading.Thread]:
+    """Collect `process`'s stderr lines in a thread; return the list and the thread once a line holds `text`.
+
+    The thread reads on until the process closes stderr (so the pipe never fills up); join it to
+    have every line. Fails if `text` does not come within `timeout` seconds.
+    """
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if text in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if not seen.wait(timeout):
+        process.kill()
+        raise AssertionError(f"no stderr line with {text!r} within {timeout} s: {lines}")
+    return lines, reader
 
 
 def wait_for_temporary(folder: Path, process: subprocess.Popen[str], timeout: float = 60.0) -> Path:
@@ -106,15 +135,20 @@ def test_sigterm_mishandled_by_an_extension_still_stops_the_build(
 
 def test_two_concurrent_builders_build_once_and_both_use_the_cache(tmp_path: Path) -> None:
     cache, marker = tmp_path / "cache" / "c.h5", tmp_path / "marker"
-    first = start_builder(cache, marker, sleep=3.0)  # long enough for the second to start on a loaded machine
+    go = tmp_path / "go"
+    first = start_builder(cache, marker, sleep=0.0, go=go)  # holds the lock until `go` exists
     wait_for_temporary(cache.parent, first)
-    second = start_builder(cache, marker, sleep=1.0)
-    outputs = [process.communicate(timeout=120) for process in (first, second)]
-    assert [process.returncode for process in (first, second)] == [0, 0], outputs
+    second = start_builder(cache, marker, sleep=0.0)
+    second_stderr, reader = read_stderr_until(second, "waiting for the other builder")
+    go.touch()
+    first_output = first.communicate(timeout=120)
+    assert second.wait(timeout=120) == 0 and second.stdout is not None
+    second_stdout = second.stdout.read()
+    reader.join(timeout=30)
+    assert first.returncode == 0, first_output
     assert len(marker.read_text().splitlines()) == 1  # the recordings were read once
-    assert "waiting for the other builder" in outputs[1][1]
-    assert "reusing it" in outputs[1][1]
-    assert all("built 2 run(s)" in stdout for stdout, _ in outputs)  # the reuser gets the reports too
+    assert any("reusing it" in line for line in second_stderr), second_stderr
+    assert all("built 2 run(s)" in stdout for stdout in (first_output[0], second_stdout))  # the reuser gets them too
     assert sorted(path.name for path in cache.parent.iterdir()) == ["c.h5"]
     assert len(WindowCache(cache)) > 0
 

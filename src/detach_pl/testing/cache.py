@@ -2,8 +2,9 @@
 
 Builds a tiny window cache at CACHE from generated runs. The recordings generator appends
 "build <pid>" to MARKER when it is first asked for a run (so the number of lines counts the builds
-that really read recordings), then sleeps `--sleep` seconds before each run: a deterministic,
-slow build that a test can interrupt while the temporary file exists.
+that really read recordings), waits for the file `--go` when one is named (a test releases the
+build when it is ready), then sleeps `--sleep` seconds before each run: a slow build that a test
+can interrupt while the temporary file exists.
 """
 
 from __future__ import annotations
@@ -22,12 +23,21 @@ from detach_pl.data.windows import WindowSettings
 
 SETTINGS = WindowSettings(image_size=8, sensor_length=16)
 META = {"channel_names": ["a", "b"], "class_names": ["x"], "place_names": ["p"]}
+GO_TIMEOUT_S = 120.0
 
 
-def recordings(marker: Path, sleep: float, runs: int) -> Iterator[RunRecording]:
-    """`runs` 6-s recordings (30 Hz sensors, 10 fps frames), slowed down by `sleep` per run."""
+def recordings(marker: Path, sleep: float, runs: int, go: Path | None = None) -> Iterator[RunRecording]:
+    """`runs` 6-s recordings (30 Hz sensors, 10 fps frames), slowed down by `sleep` per run.
+
+    With `go`, the first run waits until that file exists (at most `GO_TIMEOUT_S`).
+    """
     with marker.open("a") as handle:
         handle.write(f"build {os.getpid()}\n")
+    deadline = time.monotonic() + GO_TIMEOUT_S
+    while go is not None and not go.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{go} did not appear within {GO_TIMEOUT_S} s")
+        time.sleep(0.02)
     rng = np.random.default_rng(0)
     for index in range(runs):
         time.sleep(sleep)
@@ -47,9 +57,11 @@ def main() -> None:
     parser.add_argument("marker", type=Path)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--go", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    reports = build_cache(args.cache, recordings(args.marker, args.sleep, args.runs), SETTINGS, META, progress=False)
+    runs = recordings(args.marker, args.sleep, args.runs, args.go)
+    reports = build_cache(args.cache, runs, SETTINGS, META, progress=False)
     print(f"built {len(reports)} run(s)")
 
 
