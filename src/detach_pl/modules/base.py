@@ -15,6 +15,7 @@ from torch import nn
 
 from detach_pl.data.info import DataInfo
 from detach_pl.distributed import gather_rng_states, restore_rng_state
+from detach_pl.modules.settings import at_least, check_settings, positive
 from detach_pl.nn import EncoderConfig, build_encoders
 from detach_pl.nn.config import NON_ARCHITECTURE_KEYS
 
@@ -62,8 +63,7 @@ class DetachModule(pl.LightningModule):
         super().__init__()
         self.data_info = as_data_info(data_info, type(self).__name__)
         self.encoder_config = as_encoder_config(encoder)
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"model: lr={lr} must be > 0 and weight_decay={weight_decay} >= 0")
+        check_settings([positive("lr", lr), at_least("weight_decay", weight_decay, 0)])
         self.lr = lr
         self.weight_decay = weight_decay
         self.encoders = build_encoders(encoder_names, self.encoder_config, self.data_info.num_channels)

@@ -28,6 +28,7 @@ from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad,
 from detach_pl.losses import info_nce
 from detach_pl.modules.base import DetachModule
 from detach_pl.modules.sensor_classifier import SensorClassifierModule
+from detach_pl.modules.settings import at_least, check_settings, positive
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, joint_embedding
 from detach_pl.seeding import batch_generator
 from detach_pl.transforms import sinusoidal_time_warp
@@ -68,13 +69,12 @@ class GlobalAlignmentModule(DetachModule):
     ) -> None:
         super().__init__(data_info, encoder, ENCODER_NAMES, lr, weight_decay)
         self.save_hyperparameters()
-        if not 0 < min_temperature <= initial_temperature:
-            raise ValueError(
-                f"model: need 0 < min_temperature ({min_temperature}) <= initial_temperature "
-                f"({initial_temperature})"
-            )
-        if warp_sigma < 0:
-            raise ValueError(f"model: warp_sigma={warp_sigma} must be >= 0")
+        check_settings([
+            positive("min_temperature", min_temperature),
+            ("initial_temperature", initial_temperature, initial_temperature >= min_temperature,
+             f">= min_temperature ({min_temperature})"),
+            at_least("warp_sigma", warp_sigma, 0),
+        ])
         self.log_temperature = nn.Parameter(
             torch.tensor(math.log(initial_temperature)), requires_grad=learn_temperature
         )
@@ -186,8 +186,7 @@ class SupervisedSensorModule(SensorClassifierModule):
             data_info, encoder, lr, weight_decay, standardize_features=False, normalize_embedding=normalize_embedding
         )
         self.save_hyperparameters()
-        if warp_sigma < 0:
-            raise ValueError(f"model: warp_sigma={warp_sigma} must be >= 0")
+        check_settings([at_least("warp_sigma", warp_sigma, 0)])
         self.warp_sigma = warp_sigma
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

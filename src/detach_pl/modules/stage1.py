@@ -10,7 +10,7 @@ the paper text's frozen video branch).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,7 @@ from detach_pl.losses.classification import (
 )
 from detach_pl.metrics import cluster_quality
 from detach_pl.modules.base import DetachModule
+from detach_pl.modules.settings import at_least, check_settings, fraction, one_of, positive
 from detach_pl.nn import EncoderConfig
 from detach_pl.seeding import batch_generator
 from detach_pl.transforms import RELEASED_WARP_PHASE_END, sinusoidal_time_warp
@@ -131,25 +132,34 @@ class SpatialGroundingModule(DetachModule):
     ) -> None:
         super().__init__(data_info, encoder, ("video_spatial", "sensor_spatial"), lr, weight_decay)
         self.save_hyperparameters()
-        if not 0 <= video_start_epoch <= refine_start_epoch:
-            raise ValueError(
-                f"model: need 0 <= video_start_epoch ({video_start_epoch}) <= refine_start_epoch "
-                f"({refine_start_epoch})"
-            )
-        if not 0.0 <= video_gate <= 1.0 or prototype_temperature <= 0:
-            raise ValueError(
-                f"model: video_gate={video_gate} must lie in [0, 1] and "
-                f"prototype_temperature={prototype_temperature} be > 0"
-            )
-        choices = {
-            "confident_windows": (confident_windows, ("step", "epoch")),
-            "video_in_refine": (video_in_refine, ("train", "frozen")),
-            "kmeans_metric": (kmeans_metric, ("euclidean", "cosine")),
-            "dissolve_small": (dissolve_small, ("cluster", "members")),
-        }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ValueError(f"model.init_args.{name} must be one of {list(allowed)}, got {value!r}")
+        check_settings([
+            ("num_clusters", num_clusters, num_clusters is None or num_clusters >= 1, ">= 1 (or null: the places)"),
+            positive("prototype_temperature", prototype_temperature),
+            fraction("memory_momentum", memory_momentum, include_one=False),
+            fraction("confidence_quantile", confidence_quantile),
+            at_least("min_cluster_size", min_cluster_size, 0),
+            at_least("balance_power", balance_power, 0),
+            at_least("balance_max_ratio", balance_max_ratio, 1),
+            one_of("balance_clamp", balance_clamp, get_args(ClampMode)),
+            one_of("cluster_loss_reduction", cluster_loss_reduction, get_args(Reduction)),
+            one_of("confident_windows", confident_windows, ("step", "epoch")),
+            one_of("video_in_refine", video_in_refine, ("train", "frozen")),
+            at_least("alpha", alpha, 0),
+            at_least("beta", beta, 0),
+            fraction("video_gate", video_gate),
+            at_least("video_start_epoch", video_start_epoch, 0),
+            ("refine_start_epoch", refine_start_epoch, refine_start_epoch >= video_start_epoch,
+             f">= video_start_epoch ({video_start_epoch})"),
+            one_of("cluster_loss_on", cluster_loss_on, ("confident", "all")),
+            at_least("warp_start_epoch", warp_start_epoch, 0),
+            at_least("warp_sigma", warp_sigma, 0),
+            positive("warp_phase_end", warp_phase_end),
+            one_of("kmeans_metric", kmeans_metric, ("euclidean", "cosine")),
+            at_least("kmeans_inits", kmeans_inits, 1),
+            at_least("kmeans_iters", kmeans_iters, 1),
+            one_of("dissolve_small", dissolve_small, ("cluster", "members")),
+            at_least("encode_batch_size", encode_batch_size, 1),
+        ])
         self.num_clusters = num_clusters or self.data_info.num_places
         self.video_classifier = nn.Linear(self.encoder_config.embed_dim, self.num_clusters)
         self.memory: OdcMemory | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +14,7 @@ from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
 from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad, local_slice
 from detach_pl.losses import GramDtype, TemporalMode
 from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
+from detach_pl.modules.settings import at_least, check_settings, fraction, one_of, positive
 from detach_pl.nn import EncoderConfig, joint_embedding, make_ema_copy, update_ema
 from detach_pl.seeding import batch_generator
 from detach_pl.transforms import RELEASED_WARP_PHASE_END, sinusoidal_time_warp
@@ -87,17 +88,16 @@ class TemporalAlignmentModule(DetachModule):
     ) -> None:
         super().__init__(data_info, encoder, SPATIAL + TEMPORAL, lr, weight_decay)
         self.save_hyperparameters()
-        if temperature <= 0 or not 0.0 <= ema_momentum < 1.0 or lambda_hard < 1.0:
-            raise ValueError(
-                f"model: temperature={temperature} must be > 0, ema_momentum={ema_momentum} in "
-                f"[0, 1), lambda_hard={lambda_hard} >= 1"
-            )
-        if frozen_mode not in ("train", "eval"):
-            raise ValueError(f"model.init_args.frozen_mode must be 'train' or 'eval', got {frozen_mode!r}")
-        if weights_gram_dtype not in ("float32", "bfloat16"):
-            raise ValueError(
-                f"model.init_args.weights_gram_dtype must be 'float32' or 'bfloat16', got {weights_gram_dtype!r}"
-            )
+        check_settings([
+            positive("temperature", temperature),
+            at_least("lambda_hard", lambda_hard, 1),
+            fraction("ema_momentum", ema_momentum, include_one=False),
+            one_of("temporal_similarity", temporal_similarity, get_args(TemporalMode)),
+            at_least("warp_sigma", warp_sigma, 0),
+            positive("warp_phase_end", warp_phase_end),
+            one_of("frozen_mode", frozen_mode, ("train", "eval")),
+            one_of("weights_gram_dtype", weights_gram_dtype, get_args(GramDtype)),
+        ])
         self.freeze_encoders(SPATIAL)
         self.ema = nn.ModuleDict({name: make_ema_copy(self.encoders[name]) for name in TEMPORAL})
         self.diagnostics = AlignmentDiagnostics()
