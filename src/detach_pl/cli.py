@@ -192,6 +192,25 @@ class _RecordErrors:
             raise
 
 
+class _RecordPlainErrors:
+    """The default instantiator (`class_type(*args, **kwargs)`), remembering what a constructor raised.
+
+    Registered for every class after Lightning's own instantiators, so that a nested dataclass
+    (`WindowSettings`, the world of the synthetic kitchen) that refuses its values is reported
+    with its own message, not inside jsonargparse's union error.
+    """
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        self.errors = errors
+
+    def __call__(self, class_type: type, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return class_type(*args, **kwargs)
+        except Exception as error:
+            self.errors.append(error)
+            raise
+
+
 def original_error(error: BaseException, recorded: list[BaseException]) -> BaseException | None:
     """The exception a user should read instead of jsonargparse's wrapper of it (None: `error`)."""
     if str(error).startswith("Call to compute_fn of link") and error.__cause__ is not None:
@@ -255,13 +274,14 @@ class DetachCLI(LightningCLI):
                     )
 
     def _add_instantiators(self) -> None:
-        """Lightning's instantiators, wrapped to record constructor errors (`_RecordErrors`)."""
+        """Lightning's instantiators and the default one, wrapped to record constructor errors."""
         super()._add_instantiators()
         self._constructor_errors: list[BaseException] = []
         instantiators = self.parser._instantiators or {}
         self.parser._instantiators = {
             key: _RecordErrors(instantiator, self._constructor_errors) for key, instantiator in instantiators.items()
         }
+        self.parser.add_instantiator(_RecordPlainErrors(self._constructor_errors), object, subclasses=True)
 
     def before_instantiate_classes(self) -> None:
         """Decide the data purpose (`set_data_purpose`); switch off TensorBoard's `hp_metric`.

@@ -15,7 +15,7 @@ from detach_pl.modules import (
     SupervisedSensorModule,
     TemporalAlignmentModule,
 )
-from detach_pl.modules.settings import check_settings, fraction
+from detach_pl.settings import check_settings, fraction
 from helpers import DEMO, TINY_DATA, tiny_encoder
 
 INFO = DataInfo(num_channels=4, num_classes=3, num_places=3)

@@ -27,7 +27,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import lightning.pytorch as pl
 import numpy as np
@@ -53,6 +53,7 @@ from detach_pl.data.sequences import SequenceDataset, collate_sequences
 from detach_pl.data.windows import DEFAULT_WINDOWS, Standardize, WindowSettings
 from detach_pl.io import write_atomically
 from detach_pl.seeding import loader_generator
+from detach_pl.settings import at_least, check_settings, one_of
 
 __all__ = [
     "AlignmentTrainingSet", "RunReading", "SequenceDataset", "WindowDataModule", "WindowDataset", "collate_sequences",
@@ -138,21 +139,30 @@ class WindowDataModule(pl.LightningDataModule):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.init_args.batch_size={batch_size} must be >= 1")
-        if num_workers is not None and num_workers < 0:
-            raise ValueError(f"data.init_args.num_workers={num_workers} must be >= 0 (or null: chosen from the CPUs)")
-        if num_frames < 3:
-            raise ValueError(
-                f"data.init_args.num_frames={num_frames} must be >= 3 (the temporal video encoder "
-                "needs frame differences)"
-            )
+        check_settings(
+            [
+                at_least("batch_size", batch_size, 1),
+                (
+                    "probe_batch_size", probe_batch_size, probe_batch_size is None or probe_batch_size >= 1,
+                    ">= 1 (or null: batch_size)",
+                ),
+                (
+                    "num_workers", num_workers, num_workers is None or num_workers >= 0,
+                    ">= 0 (or null: chosen from the CPUs)",
+                ),
+                (
+                    "num_frames", num_frames, num_frames >= 3,
+                    ">= 3 (the temporal video encoder needs frame differences)",
+                ),
+                one_of("pretrain_windows", pretrain_windows, ("all", "labelled")),
+                one_of("probe_unit", probe_unit, ("window", "sequence")),
+                one_of("standardize", standardize, get_args(Standardize)),
+                one_of("purpose", purpose, ("auto", *PURPOSES)),
+            ],
+            section="data.init_args",
+        )
         self.cache_dir = Path(cache_dir).expanduser()
         self.windows = windows
-        if probe_batch_size is not None and probe_batch_size < 1:
-            raise ValueError(f"data.init_args.probe_batch_size={probe_batch_size} must be >= 1 (or null: batch_size)")
-        if purpose not in ("auto", *PURPOSES):
-            raise ValueError(f"data.init_args.purpose must be 'auto', 'alignment' or 'probe', got {purpose!r}")
         self.window_batch_size = batch_size
         self.probe_batch_size = probe_batch_size
         self.sequence_batch_size: int | None = None
@@ -162,8 +172,6 @@ class WindowDataModule(pl.LightningDataModule):
         self.probe_train_runs = None if probe_train_runs is None else list(probe_train_runs)
         self.pretrain_windows = pretrain_windows
         self.probe_unit = probe_unit
-        if standardize not in ("keep_zeros", "affine"):
-            raise ValueError(f"data.init_args.standardize must be 'keep_zeros' or 'affine', got {standardize!r}")
         self.standardize = standardize
         self.purpose = purpose
         self.augment_video = augment_video

@@ -24,16 +24,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import signal
+
+from detach_pl.settings import at_least, check_settings, fraction, one_of, positive
 
 LabelRule = Literal["majority", "center"]
 FilterScope = Literal["window", "run"]
 NanPolicy = Literal["zero_nans", "zero_channel"]
 ResampleGrid = Literal["half_pixel", "endpoints"]
 Standardize = Literal["keep_zeros", "affine"]
+
+#: Where the window settings live in a config.
+SECTION = "data.init_args.windows"
 
 
 @dataclass(frozen=True)
@@ -76,32 +81,26 @@ class WindowSettings:
     image_size: int = 224
 
     def __post_init__(self) -> None:
-        checks = {
-            "window_seconds": self.window_seconds > 0,
-            "hop_seconds": self.hop_seconds > 0,
-            "sensor_length": self.sensor_length >= 8,
-            "lowpass_cutoff": 0 < self.lowpass_cutoff < 1,
-            "lowpass_order": self.lowpass_order >= 1,
-            "nan_channel_fraction": 0 <= self.nan_channel_fraction <= 1,
-            "label_rule": self.label_rule in ("majority", "center"),
-            "nan_policy": self.nan_policy in ("zero_nans", "zero_channel"),
-            "filter_scope": self.filter_scope in ("window", "run"),
-            "resample_grid": self.resample_grid in ("half_pixel", "endpoints"),
-            "min_label_fraction": 0 < self.min_label_fraction <= 1,
-            "image_size": self.image_size >= 8,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(
-                f"invalid window settings: {values} (expected window/hop > 0, sensor_length >= 8, "
-                "0 < lowpass_cutoff < 1, label_rule in {majority, center}, nan_policy in "
-                "{zero_nans, zero_channel}, filter_scope in {window, run}, resample_grid in "
-                "{half_pixel, endpoints}, fractions in (0, 1], image_size >= 8)"
-            )
+        check_settings(
+            [
+                positive("window_seconds", self.window_seconds),
+                positive("hop_seconds", self.hop_seconds),
+                at_least("sensor_length", self.sensor_length, 8),
+                fraction("lowpass_cutoff", self.lowpass_cutoff, include_zero=False, include_one=False),
+                at_least("lowpass_order", self.lowpass_order, 1),
+                fraction("nan_channel_fraction", self.nan_channel_fraction),
+                one_of("nan_policy", self.nan_policy, get_args(NanPolicy)),
+                one_of("filter_scope", self.filter_scope, get_args(FilterScope)),
+                one_of("resample_grid", self.resample_grid, get_args(ResampleGrid)),
+                one_of("label_rule", self.label_rule, get_args(LabelRule)),
+                fraction("min_label_fraction", self.min_label_fraction, include_zero=False),
+                at_least("image_size", self.image_size, 8),
+            ],
+            section=SECTION,
+        )
         if self.filter_scope == "run" and self.nan_policy == "zero_nans":
             raise ValueError(
-                "invalid window settings: filter_scope='run' filters each run once, before any "
+                f"{SECTION}: filter_scope='run' filters each run once, before any "
                 "window exists, so it cannot zero a window's NaNs (nan_policy='zero_nans'); use "
                 "nan_policy='zero_channel' with it, or filter_scope='window'"
             )

@@ -15,9 +15,9 @@ from torch import nn
 
 from detach_pl.data.info import DataInfo
 from detach_pl.distributed import gather_rng_states, restore_rng_state
-from detach_pl.modules.settings import at_least, check_settings, positive
 from detach_pl.nn import EncoderConfig, build_encoders
 from detach_pl.nn.config import NON_ARCHITECTURE_KEYS
+from detach_pl.settings import at_least, check_settings, positive
 
 
 def as_data_info(value: DataInfo | dict | None, owner: str) -> DataInfo:

@@ -28,9 +28,9 @@ from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad,
 from detach_pl.losses import info_nce
 from detach_pl.modules.base import DetachModule
 from detach_pl.modules.sensor_classifier import SensorClassifierModule
-from detach_pl.modules.settings import at_least, check_settings, positive
 from detach_pl.nn import ENCODER_NAMES, EncoderConfig, joint_embedding
 from detach_pl.seeding import batch_generator
+from detach_pl.settings import at_least, check_settings, positive
 from detach_pl.transforms import sinusoidal_time_warp
 
 

@@ -35,9 +35,9 @@ from detach_pl.losses.classification import (
 )
 from detach_pl.metrics import cluster_quality
 from detach_pl.modules.base import DetachModule
-from detach_pl.modules.settings import at_least, check_settings, fraction, one_of, positive
 from detach_pl.nn import EncoderConfig
 from detach_pl.seeding import batch_generator
+from detach_pl.settings import at_least, check_settings, fraction, one_of, positive
 from detach_pl.transforms import RELEASED_WARP_PHASE_END, sinusoidal_time_warp
 
 Phase = Literal["cluster", "joint", "refine"]

@@ -14,9 +14,9 @@ from detach_pl.diagnostics import AlignmentDiagnostics, log_diagnostics
 from detach_pl.distributed import batch_sizes, gather_no_grad, gather_with_grad, local_slice
 from detach_pl.losses import GramDtype, TemporalMode
 from detach_pl.modules.base import DetachModule, copy_encoder_weights, load_stage_checkpoint
-from detach_pl.modules.settings import at_least, check_settings, fraction, one_of, positive
 from detach_pl.nn import EncoderConfig, joint_embedding, make_ema_copy, update_ema
 from detach_pl.seeding import batch_generator
+from detach_pl.settings import at_least, check_settings, fraction, one_of, positive
 from detach_pl.transforms import RELEASED_WARP_PHASE_END, sinusoidal_time_warp
 
 SPATIAL = ("video_spatial", "sensor_spatial")

@@ -1,9 +1,10 @@
-"""Range checks of a module's settings, made once at construction with the settings' config names.
+"""Range checks of settings, made once at construction with the settings' config names.
 
 A setting out of range (a zero temperature, a quantile above 1, zero clusters) would otherwise
 surface epochs later as a NaN loss or an error deep inside a loss or the k-means, naming neither
 the setting nor what was expected. `check_settings` raises one error that lists every bad setting
 as the config spells it, e.g. ``model.init_args.confidence_quantile=1.5 must be in [0, 1]``.
+The modules, the DataModules and the window settings all check theirs with it.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ def at_least(name: str, value: float, low: float) -> SettingRule:
     return name, value, value >= low, f">= {low}"
 
 
-def fraction(name: str, value: float, *, include_one: bool = True) -> SettingRule:
-    """The rule `0 <= value <= 1` (`< 1` without `include_one`)."""
+def fraction(name: str, value: float, *, include_zero: bool = True, include_one: bool = True) -> SettingRule:
+    """The rule `0 <= value <= 1`; `include_zero` / `include_one` False make that end open."""
+    above = value >= 0.0 if include_zero else value > 0.0
     below = value <= 1.0 if include_one else value < 1.0
-    return name, value, 0.0 <= value and below, "in [0, 1]" if include_one else "in [0, 1)"
+    interval = f"{'[' if include_zero else '('}0, 1{']' if include_one else ')'}"
+    return name, value, above and below, f"in {interval}"
 
 
 def one_of(name: str, value: object, allowed: Collection[object]) -> SettingRule:
