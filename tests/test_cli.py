@@ -50,10 +50,25 @@ def test_checkpoint_chain_stage1_stage2_probe_test(in_scratch) -> None:
     assert (results[0].parent / "confusion_matrix.png").is_file()
 
 
-def test_stage2_with_missing_checkpoint_names_the_setting(in_scratch) -> None:
+def test_stage2_with_missing_checkpoint_names_the_setting_before_the_cache_is_built(in_scratch) -> None:
     missing = "stage1_checkpoint: checkpoint runs/demo/stage1/checkpoints/last.ckpt does not exist"
     with pytest.raises(FileNotFoundError, match=missing):
         run("fit", "--config", str(DEMO / "stage2.yaml"), "--trainer.fast_dev_run", "1")
+    assert not (in_scratch / "data").exists()
+
+
+@pytest.mark.parametrize(("config", "flag", "value", "error", "message"), [
+    ("probe.yaml", "--model.init_args.encoder_checkpoint", "no/stage2.ckpt", FileNotFoundError,
+     "model.init_args.encoder_checkpoint: checkpoint no/stage2.ckpt does not exist"),
+    ("stage2.yaml", "--model.init_args.stage1_checkpoint", "null", ValueError,
+     "model.init_args.stage1_checkpoint is not set"),
+])
+def test_a_missing_stage_checkpoint_fails_before_the_cache_is_built(in_scratch, config: str, flag: str, value: str,
+                                                                     error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as raised:
+        run("fit", "--config", str(DEMO / config), flag, value, "--trainer.fast_dev_run", "1")
+    assert str(raised.value).startswith(message)
+    assert not (in_scratch / "data").exists()
 
 
 def test_logged_run_has_plain_hparams_no_hp_metric_and_a_learning_rate(in_scratch) -> None:

@@ -53,7 +53,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
-from detach_pl.modules.base import DetachModule
+from detach_pl.modules.base import DetachModule, check_stage_checkpoint_file
 
 #: `--ckpt_path` values Lightning resolves itself (not file names).
 CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -284,12 +284,14 @@ class DetachCLI(LightningCLI):
         self.parser.add_instantiator(_RecordPlainErrors(self._constructor_errors), object, subclasses=True)
 
     def before_instantiate_classes(self) -> None:
-        """Decide the data purpose (`set_data_purpose`); switch off TensorBoard's `hp_metric`.
+        """Decide the data purpose (`set_data_purpose`); check a fit's stage checkpoints; no `hp_metric`.
 
         TensorBoard would log a placeholder `hp_metric = -1`; the probe logs real metrics.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         set_data_purpose(config)
+        if self.subcommand == "fit":
+            check_stage_checkpoints(config)
         for entry in _tensorboard_entries(config.get("trainer", Namespace()).get("logger")):
             entry.init_args.default_hp_metric = False
 
@@ -349,6 +351,22 @@ def set_data_purpose(config: Namespace) -> None:
         )
     init_args.purpose = purpose
     config.data.init_args = init_args
+
+
+def check_stage_checkpoints(config: Namespace) -> None:
+    """`detach fit`: the previous stage's checkpoint the model will load must exist, before any data is prepared.
+
+    The model reads it only in `setup`, after the DataModule has built its cache (minutes to
+    hours on a real release); the settings are named in `stage_checkpoint_settings`.
+    """
+    model_class = class_of(config.get("model"))
+    if model_class is None:
+        return
+    init_args = config.model.get("init_args") or Namespace()
+    for name, required in getattr(model_class, "stage_checkpoint_settings", {}).items():
+        path = init_args.get(name)
+        if required or path:
+            check_stage_checkpoint_file(path, f"model.init_args.{name}")
 
 
 def link_recordings_checkpoint(config: Namespace) -> None:

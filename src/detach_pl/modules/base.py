@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -51,6 +51,9 @@ class DetachModule(pl.LightningModule):
     """
 
     data_purpose: str = "alignment"
+    #: Settings that name a previous stage's checkpoint, read at `fit`, and whether each is
+    #: required; the CLI checks them before the data is prepared (`check_stage_checkpoint_file`).
+    stage_checkpoint_settings: ClassVar[dict[str, bool]] = {}
 
     def __init__(
         self,
@@ -170,8 +173,13 @@ class DetachModule(pl.LightningModule):
         return self
 
 
-def load_stage_checkpoint(path: str | None, setting: str) -> dict[str, Any]:
-    """Read a previous stage's checkpoint, failing early with the setting and path named."""
+def check_stage_checkpoint_file(path: str | None, setting: str) -> Path:
+    """The file a previous stage's checkpoint setting names, failing with the setting named.
+
+    Raises:
+        ValueError: The setting is empty.
+        FileNotFoundError: There is no such file.
+    """
     if not path:
         raise ValueError(
             f"{setting} is not set: this stage starts from the previous stage's checkpoint "
@@ -183,6 +191,12 @@ def load_stage_checkpoint(path: str | None, setting: str) -> dict[str, Any]:
             f"{setting}: checkpoint {file} does not exist; train the previous stage first or "
             "point the setting at its checkpoint"
         )
+    return file
+
+
+def load_stage_checkpoint(path: str | None, setting: str) -> dict[str, Any]:
+    """Read a previous stage's checkpoint, failing early with the setting and path named."""
+    file = check_stage_checkpoint_file(path, setting)
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"

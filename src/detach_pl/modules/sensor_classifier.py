@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -111,6 +112,7 @@ class SensorClassifierModule(DetachModule):
     """
 
     data_purpose = "probe"
+    stage_checkpoint_settings: ClassVar[dict[str, bool]] = {"encoder_checkpoint": False}
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +65,7 @@ class TemporalAlignmentModule(DetachModule):
     """
 
     data_purpose = "alignment"
+    stage_checkpoint_settings: ClassVar[dict[str, bool]] = {"stage1_checkpoint": True}
 
     def __init__(
         self,
