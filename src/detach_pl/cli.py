@@ -455,8 +455,10 @@ def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
         )
 
 
-#: Errors that answer a user's input (a setting, a file, a checkpoint): printed as one message.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+#: Errors that answer a user's input (a setting, a file, a checkpoint, a diverged fit): printed as one message.
+USER_ERRORS = (
+    ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FloatingPointError,
+)
 #: Set to 1 to see the full traceback of such an error.
 TRACEBACK_VARIABLE = "DETACH_TRACEBACK"
 

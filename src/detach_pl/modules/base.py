@@ -10,11 +10,13 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.data import AttributeDict
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from detach_pl.data.info import DataInfo
 from detach_pl.distributed import gather_rng_states, restore_rng_state
+from detach_pl.modules.nonfinite import NonFiniteLossCheck
 from detach_pl.nn import EncoderConfig, build_encoders
 from detach_pl.nn.config import NON_ARCHITECTURE_KEYS
 from detach_pl.settings import at_least, check_settings, positive
@@ -82,6 +84,10 @@ class DetachModule(pl.LightningModule):
         if not isinstance(saved, AttributeDict):
             raise TypeError(f"{type(self).__name__}: hyper-parameters are a {type(saved).__name__}, not a dict")
         return saved
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Every stage stops on a NaN or inf training loss (`NonFiniteLossCheck`)."""
+        return [NonFiniteLossCheck()]
 
     def attached_datamodule(self) -> Any:
         """The trainer's DataModule, or None (Lightning sets `trainer.datamodule` at run time)."""
