@@ -34,9 +34,11 @@ def positive(name: str, value: float) -> SettingRule:
     return name, value, value > 0, "> 0"
 
 
-def at_least(name: str, value: float, low: float) -> SettingRule:
-    """The rule `value >= low`."""
-    return name, value, value >= low, f">= {low}"
+def at_least(name: str, value: float | None, low: float, *, null: str | None = None) -> SettingRule:
+    """The rule `value >= low`; with `null` (what None means), None is accepted too."""
+    if null is not None:
+        return name, value, value is None or value >= low, f">= {low} (or null: {null})"
+    return name, value, value is not None and value >= low, f">= {low}"
 
 
 def fraction(name: str, value: float, *, include_zero: bool = True, include_one: bool = True) -> SettingRule:

@@ -142,14 +142,8 @@ class WindowDataModule(pl.LightningDataModule):
         check_settings(
             [
                 at_least("batch_size", batch_size, 1),
-                (
-                    "probe_batch_size", probe_batch_size, probe_batch_size is None or probe_batch_size >= 1,
-                    ">= 1 (or null: batch_size)",
-                ),
-                (
-                    "num_workers", num_workers, num_workers is None or num_workers >= 0,
-                    ">= 0 (or null: chosen from the CPUs)",
-                ),
+                at_least("probe_batch_size", probe_batch_size, 1, null="batch_size"),
+                at_least("num_workers", num_workers, 0, null="chosen from the CPUs"),
                 (
                     "num_frames", num_frames, num_frames >= 3,
                     ">= 3 (the temporal video encoder needs frame differences)",

@@ -133,7 +133,7 @@ class SpatialGroundingModule(DetachModule):
         super().__init__(data_info, encoder, ("video_spatial", "sensor_spatial"), lr, weight_decay)
         self.save_hyperparameters()
         check_settings([
-            ("num_clusters", num_clusters, num_clusters is None or num_clusters >= 1, ">= 1 (or null: the places)"),
+            at_least("num_clusters", num_clusters, 1, null="the places"),
             positive("prototype_temperature", prototype_temperature),
             fraction("memory_momentum", memory_momentum, include_one=False),
             fraction("confidence_quantile", confidence_quantile),
