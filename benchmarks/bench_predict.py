@@ -166,7 +166,7 @@ def main() -> None:
             (scratch / f"{config}-in-process").mkdir()
             torch.set_num_threads(os.cpu_count() or 1)
             work = predict_in_process(ckpt, csv_path, scratch / f"{config}-in-process")
-            model, _ = export_model(ckpt, scratch / f"{config}.onnx")
+            model, _, _ = export_model(ckpt, scratch / f"{config}.onnx")
             torch.set_num_threads(1)
             eager = streaming_latency(StreamingRecognizer.from_checkpoint(ckpt), time_ms, values, args.windows)
             onnx = streaming_latency(StreamingRecognizer.from_export(model, threads=1), time_ms, values, args.windows)

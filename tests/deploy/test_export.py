@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
+from detach_pl.cli import main
 from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract, load_probe
-from detach_pl.deploy.export import export_model, probe_graph
+from detach_pl.deploy.export import export_model, exported_difference, probe_graph
 from detach_pl.nn import joint_embedding
 
 #: Largest difference of a probability, exported vs eager (float32 reassociation only).
@@ -47,7 +50,7 @@ def test_onnx_export_matches_eager_on_onnxruntime_and_carries_the_contract(probe
 
 
 def test_torchscript_export_matches_eager(probe_ckpt, tmp_path) -> None:
-    model, description = export_model(probe_ckpt, tmp_path / "model.pt", "torchscript")
+    model, description, _ = export_model(probe_ckpt, tmp_path / "model.pt", "torchscript")
     assert json.loads(description.read_text())["format"] == "torchscript"
     loaded = torch.jit.load(str(model))
     contract = load_probe(probe_ckpt).contract
@@ -64,3 +67,33 @@ def test_export_refuses_a_stage_checkpoint(probe_ckpt, tmp_path) -> None:
     with pytest.raises(ValueError, match="stage-2"):
         export_model(tmp_path / "stage2.ckpt", tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_export_checks_the_written_graph_on_its_runtime_and_keeps_torchs_notes_quiet(probe_ckpt, tmp_path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, _, difference = export_model(probe_ckpt, tmp_path / "model.pt", "torchscript")
+    assert 0.0 <= difference <= 1e-5
+    notes = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, torch.jit.TracerWarning))]
+    assert notes == []
+    # The check can fail: the same file against a model with other weights is far away.
+    other = probe_graph(load_probe(probe_ckpt))
+    with torch.no_grad():
+        other.classifier[-1].weight.mul_(-1.0)
+    example = torch.zeros(2, *json.loads((tmp_path / "model.json").read_text())["input"]["shape"][1:])
+    assert exported_difference(other, model, "torchscript", example) > 0.01
+
+
+def test_a_graph_outside_the_tolerance_is_not_written(probe_ckpt, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("detach_pl.deploy.export.EXPORT_TOLERANCE", 0.0)
+    with pytest.raises(ValueError, match=r"the onnx graph for .*model\.onnx gives probabilities up to .* away from "
+                                         r"the checkpoint's model on its runtime \(accepted: 0\); nothing was written"):
+        export_model(probe_ckpt, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_says_how_close_the_export_is(probe_ckpt, tmp_path, capsys) -> None:
+    main(["export", "--ckpt_path", str(probe_ckpt), "--output", str(tmp_path / "model.pt")])
+    printed = capsys.readouterr().out
+    assert re.search(r"on torch\.jit\.load, 1 and 5 windows give the checkpoint's probabilities within \d\.\de-\d\d",
+                     printed), printed

@@ -14,14 +14,17 @@ import argparse
 import importlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from detach_pl.deploy.contract import CONTRACT_KEY, LoadedProbe, load_probe
+from detach_pl.deploy.streaming import eager_predictor, onnx_predictor
 from detach_pl.io import write_atomically
 from detach_pl.modules.probe import LinearProbeModule
 from detach_pl.nn import joint_embedding
@@ -30,6 +33,11 @@ ExportFormat = Literal["onnx", "torchscript"]
 #: ONNX opset of the exported graph (torch's exporter, `dynamo=True`: the TorchScript-based one
 #: cannot export the adaptive average pool of f_s when the pool size does not divide the length).
 ONNX_OPSET = 18
+#: Largest difference of a probability, exported graph on its runtime vs the eager probe, that
+#: `export_model` accepts (float32 reassociation gives ~1e-7).
+EXPORT_TOLERANCE = 1e-4
+#: Batch sizes of the check: one window (the axis' lower bound) and another size than the tracing's.
+CHECK_BATCHES = (1, 5)
 
 
 def build_probe(loaded: LoadedProbe) -> LinearProbeModule:
@@ -75,10 +83,43 @@ def probe_graph(loaded: LoadedProbe) -> ProbeGraph:
     return ProbeGraph(build_probe(loaded), pool=loaded.contract.probe_unit == "sequence").eval()
 
 
+def quiet_exporter_notes() -> None:
+    """Silence the notes torch prints while it exports, inside a `warnings.catch_warnings()` block.
+
+    They concern torch's own internals (`_check_is_size`, TorchScript's deprecation, nn.GRU
+    re-assigning `_flat_weights` while traced) or the tracer's shape constants; none is for the
+    user to act on. Whether the graph is right is what `exported_difference` checks, on the
+    runtime a deployment uses, at two batch sizes.
+    """
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"_check_is_size will be removed", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights", category=UserWarning)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+
+
+def exported_difference(graph: ProbeGraph, path: Path, format: ExportFormat, example: Tensor) -> float:
+    """Largest |p_exported − p_eager| of the exported file, run on its own runtime, over `CHECK_BATCHES`.
+
+    ONNX runs on onnxruntime's CPU provider, TorchScript on `torch.jit.load`: what a deployment
+    would run. The windows are random draws shaped like `example`; the seed is fixed.
+    """
+    predict = onnx_predictor(path) if format == "onnx" else eager_predictor(torch.jit.load(str(path)).eval())
+    reference = eager_predictor(graph)
+    generator = torch.Generator().manual_seed(0)
+    largest = 0.0
+    for batch in CHECK_BATCHES:
+        windows = torch.randn(batch, *example.shape[1:], generator=generator).numpy()
+        largest = max(largest, float(np.abs(predict(windows) - reference(windows)).max()))
+    return largest
+
+
 def export_model(
     ckpt_path: str | Path, output: str | Path, format: ExportFormat = "onnx", batch: int = 2
-) -> tuple[Path, Path]:
-    """Write the graph (`output`) and its `model.json` (same folder, `<stem>.json`).
+) -> tuple[Path, Path, float]:
+    """Write the graph (`output`) and its `model.json` (same folder, `<stem>.json`), checked on its runtime.
+
+    The written graph is run on its runtime against the eager probe (`exported_difference`)
+    before it is renamed into place; nothing is left behind when the check fails.
 
     Args:
         ckpt_path: Probe checkpoint.
@@ -87,7 +128,11 @@ def export_model(
         batch: Batch size of the example input used for tracing.
 
     Returns:
-        The model file and the JSON file.
+        The model file, the JSON file, and the largest probability difference of the check.
+
+    Raises:
+        ValueError: An unknown format, or an exported graph more than `EXPORT_TOLERANCE` away
+            from the eager probe.
     """
     if format not in ("onnx", "torchscript"):
         raise ValueError(f"--format {format!r}: expected onnx or torchscript")
@@ -99,7 +144,8 @@ def export_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            quiet_exporter_notes()
             if format == "onnx":
                 torch.onnx.export(
                     graph, (example,), str(temporary), input_names=["sensor"], output_names=["probs"],
@@ -108,6 +154,12 @@ def export_model(
                 )
             else:
                 torch.jit.save(torch.jit.trace(graph, (example,), check_trace=False), str(temporary))
+            difference = exported_difference(graph, temporary, format, example)
+        if not difference <= EXPORT_TOLERANCE:
+            raise ValueError(
+                f"detach export: the {format} graph for {output} gives probabilities up to {difference:.3g} away "
+                f"from the checkpoint's model on its runtime (accepted: {EXPORT_TOLERANCE:g}); nothing was written"
+            )
         os.replace(temporary, output)
     finally:
         if temporary.exists():
@@ -125,7 +177,7 @@ def export_model(
     }
     json_path = output.with_suffix(".json")
     write_atomically(json_path, json.dumps(description, indent=2))
-    return output, json_path
+    return output, json_path, difference
 
 
 def export_main(argv: Sequence[str] | None = None) -> None:
@@ -142,5 +194,8 @@ def export_main(argv: Sequence[str] | None = None) -> None:
                         help="default: from the output suffix (.onnx → onnx, else torchscript)")
     args = parser.parse_args(argv)
     chosen: ExportFormat = args.format or ("onnx" if str(args.output).endswith(".onnx") else "torchscript")
-    model, description = export_model(args.ckpt_path, args.output, chosen)
-    print(f"wrote {model} ({model.stat().st_size} bytes) and {description}")
+    model, description, difference = export_model(args.ckpt_path, args.output, chosen)
+    runtime = "onnxruntime" if chosen == "onnx" else "torch.jit.load"
+    print(f"wrote {model} ({model.stat().st_size} bytes) and {description}; on {runtime}, "
+          f"{' and '.join(map(str, CHECK_BATCHES))} windows give the checkpoint's probabilities "
+          f"within {difference:.1e}")
