@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from detach_pl.cli import main
+from detach_pl.data.sensor_csv import read_sensor_csv
 from detach_pl.data.synthetic import CLASS_NAMES, generate_run
 from detach_pl.deploy.contract import load_probe
 from detach_pl.deploy.data import CsvRecordings
-from detach_pl.deploy.readers import read_sensor_csv, world_of
+from detach_pl.deploy.readers import world_of
 from helpers import DEMO
 
 

@@ -24,6 +24,7 @@ from detach_pl.data.datamodule import collate_sequences
 from detach_pl.data.hwu_usp import GapFill, TimestampUnit, discover_trials, read_ambient_csv
 from detach_pl.data.info import DataInfo
 from detach_pl.data.opportunity import OpportunityDataModule, locate_run
+from detach_pl.data.sensor_csv import SensorRecording, csv_files, read_sensor_csv
 from detach_pl.data.synthetic import SyntheticKitchenConfig
 from detach_pl.deploy.contract import LoadedProbe, PreprocessingContract, load_probe
 from detach_pl.deploy.preprocess import (
@@ -34,7 +35,7 @@ from detach_pl.deploy.preprocess import (
     match_channels,
     recording_windows,
 )
-from detach_pl.deploy.readers import SensorRecording, csv_files, read_sensor_csv, synthetic_recordings, world_of
+from detach_pl.deploy.readers import synthetic_recordings, world_of
 
 log = logging.getLogger(__name__)
 
