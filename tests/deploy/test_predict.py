@@ -102,7 +102,7 @@ def test_windows_csv_text_equals_a_csv_writer_row_per_window() -> None:
 
 
 @pytest.mark.parametrize(("config", "data_class"), [
-    ("demo", None), ("opp", None), ("hwu", None), ("opp", "detach_pl.deploy.data.CsvRecordings"),
+    ("demo", None), ("opp", None), ("hwu", None), ("csv_video", None), ("opp", "detach_pl.deploy.data.CsvRecordings"),
 ])
 def test_predict_configs_keep_their_own_batch_size(config: str, data_class: str | None, capsys) -> None:
     """The resolved data settings are the config's, not those the parser's default data class (the

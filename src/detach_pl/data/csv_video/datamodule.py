@@ -1,0 +1,287 @@
+"""One's own sensors and camera as a DataModule: per run a sensor CSV and the fixed camera's video.
+
+The folder `root` holds, per run, `<run>.csv` in the generic sensor CSV format (docs/deploy.md:
+a timestamp column, one column per ambient channel, optionally a label column of class names) and
+`<run>.mp4` (or .mkv, .avi, .mov, .webm) from a camera that does not move. The same CSVs, without
+their videos, are what `detach predict` reads afterwards (`detach_pl.deploy.data.CsvRecordings`),
+so a model trained here deploys on the sensors alone.
+
+- **Clock.** Time 0 of a video lies at `video_offset_ms` on its CSV's clock (0: both start
+  together), per run overridable in `video_offsets_ms`; a frame's time is its presentation time.
+- **Channels.** Matched by name: every run's CSV must hold the channels (by default those of the
+  first run's CSV); column order and extra columns do not matter.
+- **Labels.** Class names in the label column; the classes are the configured list, or every name
+  found, sorted. Rows without a label are null (−1). Places are not annotated (−1): stage 1's
+  cluster diagnostics against places are then not logged.
+- **Cache.** Every CSV is read and every video probed before any frame is decoded, so a bad cell in
+  the last run fails at once. The cache key holds each file's size and modification time, so an
+  edited recording builds a new cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from detach_pl.data.cache import RunRecording, RunReport
+from detach_pl.data.csv_video.runs import CsvVideoRun, find_runs
+from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
+from detach_pl.data.info import DataInfo
+from detach_pl.data.readings import RunReading
+from detach_pl.data.sensor_csv import TIME_UNITS, SensorRecording, csv_columns, label_names, read_sensor_csv
+from detach_pl.settings import check_settings, one_of
+
+log = logging.getLogger(__name__)
+
+
+def _names_rule(name: str, names: list[str] | None) -> tuple[str, object, bool, str]:
+    """The rule for an optional list of names: None, or at least one name and no repeats."""
+    ok = names is None or (len(names) > 0 and len(set(names)) == len(names))
+    return name, names, ok, "null or a list of names without repeats"
+
+
+class CsvVideoDataModule(WindowDataModule):
+    """Your own recordings: per run a sensor CSV and a video of the fixed camera (module docstring).
+
+    Args:
+        root: Folder of `<run>.csv` + `<run>.<video>` pairs.
+        num_places: How many instrumented places (doors, drawers, appliances) the camera sees:
+            the clusters K of stage 1. Required: nothing in the files says it.
+        channels: CSV columns used as the sensor channels, in this order (None: every column of
+            the first run's CSV but the timestamp and label columns).
+        classes: Class names of the label column, in class-id order (None: every name found in
+            the runs, sorted). A label outside the list is an error naming file and line.
+        time_column: Header name of the timestamp column.
+        time_unit: Unit of the timestamps, "s" or "ms".
+        label_column: Header name of the label column (None: no labels; the probe then has none).
+        delimiter: Cell separator.
+        video_offset_ms: Where time 0 of each video lies on its CSV's clock.
+        video_offsets_ms: Per-run exceptions to `video_offset_ms`, by run name.
+        **kwargs: Shared settings of `WindowDataModule` (cache_dir, windows, batch_size, splits, …).
+    """
+
+    dataset_name = "csv_video"
+
+    def __init__(
+        self,
+        root: str,
+        num_places: int | None = None,
+        channels: list[str] | None = None,
+        classes: list[str] | None = None,
+        time_column: str = "timestamp",
+        time_unit: Literal["s", "ms"] = "s",
+        label_column: str | None = "label",
+        delimiter: str = ",",
+        video_offset_ms: float = 0.0,
+        video_offsets_ms: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_settings(
+            [
+                (
+                    "num_places", num_places, num_places is not None and num_places >= 1,
+                    ">= 1: how many instrumented places the camera sees (stage 1's K)",
+                ),
+                _names_rule("channels", channels),
+                _names_rule("classes", classes),
+                one_of("time_unit", time_unit, list(TIME_UNITS)),
+            ],
+            section="data.init_args",
+        )
+        self.root = Path(root).expanduser()
+        self.num_places = int(num_places or 0)
+        self.configured_channels = None if channels is None else list(channels)
+        self.configured_classes = None if classes is None else list(classes)
+        self.csv_format: dict[str, Any] = {
+            "time_column": time_column, "time_unit": time_unit, "label_column": label_column, "delimiter": delimiter,
+        }
+        self.video_offset_ms = video_offset_ms
+        self.video_offsets_ms = dict(video_offsets_ms or {})
+
+    # ---- the recordings -------------------------------------------------------------------
+
+    @cached_property
+    def runs(self) -> list[CsvVideoRun]:
+        """The runs under `root`, by name (searched once).
+
+        Raises:
+            FileNotFoundError: See `find_runs`.
+            ValueError: `video_offsets_ms` names a run that does not exist.
+        """
+        runs = find_runs(self.root)
+        unknown = sorted(set(self.video_offsets_ms) - {run.name for run in runs})
+        if unknown:
+            raise ValueError(
+                f"data.init_args.video_offsets_ms names {unknown}, which are not runs under {self.root} "
+                f"(found: {[run.name for run in runs]})"
+            )
+        return runs
+
+    @cached_property
+    def channel_names(self) -> list[str]:
+        """The channels, each present in every run's CSV (headers only are read).
+
+        Raises:
+            ValueError: A run's CSV lacks channels (every such run named with what it lacks), or
+                the first CSV has no column besides the timestamp and label.
+        """
+        own = {self.csv_format["time_column"], self.csv_format["label_column"]}
+        headers = {run.name: csv_columns(run.csv, self.csv_format["delimiter"]) for run in self.runs}
+        first = self.runs[0]
+        channels = self.configured_channels or [name for name in headers[first.name] if name not in own]
+        if not channels:
+            raise ValueError(f"{first.csv}:1: the header {headers[first.name]} names no sensor channel")
+        lacking = {name: [c for c in channels if c not in header] for name, header in headers.items()}
+        lacking = {name: missing for name, missing in lacking.items() if missing}
+        if lacking:
+            raise ValueError(
+                f"{self.root}: {len(lacking)} run(s) lack channels"
+                + ("" if self.configured_channels else f" of the first run's CSV ({first.csv.name})")
+                + f": {lacking} (data.init_args.channels chooses the channels)"
+            )
+        return channels
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        """The configured classes, or every label found in the runs' label columns, sorted.
+
+        Raises:
+            ValueError: No label is found and no classes are configured.
+        """
+        if self.configured_classes is not None:
+            return self.configured_classes
+        column = self.csv_format["label_column"]
+        found: set[str] = set()
+        if column is not None:
+            for run in self.runs:
+                found |= label_names(run.csv, column, self.csv_format["delimiter"])
+        if not found:
+            raise ValueError(
+                f"{self.root}: no run's CSV has a class name in a {column!r} column; the probe needs labelled "
+                "windows: add the label column (data.init_args.label_column names it) or set data.init_args.classes"
+            )
+        return sorted(found)
+
+    def offset_ms(self, run: CsvVideoRun) -> float:
+        """Where time 0 of the run's video lies on its CSV's clock."""
+        return float(self.video_offsets_ms.get(run.name, self.video_offset_ms))
+
+    def check_runs(self) -> dict[str, tuple[SensorRecording, VideoInfo]]:
+        """Read every CSV and probe every video before any frame is decoded, naming every problem at once.
+
+        Raises:
+            ValueError: One or more runs cannot be read (each named with why).
+        """
+        checked, problems = {}, []
+        for run in self.runs:
+            try:
+                table = read_sensor_csv(run.csv, self.class_names, **self.csv_format)
+                checked[run.name] = (table, probe_video(run.video))
+            except (OSError, ValueError) as error:
+                problems.append(f"{run.name}: {error}")
+        if problems:
+            raise ValueError(
+                f"{self.root}: {len(problems)} of {len(self.runs)} run(s) cannot be read, found before building "
+                "the cache:\n  " + "\n  ".join(problems)
+            )
+        return checked
+
+    def read_run(self, run: CsvVideoRun, table: SensorRecording, video: VideoInfo) -> RunReading:
+        """One run as a recording (its frames stream later, once) and what reading it found."""
+        columns = [table.channel_names.index(name) for name in self.channel_names]
+        rows = table.time_ms.shape[0]
+        labels = table.row_label if table.row_label is not None else np.full(rows, -1, dtype=np.int64)
+        seconds = (table.time_ms[-1] - table.time_ms[0]) / 1000.0
+        video_seconds = video.num_frames / video.fps if video.num_frames else video.duration_seconds
+        notes = [
+            f"{rows} rows over {seconds:.1f} s ({(rows - 1) / max(seconds, 1e-9):.2f} Hz)",
+            f"{int((labels >= 0).sum())} labelled rows",
+            f"video {video.fps:.3f} fps, {video_seconds or float('nan'):.1f} s, {video.width}x{video.height}",
+        ]
+        log.info("run %s: %s", run.name, "; ".join(notes))
+        recording = RunRecording(
+            name=run.name,
+            time_ms=table.time_ms,
+            sensor=np.ascontiguousarray(table.sensor[:, columns]),
+            row_label=labels,
+            row_place=np.full(rows, -1, dtype=np.int64),
+            frames=iter_timed_frames(run.video, self.windows.image_size),
+            fps=video.fps,
+            num_frames=video.num_frames,
+            video_offset_ms=self.offset_ms(run),
+            source=f"{run.csv} + {run.video}",
+        )
+        return RunReading(recording, notes)
+
+    # ---- WindowDataModule hooks ------------------------------------------------------------
+
+    def source_settings(self) -> dict[str, Any]:
+        """The folder, each run's files (with size and modification time) and every reading option."""
+        files = {
+            run.name: [
+                [path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in (run.csv, run.video)
+            ]
+            for run in self.runs
+        }
+        return {
+            "root": str(self.root.resolve()),
+            "files": files,
+            "channels": self.channel_names,
+            "classes": self.class_names,
+            **self.csv_format,
+            "video_offsets_ms": {run.name: self.offset_ms(run) for run in self.runs},
+        }
+
+    def recordings(self) -> Iterator[RunReading]:
+        """The runs by name; every CSV is read and every video probed first (`check_runs`)."""
+        checked = self.check_runs()
+        for run in self.runs:
+            yield self.read_run(run, *checked.pop(run.name))
+
+    def report_extra(self, reports: list[RunReport], findings: dict[str, Any]) -> dict[str, Any]:
+        """What reading each run found (rows and rate, labelled rows, the video's rate, length and size)."""
+        return {"read": {run.name: findings.get(run.name, []) for run in reports}}
+
+    def report_lines(self) -> list[str]:
+        """Per run what reading it found, for `detach prepare`."""
+        read = self.report.get("read", {})
+        if not read:
+            return []
+        return ["what reading found:", *(f"  {name}: {'; '.join(notes)}" for name, notes in read.items())]
+
+    def num_recordings(self) -> int:
+        """The runs found."""
+        return len(self.runs)
+
+    def default_splits(self) -> dict[str, list[str]]:
+        """All runs but the last two (by name) train; the second-to-last validates, the last tests.
+
+        Raises:
+            ValueError: Fewer than three runs.
+        """
+        names = [run.name for run in self.runs]
+        if len(names) < 3:
+            raise ValueError(
+                f"{self.root}: {len(names)} run(s) {names}; the default split needs 3 (training, one validation, one "
+                "test): set data.init_args.train_runs, val_runs and test_runs"
+            )
+        return {"train_runs": names[:-2], "val_runs": names[-2:-1], "test_runs": names[-1:]}
+
+    @property
+    def data_info(self) -> DataInfo:
+        """The channels and classes found (or configured) and `num_places` places."""
+        return DataInfo(
+            num_channels=len(self.channel_names),
+            num_classes=len(self.class_names),
+            num_places=self.num_places,
+            class_names=list(self.class_names),
+            place_names=[f"place {index + 1}" for index in range(self.num_places)],
+            channel_names=list(self.channel_names),
+        )

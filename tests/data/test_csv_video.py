@@ -1,0 +1,139 @@
+"""One's own recordings (a sensor CSV and a video per run) read like the built-in kitchen they were written from."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detach_pl.data.csv_video import CsvVideoDataModule
+from detach_pl.data.decoding import iter_frames
+from detach_pl.data.synthetic import CLASS_NAMES, SyntheticKitchenConfig, SyntheticKitchenDataModule, channel_names
+from detach_pl.data.windows import WindowSettings
+from detach_pl.testing.csv_video import write_csv_video_runs
+
+WORLD = SyntheticKitchenConfig(num_runs=3, run_seconds=50.0, image_size=16)
+SHARED = dict(windows=WindowSettings(image_size=16), num_frames=4, batch_size=8, num_workers=0, progress=False)
+#: Largest mean |Δ| of a cached frame (0–255) after the round trip through an MPEG-4 file at 2 Mbit/s
+#: (16 × 16 frames, chroma subsampled to 8 × 8: measured 9.3 on average, 9.9 at most).
+FRAME_TOLERANCE = 12.0
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("own") / "recordings"
+    write_csv_video_runs(root, WORLD)
+    return root
+
+
+def own(root: Path, cache: Path, **kwargs: object) -> CsvVideoDataModule:
+    return CsvVideoDataModule(root=str(root), num_places=7, time_unit="ms", cache_dir=str(cache), **SHARED, **kwargs)
+
+
+def test_the_runs_read_as_the_kitchen_they_were_written_from(recordings: Path, tmp_path: Path) -> None:
+    ours = own(recordings, tmp_path / "own")
+    kitchen = SyntheticKitchenDataModule(world=WORLD, cache_dir=str(tmp_path / "kitchen"), **SHARED)
+    info = ours.data_info
+    assert info.channel_names == channel_names(WORLD) and info.num_places == 7
+    # Classes found in the label columns, sorted: the kitchen's that occur in these runs.
+    assert info.class_names == sorted(info.class_names) and set(info.class_names) <= set(CLASS_NAMES)
+    assert ours.default_splits() == {"train_runs": ["run00"], "val_runs": ["run01"], "test_runs": ["run02"]}
+    for module in (ours, kitchen):
+        module.prepare_data()
+    assert "  run01: 1500 rows over 50.0 s (30.00 Hz); " in ours.summary()
+    a, b = ours.open_cache(), kitchen.open_cache()
+    assert a.run_names == b.run_names and len(a) == len(b)
+    every = np.arange(len(a))
+    sensor_a, zeros_a, _ = a.read_sensor(every)
+    sensor_b, zeros_b, _ = b.read_sensor(every)
+    np.testing.assert_array_equal(sensor_a, sensor_b)  # the CSV holds every float64 exactly
+    np.testing.assert_array_equal(zeros_a, zeros_b)
+    names_b = np.array([CLASS_NAMES[k] if k >= 0 else "" for k in b.label])
+    names_a = np.array([info.class_names[k] if k >= 0 else "" for k in a.label])
+    np.testing.assert_array_equal(names_a, names_b)
+    assert (a.place == -1).all()  # no place annotations in one's own files
+    for window in (0, len(a) // 2, len(a) - 1):
+        np.testing.assert_array_equal(a.frame_picks(window, 4), b.frame_picks(window, 4))
+        difference = np.abs(a.read_frames(window, 4).astype(float) - b.read_frames(window, 4).astype(float))
+        assert difference.mean() < FRAME_TOLERANCE
+    # What the cache holds of a run is exactly what its video file decodes to, frame for frame.
+    for run in a.run_names:
+        np.testing.assert_array_equal(np.stack(list(a.iter_run_frames(run))),
+                                      np.stack(list(iter_frames(recordings / f"{run}.mp4", 16))))
+        np.testing.assert_allclose(a.frame_times(run), b.frame_times(run), atol=1e-6)
+
+
+def test_a_chosen_subset_of_channels_is_matched_by_name_and_kept_in_its_order(recordings: Path, tmp_path: Path) -> None:
+    chosen = [channel_names(WORLD)[5], channel_names(WORLD)[0]]
+    module = own(recordings, tmp_path, channels=chosen)
+    assert module.data_info.channel_names == chosen
+    module.prepare_data()
+    full = own(recordings, tmp_path / "full")
+    full.prepare_data()
+    every = np.arange(len(full.open_cache()))
+    subset, whole = module.open_cache().read_sensor(every)[0], full.open_cache().read_sensor(every)[0]
+    np.testing.assert_array_equal(subset, whole[:, [5, 0]])
+
+
+def copy_of(recordings: Path, target: Path) -> Path:
+    shutil.copytree(recordings, target)
+    return target
+
+
+def test_bad_folders_are_named_with_what_is_wrong(recordings: Path, tmp_path: Path) -> None:
+    root = copy_of(recordings, tmp_path / "copy")
+    (root / "run01.mp4").unlink()
+    without_video = r"1 sensor CSV\(s\) without a video of the same name .*\['run01.csv'\]"
+    with pytest.raises(FileNotFoundError, match=without_video):
+        _ = own(root, tmp_path).data_info
+    shutil.copy(recordings / "run01.mp4", root / "run01.mp4")
+    header, *rows = (root / "run02.csv").read_text().splitlines()
+    (root / "run02.csv").write_text("\n".join([header.replace("REED SWITCH", "REED"), *rows]) + "\n")
+    with pytest.raises(ValueError, match=r"1 run\(s\) lack channels of the first run's CSV \(run00.csv\): \{'run02'"):
+        _ = own(root, tmp_path).data_info
+    with pytest.raises(ValueError, match=r"data.init_args.num_places=None must be >= 1: how many instrumented places"):
+        CsvVideoDataModule(root=str(recordings))
+    with pytest.raises(ValueError, match=r"video_offsets_ms names \['run07'\]"):
+        _ = own(recordings, tmp_path, video_offsets_ms={"run07": 10.0}).data_info
+    with pytest.raises(ValueError, match=r"the default split needs 3"):
+        two = copy_of(recordings, tmp_path / "two")
+        for suffix in (".csv", ".mp4"):
+            (two / f"run02{suffix}").unlink()
+        own(two, tmp_path).default_splits()
+
+
+def test_every_unreadable_run_is_named_before_any_frame_is_decoded(recordings: Path, tmp_path: Path) -> None:
+    root = copy_of(recordings, tmp_path / "copy")
+    lines = (root / "run02.csv").read_text().splitlines()
+    lines[5] = lines[5].replace(",", ",x", 1)  # line 6: the first channel's cell is not a number
+    (root / "run02.csv").write_text("\n".join(lines) + "\n")
+    (root / "run00.mp4").write_bytes(b"not a video")
+    module = own(root, tmp_path, classes=list(CLASS_NAMES))
+    with pytest.raises(ValueError) as error:
+        module.prepare_data()
+    message = str(error.value)
+    assert "2 of 3 run(s) cannot be read, found before building the cache" in message
+    assert "run00: video" in message and "unreadable" in message
+    assert "run02: " in message and "run02.csv:6" in message
+    assert not list(tmp_path.glob("*.h5"))
+
+
+def test_a_label_outside_the_configured_classes_names_file_and_line(recordings: Path, tmp_path: Path) -> None:
+    module = own(recordings, tmp_path, classes=["Open Door 1"])
+    with pytest.raises(ValueError, match=r"run00.csv:\d+: label '.*' is not one of the model's classes"):
+        module.prepare_data()
+
+
+def test_an_edited_recording_builds_a_new_cache(recordings: Path, tmp_path: Path) -> None:
+    root = copy_of(recordings, tmp_path / "copy")
+    before = own(root, tmp_path).cache_path
+    assert own(root, tmp_path).cache_path == before
+    stat = (root / "run01.mp4").stat()
+    os.utime(root / "run01.mp4", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    touched = own(root, tmp_path).cache_path
+    assert touched != before
+    (root / "run01.csv").write_text((root / "run01.csv").read_text() + "\n")
+    assert own(root, tmp_path).cache_path not in (before, touched)
