@@ -120,7 +120,8 @@ def test_purpose_auto_without_a_model_is_refused_and_a_models_purpose_is_kept(ca
     assert data.purpose == "probe" and "video" not in data.datasets["train"][0]
     model.data_purpose = "alignment"
     assert data.resolved_purpose() == "probe"  # decided once
-    with pytest.raises(ValueError, match="purpose must be 'auto', 'alignment' or 'probe'"):
+    refused = r"data.init_args.purpose='pretraining' must be one of \['auto', 'alignment', 'probe'\]"
+    with pytest.raises(ValueError, match=refused):
         kitchen(cache_dir, purpose="pretraining")
 
 
