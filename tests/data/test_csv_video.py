@@ -111,12 +111,16 @@ def test_every_unreadable_run_is_named_before_any_frame_is_decoded(recordings: P
     lines[5] = lines[5].replace(",", ",x", 1)  # line 6: the first channel's cell is not a number
     (root / "run02.csv").write_text("\n".join(lines) + "\n")
     (root / "run00.mp4").write_bytes(b"not a video")
+    lines = (root / "run01.csv").read_text().splitlines()
+    lines[10], lines[11] = lines[11], lines[10]  # data rows 10 and 11 swapped: time goes back
+    (root / "run01.csv").write_text("\n".join(lines) + "\n")
     module = own(root, tmp_path, classes=list(CLASS_NAMES))
     with pytest.raises(ValueError) as error:
         module.prepare_data()
     message = str(error.value)
-    assert "2 of 3 run(s) cannot be read, found before building the cache" in message
+    assert "3 of 3 run(s) cannot be read, found before building the cache" in message
     assert "run00: video" in message and "unreadable" in message
+    assert "run01: " in message and "run01.csv: data row 11: the timestamp goes from" in message
     assert "run02: " in message and "run02.csv:6" in message
     assert not list(tmp_path.glob("*.h5"))
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport
+from detach_pl.data.checks import timestamp_problem
 from detach_pl.data.csv_video.runs import CsvVideoRun, find_runs
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
@@ -177,12 +178,16 @@ class CsvVideoDataModule(WindowDataModule):
         """Read every CSV and probe every video before any frame is decoded, naming every problem at once.
 
         Raises:
-            ValueError: One or more runs cannot be read (each named with why).
+            ValueError: One or more runs cannot be read, or have timestamps that do not increase
+                strictly (each named with why).
         """
         checked, problems = {}, []
         for run in self.runs:
             try:
                 table = read_sensor_csv(run.csv, self.class_names, **self.csv_format)
+                problem = timestamp_problem(table.time_ms)
+                if problem is not None:
+                    raise ValueError(f"{run.csv}: data row {problem[0] + 1}: the timestamp {problem[1]}")
                 checked[run.name] = (table, probe_video(run.video))
             except (OSError, ValueError) as error:
                 problems.append(f"{run.name}: {error}")
