@@ -9,7 +9,7 @@ The modules, the DataModules and the window settings all check theirs with it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 #: (setting name, its value, whether the value is acceptable, what is expected).
 SettingRule = tuple[str, object, bool, str]
@@ -52,3 +52,12 @@ def fraction(name: str, value: float, *, include_zero: bool = True, include_one:
 def one_of(name: str, value: object, allowed: Collection[object]) -> SettingRule:
     """The rule `value in allowed` (for settings a Literal types: Python callers pass anything)."""
     return name, value, value in allowed, f"one of {list(allowed)}"
+
+
+def distinct_names(name: str, value: Sequence[str] | None, *, null: str | None = None) -> SettingRule:
+    """The rule "at least one name, none repeated"; with `null` (what None means), None is accepted too."""
+    ok = value is not None and len(value) > 0 and len(set(value)) == len(value)
+    expected = "a list of at least one name, none repeated"
+    if null is not None:
+        return name, value, value is None or ok, f"{expected} (or null: {null})"
+    return name, value, ok, expected

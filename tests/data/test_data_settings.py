@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from detach_pl.cli import main
+from detach_pl.data.csv_video import CsvVideoDataModule
+from detach_pl.data.hwu_usp import HwuUspDataModule
 from detach_pl.data.synthetic import SyntheticKitchenDataModule
 from detach_pl.data.windows import WindowSettings
 from helpers import DEMO, TINY_DATA
@@ -69,3 +71,23 @@ def test_the_cli_shows_a_nested_settings_own_message(in_scratch, flag: str, valu
         main(["fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, flag, value])
     assert str(error.value) == message
     assert not (in_scratch / "runs").exists()
+
+
+def own_data(**settings: object) -> CsvVideoDataModule:
+    return CsvVideoDataModule(root="own", num_places=3, **settings)
+
+
+def hwu_data(**settings: object) -> HwuUspDataModule:
+    return HwuUspDataModule(root="hwu", **settings)
+
+
+@pytest.mark.parametrize(("make", "name", "value", "null"), [
+    (own_data, "channels", [], " (or null: the first run's columns)"),
+    (own_data, "classes", ["a", "a"], " (or null: every label found)"),
+    (hwu_data, "classes", ["tea", "tea"], ""),
+])
+def test_lists_of_names_need_one_name_and_no_repeats(make, name: str, value: list[str], null: str) -> None:
+    with pytest.raises(ValueError) as error:
+        make(**{name: value})
+    expected = f"must be a list of at least one name, none repeated{null}"
+    assert str(error.value) == f"data.init_args.{name}={value!r} {expected}"

@@ -36,15 +36,9 @@ from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.info import DataInfo
 from detach_pl.data.readings import RunReading
 from detach_pl.data.sensor_csv import TIME_UNITS, SensorRecording, csv_columns, label_names, read_sensor_csv
-from detach_pl.settings import check_settings, one_of
+from detach_pl.settings import check_settings, distinct_names, one_of
 
 log = logging.getLogger(__name__)
-
-
-def _names_rule(name: str, names: list[str] | None) -> tuple[str, object, bool, str]:
-    """The rule for an optional list of names: None, or at least one name and no repeats."""
-    ok = names is None or (len(names) > 0 and len(set(names)) == len(names))
-    return name, names, ok, "null or a list of names without repeats"
 
 
 class CsvVideoDataModule(WindowDataModule):
@@ -90,8 +84,8 @@ class CsvVideoDataModule(WindowDataModule):
                     "num_places", num_places, num_places is not None and num_places >= 1,
                     ">= 1: how many instrumented places the camera sees (stage 1's K)",
                 ),
-                _names_rule("channels", channels),
-                _names_rule("classes", classes),
+                distinct_names("channels", channels, null="the first run's columns"),
+                distinct_names("classes", classes, null="every label found"),
                 one_of("time_unit", time_unit, list(TIME_UNITS)),
             ],
             section="data.init_args",

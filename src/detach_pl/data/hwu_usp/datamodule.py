@@ -43,6 +43,7 @@ from detach_pl.data.hwu_usp.discovery import (
 )
 from detach_pl.data.info import DataInfo
 from detach_pl.data.readings import RunReading
+from detach_pl.settings import check_settings, distinct_names
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,10 @@ class HwuUspDataModule(WindowDataModule):
         self.root = Path(root).expanduser()
         self.channels = list(channels) if channels is not None else list(DEFAULT_CHANNELS)
         self.classes = list(classes) if classes is not None else list(ACTIVITIES)
-        for setting, names in (("channels", self.channels), ("classes", self.classes)):
-            if not names or len(set(names)) != len(names):
-                raise ValueError(f"data.init_args.{setting}={names}: need at least one name, no repeats")
+        check_settings(
+            [distinct_names("channels", self.channels), distinct_names("classes", self.classes)],
+            section="data.init_args",
+        )
         fold_subjects(fold, num_folds)
         if val_rule == "next_fold" and num_folds < 2:
             raise ValueError("data.init_args.val_rule='next_fold' needs num_folds >= 2")
