@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+Item = TypeVar("Item")
+Checked = TypeVar("Checked")
 
 #: Upper bound of the automatic DataLoader worker count (per process).
 MAX_AUTO_WORKERS = 4
@@ -68,3 +73,35 @@ def timestamp_problem(time: np.ndarray) -> tuple[int, str] | None:
         row = int(steps[0]) + 1
         return row, f"goes from {time[row - 1]:.0f} to {time[row]:.0f} ms (expected strictly increasing times)"
     return None
+
+
+def check_each(
+    items: Sequence[Item], name_of: Callable[[Item], str], check: Callable[[Item], Checked], where: str, kind: str
+) -> dict[str, Checked]:
+    """`check` of every item by name, or one error naming every item that failed and why.
+
+    A reader calls this on every run's files before the cache build decodes any frame, so a bad
+    cell in the last run fails at once instead of after the runs before it were decoded.
+
+    Args:
+        items: The runs (or trials).
+        name_of: An item's name, for the result and the message.
+        check: Reads an item's files; raises OSError or ValueError when it cannot.
+        where: What the items belong to, for the message (e.g. the folder).
+        kind: What an item is called ("run", "trial").
+
+    Raises:
+        ValueError: One or more items failed their check (each named with its error).
+    """
+    checked, problems = {}, []
+    for item in items:
+        try:
+            checked[name_of(item)] = check(item)
+        except (OSError, ValueError) as error:
+            problems.append(f"{name_of(item)}: {error}")
+    if problems:
+        raise ValueError(
+            f"{where}: {len(problems)} of {len(items)} {kind}(s) cannot be read, found before building the cache:\n  "
+            + "\n  ".join(problems)
+        )
+    return checked

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport
-from detach_pl.data.checks import timestamp_problem
+from detach_pl.data.checks import check_each, timestamp_problem
 from detach_pl.data.csv_video.runs import CsvVideoRun, find_runs
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
@@ -175,22 +175,19 @@ class CsvVideoDataModule(WindowDataModule):
             ValueError: One or more runs cannot be read, or have timestamps that do not increase
                 strictly (each named with why).
         """
-        checked, problems = {}, []
-        for run in self.runs:
-            try:
-                table = read_sensor_csv(run.csv, self.class_names, **self.csv_format)
-                problem = timestamp_problem(table.time_ms)
-                if problem is not None:
-                    raise ValueError(f"{run.csv}: data row {problem[0] + 1}: the timestamp {problem[1]}")
-                checked[run.name] = (table, probe_video(run.video))
-            except (OSError, ValueError) as error:
-                problems.append(f"{run.name}: {error}")
-        if problems:
-            raise ValueError(
-                f"{self.root}: {len(problems)} of {len(self.runs)} run(s) cannot be read, found before building "
-                "the cache:\n  " + "\n  ".join(problems)
-            )
-        return checked
+        return check_each(self.runs, lambda run: run.name, self.check_run, str(self.root), "run")
+
+    def check_run(self, run: CsvVideoRun) -> tuple[SensorRecording, VideoInfo]:
+        """Read one run's CSV and probe its video, without decoding a frame.
+
+        Raises:
+            ValueError: A bad cell or label, timestamps that do not increase, an unreadable video.
+        """
+        table = read_sensor_csv(run.csv, self.class_names, **self.csv_format)
+        problem = timestamp_problem(table.time_ms)
+        if problem is not None:
+            raise ValueError(f"{run.csv}: data row {problem[0] + 1}: the timestamp {problem[1]}")
+        return table, probe_video(run.video)
 
     def read_run(self, run: CsvVideoRun, table: SensorRecording, video: VideoInfo) -> RunReading:
         """One run as a recording (its frames stream later, once) and what reading it found."""

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache
+from detach_pl.data.checks import check_each
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.hwu_usp.ambient import AmbientTable, GapFill, TimestampUnit, place_per_row, read_ambient_csv
@@ -234,19 +235,8 @@ class HwuUspDataModule(WindowDataModule):
         Raises:
             ValueError: One or more trials have a file that cannot be read (each named).
         """
-        checked: dict[str, tuple[VideoInfo, AmbientTable]] = {}
-        problems = []
-        for trial in trials:
-            try:
-                checked[trial.name] = self.check_trial(trial)
-            except (OSError, ValueError) as error:
-                problems.append(f"{trial.name}: {error}")
-        if problems:
-            raise ValueError(
-                f"HWU-USP under {self.discovery.root}: {len(problems)} of {len(trials)} trial(s) "
-                "cannot be read, found before building the cache:\n  " + "\n  ".join(problems)
-            )
-        return checked
+        return check_each(trials, lambda trial: trial.name, self.check_trial, f"HWU-USP under {self.discovery.root}",
+                          "trial")
 
     def read_trial(self, trial: Trial, checked: tuple[VideoInfo, AmbientTable] | None = None) -> RunReading:
         """One trial as a recording (frames stream later, once) and what reading it found.
