@@ -105,6 +105,17 @@ def fast_numbers(text: str, columns: list[int], width: int, delimiter: str) -> n
         return None
 
 
+def column_names(header_row: list[str], path: Path) -> list[str]:
+    """The stripped names of a CSV's header row.
+
+    Raises:
+        ValueError: There is no header row (an empty file).
+    """
+    if not header_row:
+        raise ValueError(f"{path}: empty file; expected a header row naming the columns")
+    return [name.strip() for name in header_row]
+
+
 def read_sensor_csv(
     path: str | Path,
     class_names: Sequence[str],
@@ -128,10 +139,8 @@ def read_sensor_csv(
     text = path.read_text(encoding="utf-8-sig")
     first_line, _, rest = text.partition("\n")
     plain_header = '"' not in first_line
-    header_row = next(csv.reader([first_line] if plain_header else io.StringIO(text), delimiter=delimiter), [])
-    if not header_row:
-        raise ValueError(f"{path}: empty file; expected a header row naming the columns")
-    header = [name.strip() for name in header_row]
+    header_rows = csv.reader([first_line] if plain_header else io.StringIO(text), delimiter=delimiter)
+    header = column_names(next(header_rows, []), path)
     if time_column not in header:
         raise ValueError(f"{path}:1: no timestamp column {time_column!r} in the header {header}")
     time_index = header.index(time_column)
@@ -210,10 +219,7 @@ def csv_columns(path: Path, delimiter: str = ",") -> list[str]:
         ValueError: The file is empty.
     """
     with path.open(encoding="utf-8-sig", newline="") as file:
-        header = next(csv.reader(file, delimiter=delimiter), [])
-    if not header:
-        raise ValueError(f"{path}: empty file; expected a header row naming the columns")
-    return [name.strip() for name in header]
+        return column_names(next(csv.reader(file, delimiter=delimiter), []), path)
 
 
 def label_names(path: Path, label_column: str, delimiter: str = ",") -> set[str]:

@@ -41,6 +41,12 @@ from detach_pl.settings import check_settings, distinct_names, one_of
 log = logging.getLogger(__name__)
 
 
+def file_identity(path: Path) -> list[Any]:
+    """Name, size and modification time of a file (one `stat`): a changed file changes the cache key."""
+    stat = path.stat()
+    return [path.name, stat.st_size, stat.st_mtime_ns]
+
+
 class CsvVideoDataModule(WindowDataModule):
     """Your own recordings: per run a sensor CSV and a video of the fixed camera (module docstring).
 
@@ -220,12 +226,7 @@ class CsvVideoDataModule(WindowDataModule):
 
     def source_settings(self) -> dict[str, Any]:
         """The folder, each run's files (with size and modification time) and every reading option."""
-        files = {
-            run.name: [
-                [path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in (run.csv, run.video)
-            ]
-            for run in self.runs
-        }
+        files = {run.name: [file_identity(run.csv), file_identity(run.video)] for run in self.runs}
         return {
             "root": str(self.root.resolve()),
             "files": files,
