@@ -11,6 +11,7 @@ import pytest
 
 from detach_pl.data.csv_video import CsvVideoDataModule
 from detach_pl.data.decoding import iter_frames
+from detach_pl.data.sequences import SequenceDataset
 from detach_pl.data.synthetic import CLASS_NAMES, SyntheticKitchenConfig, SyntheticKitchenDataModule, channel_names
 from detach_pl.data.windows import WindowSettings
 from detach_pl.testing.csv_video import write_csv_video_runs
@@ -141,3 +142,50 @@ def test_an_edited_recording_builds_a_new_cache(recordings: Path, tmp_path: Path
     assert touched != before
     (root / "run01.csv").write_text((root / "run01.csv").read_text() + "\n")
     assert own(root, tmp_path).cache_path not in (before, touched)
+
+
+def test_whole_runs_take_their_configured_class_for_the_sequence_probe(recordings: Path, tmp_path: Path) -> None:
+    run_classes = {"run00": "Breakfast", "run01": "Cleaning", "run02": "Breakfast"}
+    splits = dict(train_runs=["run00", "run01"], val_runs=["run01"], test_runs=["run02"])
+    module = own(recordings, tmp_path, probe_unit="sequence", run_classes=run_classes, purpose="probe", **splits)
+    names = module.data_info.class_names
+    # The run classes join the label column's classes, sorted.
+    assert {"Breakfast", "Cleaning"} < set(names) and names == sorted(names)
+    module.setup()
+    cache = module.open_cache()
+    for split, runs in (("train", ["run00", "run01"]), ("test", ["run02"])):
+        dataset = module.datasets[split]
+        assert isinstance(dataset, SequenceDataset) and len(dataset) == len(runs)
+        for position, run in enumerate(runs):
+            item = dataset[position]
+            assert names[int(item["label"])] == run_classes[run]
+            assert cache.run_names[int(item["sequence"])] == run
+            # Every window of the run, labelled or not: the run is one item.
+            assert item["sensor"].shape[0] == cache.windows_of_runs([run]).size
+    # The run classes are read when the splits are made: other classes of the same names, same cache.
+    swapped = {"run00": "Cleaning", "run01": "Breakfast", "run02": "Cleaning"}
+    again = own(recordings, tmp_path, probe_unit="sequence", run_classes=swapped, purpose="probe", **splits)
+    assert again.cache_path == module.cache_path
+    again.setup()
+    assert names[int(again.datasets["test"][0]["label"])] == "Cleaning"
+    # Runs not named are left out of the sequence probe; a split left with none is refused.
+    few = dict(run_classes={"run00": "Breakfast", "run01": "Cleaning"}, classes=names, purpose="probe")
+    left_out = own(recordings, tmp_path, probe_unit="sequence", train_runs=["run00", "run02"], val_runs=["run01"],
+                   test_runs=["run01"], **few)
+    left_out.setup()
+    assert [cache.run_names[int(item["sequence"])] for item in left_out.datasets["train"]] == ["run00"]
+    with pytest.raises(ValueError, match=r"data.test_runs \['run02'\]: no run with a sequence label"):
+        own(recordings, tmp_path, probe_unit="sequence", **splits, **few).setup()
+
+
+def test_run_classes_that_cannot_be_used_are_named(recordings: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^data.init_args.run_classes=None must be the class of each whole run for "
+                                         r"probe_unit=sequence"):
+        own(recordings, tmp_path, probe_unit="sequence")
+    with pytest.raises(ValueError, match=r"^data.init_args.run_classes names \['run7'\], which are not runs under .*"
+                                         r"\(found: \['run00', 'run01', 'run02'\]\)"):
+        _ = own(recordings, tmp_path, probe_unit="sequence", run_classes={"run7": "Breakfast"}).data_info
+    with pytest.raises(ValueError, match=r"^data.init_args.run_classes: \{'run01': 'Lunch'\} are not among the "
+                                         r"classes \['Breakfast'\]"):
+        _ = own(recordings, tmp_path, classes=["Breakfast"], run_classes={"run00": "Breakfast", "run01": "Lunch"},
+                probe_unit="sequence").data_info

@@ -62,6 +62,18 @@ def test_own_recordings_train_every_stage_and_predict_from_their_csvs_alone(in_s
     probabilities = np.array([[float(row[f"p_{name}"]) for name in classes] for row in rows])
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
     assert {row["predicted"] for row in rows} <= set(classes)
+    # A sequence probe on the same stage-2 encoders: one prediction per run, each run's class configured.
+    whole_runs = [*data, "--data.init_args.probe_unit", "sequence",
+                  "--data.init_args.run_classes", "{run00: Breakfast, run01: Cleaning, run02: Breakfast}"]
+    main(["fit", "--config", str(OWN / "probe.yaml"), *whole_runs, *SHORT, "--run_dir", "runs/csv_video/sequence"])
+    sequence_probe = in_scratch / "runs/csv_video/sequence/checkpoints/last.ckpt"
+    main(["predict", "--config", str(OWN / "predict.yaml"), "--ckpt_path", str(sequence_probe),
+          "--data.root", str(sensors_only), "--data.time_unit", "ms", "--data.run_classes", "{run02: Breakfast}",
+          "--trainer.enable_progress_bar", "false", "--trainer.callbacks.output_dir", "runs/csv_video/sequence/pred"])
+    with (in_scratch / "runs/csv_video/sequence/pred/predictions.csv").open() as file:
+        (row,) = list(csv.DictReader(file))
+    assert row["recording"] == "run02" and row["truth"] == "Breakfast"
+    assert {"p_Breakfast", "p_Cleaning"} <= set(row) and row["predicted"] in classes + ["Breakfast", "Cleaning"]
 
 
 def test_the_config_asks_for_the_number_of_places(in_scratch: Path, recordings: Path) -> None:

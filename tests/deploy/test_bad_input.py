@@ -129,6 +129,24 @@ def test_unknown_class_names_and_bad_cells_name_file_and_line(run02, probe_ckpt,
         prepared(tmp_path / "cell.csv", probe_ckpt)
 
 
+def test_run_classes_give_each_csv_its_truth_and_bad_ones_are_named(run02, probe_ckpt, tmp_path) -> None:
+    run, columns, _ = run02
+    for name in ("a", "b"):
+        write_csv(tmp_path / f"{name}.csv", run.time_ms / 1000.0, columns)
+    first, second = prepared(tmp_path, probe_ckpt, run_classes={"b": CLASS_NAMES[3]})
+    assert (first.name, first.sequence_label) == ("a", -1)
+    assert (second.name, second.sequence_label) == ("b", 3)
+    # Only the named recordings are read, but a class may be given for any CSV under root.
+    (only_a,) = prepared(tmp_path, probe_ckpt, recordings=["a"], run_classes={"b": CLASS_NAMES[3]})
+    assert only_a.name == "a"
+    unknown = r"run_classes names \['c'\], which are not runs under .* \(found: \['a', 'b'\]"
+    with pytest.raises(ValueError, match=unknown):
+        prepared(tmp_path, probe_ckpt, run_classes={"c": CLASS_NAMES[0]})
+    outside = r"run_classes: \{'a': 'Make Coffee'\} are not among the classes \['Open Door 1'"
+    with pytest.raises(ValueError, match=outside):
+        prepared(tmp_path, probe_ckpt, run_classes={"a": "Make Coffee"})
+
+
 def test_predict_with_a_stage_checkpoint_says_which_it_is(probe_ckpt, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     checkpoint = torch.load(probe_ckpt, map_location="cpu", weights_only=True)

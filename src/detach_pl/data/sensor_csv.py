@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -210,6 +210,40 @@ def csv_files(root: Path, recordings: Sequence[str] | None) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"data.init_args.root={str(root)!r}: no .csv file")
     return files
+
+
+def check_named_runs(named: Collection[str], runs: Collection[str], setting: str, where: Path) -> None:
+    """Refuse a setting that names runs which do not exist (a misspelt run would be ignored silently).
+
+    Raises:
+        ValueError: Naming the unknown runs and the runs there are.
+    """
+    unknown = sorted(set(named) - set(runs))
+    if unknown:
+        raise ValueError(f"{setting} names {unknown}, which are not runs under {where} (found: {sorted(runs)})")
+
+
+def run_class_ids(
+    run_classes: Mapping[str, str], class_names: Sequence[str], runs: Collection[str], setting: str, where: Path
+) -> dict[str, int]:
+    """Each named run's class id (the class of the whole recording, for the sequence probe).
+
+    Args:
+        run_classes: Run (file stem) → class name, as configured.
+        class_names: The classes, in class-id order.
+        runs: The runs there are, for naming a misspelt one.
+        setting: The setting's config name, for messages.
+        where: The folder the runs are in, for messages.
+
+    Raises:
+        ValueError: A named run does not exist, or a class is not one of `class_names` (every
+            such run named).
+    """
+    check_named_runs(run_classes, runs, setting, where)
+    outside = {run: name for run, name in run_classes.items() if name not in class_names}
+    if outside:
+        raise ValueError(f"{setting}: {outside} are not among the classes {list(class_names)}")
+    return {run: list(class_names).index(name) for run, name in run_classes.items()}
 
 
 def csv_columns(path: Path, delimiter: str = ",") -> list[str]:

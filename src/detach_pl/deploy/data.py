@@ -24,7 +24,7 @@ from detach_pl.data.datamodule import collate_sequences
 from detach_pl.data.hwu_usp import GapFill, TimestampUnit, discover_trials, read_ambient_csv
 from detach_pl.data.info import DataInfo
 from detach_pl.data.opportunity import OpportunityDataModule, locate_run
-from detach_pl.data.sensor_csv import SensorRecording, csv_files, read_sensor_csv
+from detach_pl.data.sensor_csv import SensorRecording, csv_files, read_sensor_csv, run_class_ids
 from detach_pl.data.synthetic import SyntheticKitchenConfig
 from detach_pl.deploy.contract import LoadedProbe, PreprocessingContract, load_probe
 from detach_pl.deploy.preprocess import (
@@ -265,6 +265,8 @@ class CsvRecordings(SensorRecordingsDataModule):
         time_unit: "s" or "ms".
         label_column: Optional column of class names (ground truth for the timeline and F1).
         delimiter: Cell separator.
+        run_classes: The class of each whole recording, by file stem: the truth of a sequence
+            probe's `predictions.csv` (None: no truth).
         **kwargs: `SensorRecordingsDataModule` settings (`root`: a CSV or a folder of them;
             `recordings`: file stems).
     """
@@ -277,6 +279,7 @@ class CsvRecordings(SensorRecordingsDataModule):
         time_unit: Literal["s", "ms"] = "s",
         label_column: str | None = "label",
         delimiter: str = ",",
+        run_classes: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -284,11 +287,22 @@ class CsvRecordings(SensorRecordingsDataModule):
         self.csv_format: dict[str, Any] = {
             "time_column": time_column, "time_unit": time_unit, "label_column": label_column, "delimiter": delimiter,
         }
+        self.run_classes = dict(run_classes or {})
 
     def read(self) -> Iterator[SensorRecording]:
-        """Read every CSV file (or the named stems) under `root`."""
-        for path in csv_files(self.require_root(), self.recordings):
-            yield read_sensor_csv(path, self.contract.class_names, **self.csv_format)
+        """Read every CSV file (or the named stems) under `root`, each with its `run_classes` class.
+
+        Raises:
+            ValueError: `run_classes` names a CSV that is not there or a class the model lacks.
+        """
+        root = self.require_root()
+        stems = [path.stem for path in csv_files(root, None)]
+        classes = list(self.contract.class_names)
+        truth = run_class_ids(self.run_classes, classes, stems, "data.init_args.run_classes", root)
+        for path in csv_files(root, self.recordings):
+            recording = read_sensor_csv(path, classes, **self.csv_format)
+            recording.sequence_label = truth.get(recording.name, -1)
+            yield recording
 
 
 class OpportunityRecordings(SensorRecordingsDataModule):

@@ -13,6 +13,9 @@ so a model trained here deploys on the sensors alone.
 - **Labels.** Class names in the label column; the classes are the configured list, or every name
   found, sorted. Rows without a label are null (−1). Places are not annotated (−1): stage 1's
   cluster diagnostics against places are then not logged.
+- **Run classes.** For `probe_unit: sequence` (one prediction per recording, its windows
+  mean-pooled, as HWU-USP's trials), `run_classes` gives each run's class by name. They are read
+  when the splits are made, not stored in the cache.
 - **Cache.** Every CSV is read and every video probed before any frame is decoded, so a bad cell in
   the last run fails at once. The cache key holds each file's size and modification time, so an
   edited recording builds a new cache.
@@ -28,14 +31,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from detach_pl.data.cache import RunRecording, RunReport
+from detach_pl.data.cache import RunRecording, RunReport, WindowCache
 from detach_pl.data.checks import check_each, timestamp_problem
 from detach_pl.data.csv_video.runs import CsvVideoRun, find_runs
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.info import DataInfo
 from detach_pl.data.readings import RunReading
-from detach_pl.data.sensor_csv import TIME_UNITS, SensorRecording, csv_columns, label_names, read_sensor_csv
+from detach_pl.data.sensor_csv import (
+    TIME_UNITS,
+    SensorRecording,
+    check_named_runs,
+    csv_columns,
+    label_names,
+    read_sensor_csv,
+    run_class_ids,
+)
 from detach_pl.settings import check_settings, distinct_names, one_of
 
 log = logging.getLogger(__name__)
@@ -57,13 +68,16 @@ class CsvVideoDataModule(WindowDataModule):
         channels: CSV columns used as the sensor channels, in this order (None: every column of
             the first run's CSV but the timestamp and label columns).
         classes: Class names of the label column, in class-id order (None: every name found in
-            the runs, sorted). A label outside the list is an error naming file and line.
+            the runs' label columns and in `run_classes`, sorted). A label outside the list is an
+            error naming file and line.
         time_column: Header name of the timestamp column.
         time_unit: Unit of the timestamps, "s" or "ms".
         label_column: Header name of the label column (None: no labels; the probe then has none).
         delimiter: Cell separator.
         video_offset_ms: Where time 0 of each video lies on its CSV's clock.
         video_offsets_ms: Per-run exceptions to `video_offset_ms`, by run name.
+        run_classes: The class of each whole run, by run name, for `probe_unit: sequence`
+            (required there; runs not named are left out of the sequence probe).
         **kwargs: Shared settings of `WindowDataModule` (cache_dir, windows, batch_size, splits, …).
     """
 
@@ -81,6 +95,7 @@ class CsvVideoDataModule(WindowDataModule):
         delimiter: str = ",",
         video_offset_ms: float = 0.0,
         video_offsets_ms: dict[str, float] | None = None,
+        run_classes: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -93,6 +108,10 @@ class CsvVideoDataModule(WindowDataModule):
                 distinct_names("channels", channels, null="the first run's columns"),
                 distinct_names("classes", classes, null="every label found"),
                 one_of("time_unit", time_unit, list(TIME_UNITS)),
+                (
+                    "run_classes", run_classes, self.probe_unit != "sequence" or bool(run_classes),
+                    "the class of each whole run for probe_unit=sequence, e.g. {kitchen_01: Make coffee}",
+                ),
             ],
             section="data.init_args",
         )
@@ -105,6 +124,7 @@ class CsvVideoDataModule(WindowDataModule):
         }
         self.video_offset_ms = video_offset_ms
         self.video_offsets_ms = dict(video_offsets_ms or {})
+        self.run_classes = dict(run_classes or {})
 
     # ---- the recordings -------------------------------------------------------------------
 
@@ -114,15 +134,12 @@ class CsvVideoDataModule(WindowDataModule):
 
         Raises:
             FileNotFoundError: See `find_runs`.
-            ValueError: `video_offsets_ms` names a run that does not exist.
+            ValueError: `video_offsets_ms` or `run_classes` names a run that does not exist.
         """
         runs = find_runs(self.root)
-        unknown = sorted(set(self.video_offsets_ms) - {run.name for run in runs})
-        if unknown:
-            raise ValueError(
-                f"data.init_args.video_offsets_ms names {unknown}, which are not runs under {self.root} "
-                f"(found: {[run.name for run in runs]})"
-            )
+        names = [run.name for run in runs]
+        for setting, named in (("video_offsets_ms", self.video_offsets_ms), ("run_classes", self.run_classes)):
+            check_named_runs(named, names, f"data.init_args.{setting}", self.root)
         return runs
 
     @cached_property
@@ -151,24 +168,32 @@ class CsvVideoDataModule(WindowDataModule):
 
     @cached_property
     def class_names(self) -> list[str]:
-        """The configured classes, or every label found in the runs' label columns, sorted.
+        """The configured classes, or every label found in the runs' label columns and `run_classes`, sorted.
 
         Raises:
-            ValueError: No label is found and no classes are configured.
+            ValueError: No label is found and no classes are configured, or a run class is not
+                one of the configured classes.
         """
         if self.configured_classes is not None:
+            self.run_class_ids(self.configured_classes)
             return self.configured_classes
         column = self.csv_format["label_column"]
-        found: set[str] = set()
+        found = set(self.run_classes.values())
         if column is not None:
             for run in self.runs:
                 found |= label_names(run.csv, column, self.csv_format["delimiter"])
         if not found:
             raise ValueError(
                 f"{self.root}: no run's CSV has a class name in a {column!r} column; the probe needs labelled "
-                "windows: add the label column (data.init_args.label_column names it) or set data.init_args.classes"
+                "windows: add the label column (data.init_args.label_column names it), set data.init_args.classes, "
+                "or give whole runs a class (data.init_args.run_classes, for probe_unit: sequence)"
             )
         return sorted(found)
+
+    def run_class_ids(self, class_names: list[str]) -> dict[str, int]:
+        """Each named run's class id among `class_names` (`run_classes`)."""
+        names = [run.name for run in self.runs]
+        return run_class_ids(self.run_classes, class_names, names, "data.init_args.run_classes", self.root)
 
     def offset_ms(self, run: CsvVideoRun) -> float:
         """Where time 0 of the run's video lies on its CSV's clock."""
@@ -252,6 +277,11 @@ class CsvVideoDataModule(WindowDataModule):
         if not read:
             return []
         return ["what reading found:", *(f"  {name}: {'; '.join(notes)}" for name, notes in read.items())]
+
+    def sequence_labels(self, cache: WindowCache) -> dict[int, int]:
+        """Class id of each run that `run_classes` names, by its index in the cache (the sequence probe)."""
+        ids = self.run_class_ids(self.class_names)
+        return {index: ids[name] for index, name in enumerate(cache.run_names) if name in ids}
 
     def num_recordings(self) -> int:
         """The runs found."""
