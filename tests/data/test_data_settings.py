@@ -61,7 +61,7 @@ def test_the_edges_of_the_window_ranges_are_accepted() -> None:
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--data.init_args.windows.image_size", "4", "data.init_args.windows.image_size=4 must be >= 8"),
-    ("--data.init_args.world.sensor_noise", "-1", "SyntheticKitchenConfig.sensor_noise must be in [0, 10], got -1.0"),
+    ("--data.init_args.world.sensor_noise", "-1", "data.init_args.world.sensor_noise=-1.0 must be a number in [0, 10]"),
     ("--data.init_args.num_frames", "2",
      "data.init_args.num_frames=2 must be >= 3 (the temporal video encoder needs frame differences)"),
 ])

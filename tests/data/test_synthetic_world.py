@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import replace
 
@@ -353,8 +354,18 @@ def test_flaws_present_when_configured_and_absent_otherwise(flawless_run: Synthe
     ],
 )
 def test_config_validation(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=rf"^data\.init_args\.world\.{field}={re.escape(repr(value))} must be "):
         SyntheticKitchenConfig(**{field: value})
+
+
+def test_every_bad_field_is_named_at_once_as_a_config_spells_it() -> None:
+    with pytest.raises(ValueError) as error:
+        SyntheticKitchenConfig(num_runs=2.5, flicker=-0.1)
+    assert str(error.value) == ("data.init_args.world.num_runs=2.5 must be an integer >= 1; "
+                                "data.init_args.world.flicker=-0.1 must be a number in [0, 1)")
+    too_short = r"^data.init_args.world.run_seconds=10.0 must be a number in \[\d+\.\d, 1e6\]: a run holds at least its"
+    with pytest.raises(ValueError, match=too_short + r" longest episode$"):
+        SyntheticKitchenConfig(run_seconds=10.0)
 
 
 def test_run_index_is_checked() -> None:

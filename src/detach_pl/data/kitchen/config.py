@@ -19,6 +19,7 @@ from detach_pl.data.kitchen.layout import (
     WAIT_S,
     WALK_S,
 )
+from detach_pl.settings import SettingRule, check_settings
 
 
 @dataclass
@@ -90,55 +91,68 @@ class SyntheticKitchenConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        """Reject settings outside their meaningful ranges, naming the setting."""
-        _check_int("num_runs", self.num_runs, 1)
-        _check_int("runs_per_subject", self.runs_per_subject, 1)
-        _check_int("image_size", self.image_size, 16, 512)
-        _check_int("num_distractor_channels", self.num_distractor_channels, 0, 1000)
-        _check_int("seed", self.seed, 0)
+        """Reject settings outside their meaningful ranges, each named as a config spells it.
+
+        Raises:
+            ValueError: Naming every bad field (``data.init_args.world.<field>=<value> must be …``).
+        """
+        rules = [
+            _integer("num_runs", self.num_runs, 1),
+            _integer("runs_per_subject", self.runs_per_subject, 1),
+            _integer("image_size", self.image_size, 16, 512),
+            _integer("num_distractor_channels", self.num_distractor_channels, 0, 1000),
+            _integer("seed", self.seed, 0),
+            _number("sensor_rate_hz", self.sensor_rate_hz, 1.0, 1000.0),
+            _number("fps", self.fps, 0.5, 120.0),
+            _number("sensor_noise", self.sensor_noise, 0.0, 10.0),
+            _number("distractor_burst_rate_hz", self.distractor_burst_rate_hz, 0.0, 1.0),
+            _number("change_subtlety", self.change_subtlety, 0.0, 1.0, high_inclusive=False),
+            _number("place_size", self.place_size, 0.05, 0.2),
+            _number("person_size", self.person_size, 0.05, 1.0),
+            _number("flicker", self.flicker, 0.0, 1.0, high_inclusive=False),
+            _number("frame_noise", self.frame_noise, 0.0, 1.0),
+            _number("nan_gap_rate", self.nan_gap_rate, 0.0, 60.0),
+            _number("dead_channel_prob", self.dead_channel_prob, 0.0, 1.0),
+            _number("speed_jitter", self.speed_jitter, 0.0, 0.5),
+            _number("distractor_walk_prob", self.distractor_walk_prob, 0.0, 1.0),
+            _number("leave_open_prob", self.leave_open_prob, 0.0, 1.0),
+            _number("gesture_spread", self.gesture_spread, 0.0, 0.9),
+            _number("gesture_scale", self.gesture_scale, 0.3, 3.0),
+            _number("crosstalk", self.crosstalk, 0.0, 1.0),
+            _number("mounting_jitter", self.mounting_jitter, 0.0, 1.0),
+            _number("other_gesture_prob", self.other_gesture_prob, 0.0, 1.0),
+        ]
         if self.episodes_per_run is not None:
-            _check_int("episodes_per_run", self.episodes_per_run, 1)
-        _check_float("sensor_rate_hz", self.sensor_rate_hz, 1.0, 1000.0)
-        _check_float("fps", self.fps, 0.5, 120.0)
-        _check_float("sensor_noise", self.sensor_noise, 0.0, 10.0)
-        _check_float("distractor_burst_rate_hz", self.distractor_burst_rate_hz, 0.0, 1.0)
-        _check_float("change_subtlety", self.change_subtlety, 0.0, 1.0, high_inclusive=False)
-        _check_float("place_size", self.place_size, 0.05, 0.2)
-        _check_float("person_size", self.person_size, 0.05, 1.0)
-        _check_float("flicker", self.flicker, 0.0, 1.0, high_inclusive=False)
-        _check_float("frame_noise", self.frame_noise, 0.0, 1.0)
-        _check_float("nan_gap_rate", self.nan_gap_rate, 0.0, 60.0)
-        _check_float("dead_channel_prob", self.dead_channel_prob, 0.0, 1.0)
-        _check_float("speed_jitter", self.speed_jitter, 0.0, 0.5)
-        _check_float("timing_jitter_ms", self.timing_jitter_ms, 0.0, 125.0 / self.sensor_rate_hz)
-        _check_float("distractor_walk_prob", self.distractor_walk_prob, 0.0, 1.0)
-        _check_float("leave_open_prob", self.leave_open_prob, 0.0, 1.0)
-        _check_float("gesture_spread", self.gesture_spread, 0.0, 0.9)
-        _check_float("gesture_scale", self.gesture_scale, 0.3, 3.0)
-        _check_float("crosstalk", self.crosstalk, 0.0, 1.0)
-        _check_float("mounting_jitter", self.mounting_jitter, 0.0, 1.0)
-        _check_float("other_gesture_prob", self.other_gesture_prob, 0.0, 1.0)
+            rules.append(_integer("episodes_per_run", self.episodes_per_run, 1))
+        check_settings(rules, section=SECTION)
+        # Bounds that follow from the fields checked above.
         shortest = longest_episode_s(self) + FIRST_IDLE_S[1] + 1.0
-        _check_float("run_seconds", self.run_seconds, shortest, 1e6)
+        name, value, ok, _ = _number("run_seconds", self.run_seconds, shortest, 1e6)
+        check_settings(
+            [
+                _number("timing_jitter_ms", self.timing_jitter_ms, 0.0, 125.0 / self.sensor_rate_hz),
+                (name, value, ok, f"a number in [{shortest:.1f}, 1e6]: a run holds at least its longest episode"),
+            ],
+            section=SECTION,
+        )
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    """Raise ValueError unless ``value`` is an int in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"SyntheticKitchenConfig.{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"SyntheticKitchenConfig.{name} must be {bound}, got {value}")
+#: Where a config sets the kitchen's fields (the synthetic DataModules' `world`).
+SECTION = "data.init_args.world"
 
 
-def _check_float(name: str, value: Any, low: float, high: float, high_inclusive: bool = True) -> None:
-    """Raise ValueError unless ``value`` is a finite number in [low, high] (or [low, high))."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-        raise ValueError(f"SyntheticKitchenConfig.{name} must be a finite number, got {value!r}")
-    too_high = value > high if high_inclusive else value >= high
-    if value < low or too_high:
-        bracket = "]" if high_inclusive else ")"
-        raise ValueError(f"SyntheticKitchenConfig.{name} must be in [{low:g}, {high:g}{bracket}, got {value}")
+def _integer(name: str, value: Any, low: int, high: int | None = None) -> SettingRule:
+    """The rule "an int in [low, high]" (no upper bound without `high`)."""
+    integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    in_range = integer and value >= low and (high is None or value <= high)
+    return name, value, in_range, f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+
+
+def _number(name: str, value: Any, low: float, high: float, high_inclusive: bool = True) -> SettingRule:
+    """The rule "a finite number in [low, high]" (or [low, high))."""
+    number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+    in_range = number and low <= value and (value <= high if high_inclusive else value < high)
+    return name, value, in_range, f"a number in [{low:g}, {high:g}{']' if high_inclusive else ')'}"
 
 
 def longest_episode_s(config: SyntheticKitchenConfig) -> float:
