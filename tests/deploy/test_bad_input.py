@@ -179,3 +179,14 @@ def test_csv_numbers_equal_a_cell_by_cell_reading_with_or_without_blank_rows(tmp
         assert recording.channel_names == header[1:]
         np.testing.assert_array_equal(recording.time_ms, table[:, 0] * 1000.0)
         np.testing.assert_array_equal(recording.sensor, table[:, 1:])  # NaN where the reference has NaN
+
+
+def test_prediction_settings_out_of_range_are_named_at_once() -> None:
+    with pytest.raises(ValueError) as error:
+        CsvRecordings(root="new", batch_size=0, rate_mismatch="drop", rate_tolerance=1.0, num_workers=-1)
+    assert str(error.value) == (
+        "data.init_args.batch_size=0 must be >= 1; "
+        "data.init_args.rate_mismatch='drop' must be one of ['resample', 'error']; "
+        "data.init_args.rate_tolerance=1.0 must be in [0, 1); data.init_args.num_workers=-1 must be >= 0"
+    )
+    CsvRecordings(root="new", batch_size=1, rate_tolerance=0.0, num_workers=0)  # the edges are accepted

@@ -13,7 +13,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import numpy as np
@@ -36,6 +36,7 @@ from detach_pl.deploy.preprocess import (
     recording_windows,
 )
 from detach_pl.deploy.readers import synthetic_recordings, world_of
+from detach_pl.settings import at_least, check_settings, fraction, one_of
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,15 @@ class SensorRecordingsDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.init_args.batch_size={batch_size} must be >= 1")
-        if rate_mismatch not in ("resample", "error"):
-            raise ValueError(f"data.init_args.rate_mismatch={rate_mismatch!r}: expected resample or error")
+        check_settings(
+            [
+                at_least("batch_size", batch_size, 1),
+                one_of("rate_mismatch", rate_mismatch, get_args(RateMismatch)),
+                fraction("rate_tolerance", rate_tolerance, include_zero=True, include_one=False),
+                at_least("num_workers", num_workers, 0),
+            ],
+            section="data.init_args",
+        )
         self.root = None if root is None else Path(root).expanduser()
         self.recordings = None if recordings is None else list(recordings)
         self.checkpoint = checkpoint
