@@ -12,7 +12,8 @@ section the built-in synthetic kitchen is used.
 What the CLI adds to LightningCLI, so a mistake fails early and in the user's own terms:
 
 - errors raised by the DataModule or the model come out as raised, not wrapped in jsonargparse's
-  link or union messages;
+  link or union messages, and a misspelt or mistyped setting is one line naming it and the
+  nearest settings that exist (`detach_pl.parse_errors`);
 - `--ckpt_path` is checked before Lightning reads it (a truncated file is named as such);
 - the data purpose is decided at parse time: `data.init_args.purpose: auto` becomes the model
   class's `data_purpose` ("alignment" or "probe"), before anything is built;
@@ -54,6 +55,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.modules.base import DetachModule, check_stage_checkpoint_file
+from detach_pl.parse_errors import DetachArgumentParser, SettingError
 
 #: `--ckpt_path` values Lightning resolves itself (not file names).
 CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -452,6 +454,7 @@ def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
             args=args,
             run=run,
             auto_configure_optimizers=False,
+            parser_class=DetachArgumentParser,
         )
 
 
@@ -486,7 +489,8 @@ def console_main() -> None:
         if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
             raise
         print(f"detach: error: {error}", file=sys.stderr)
-        print(f"  (raised at {where_raised(error)}; {TRACEBACK_VARIABLE}=1 shows the traceback)", file=sys.stderr)
+        if not isinstance(error, SettingError):  # where the parser raised it tells nothing
+            print(f"  (raised at {where_raised(error)}; {TRACEBACK_VARIABLE}=1 shows the traceback)", file=sys.stderr)
         sys.exit(2)
 
 

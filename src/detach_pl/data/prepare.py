@@ -25,6 +25,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.parse_errors import PlainErrorParser
 
 #: The DataModule prepared when no configuration names one (as for `detach fit`).
 DEFAULT_DATA = "detach_pl.data.synthetic.SyntheticKitchenDataModule"
@@ -98,7 +99,7 @@ def split_arguments(args: Sequence[str]) -> tuple[list[str], set[str]]:
 
 def build_parser(ignored: set[str]) -> ArgumentParser:
     """A parser of the `data` section exactly as `detach fit` has it, plus ignored stage entries."""
-    parser = ArgumentParser(prog="detach prepare", description=__doc__.split("\n\n")[0])
+    parser = PlainErrorParser(prog="detach prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="a data or stage config (YAML)")
     parser.add_subclass_arguments(WindowDataModule, "data", required=True, fail_untyped=False)
     parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})

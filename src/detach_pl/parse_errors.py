@@ -1,0 +1,207 @@
+"""jsonargparse's parse errors as one plain line: the setting, what was wrong, what was expected.
+
+jsonargparse reports a misspelt or mistyped setting of a model or DataModule inside the union of
+the types the parser tried (`Does not validate against any of the Union subtypes …`), after the
+whole usage of the subcommand (about 80 lines), and a misspelt Trainer option as
+`Unrecognized arguments: fit`, without the option. `DetachArgumentParser` turns the errors it
+recognises into a `SettingError` that names the setting as a config spells it, what was given
+and what was expected, with the nearest settings that exist:
+
+    model.init_args.temprature: SpatialGroundingModule has no setting 'temprature' (did you mean 'temperature'?)
+
+An error it does not recognise keeps jsonargparse's own message and usage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
+
+from jsonargparse import ArgumentParser
+from jsonargparse._common import debug_mode_active
+from jsonargparse._util import import_object
+from lightning.pytorch.cli import LightningArgumentParser
+
+
+class SettingError(ValueError):
+    """A setting that the parser refused: the message names it and what was expected."""
+
+
+#: How alike (difflib's ratio) a name must be to be suggested, and how near to the best suggestion.
+SUGGEST_CUTOFF, SUGGEST_SPREAD = 0.6, 0.1
+
+
+def close_names(name: str, names: Sequence[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)`` for the names nearest to `name` (at most two, both about as near), or nothing."""
+    scores = sorted(((difflib.SequenceMatcher(None, name, option).ratio(), option) for option in names), reverse=True)
+    best = scores[0][0] if scores else 0.0
+    near = [option for score, option in scores[:2] if score >= max(SUGGEST_CUTOFF, best - SUGGEST_SPREAD)]
+    if not near:
+        return ""
+    return f" (did you mean {' or '.join(repr(option) for option in near)}?)"
+
+
+def init_settings(cls: type) -> dict[str, Any]:
+    """The constructor settings a config can give `cls` → their annotations.
+
+    Follows `**kwargs` into the parent classes' constructors, as jsonargparse does.
+    """
+    settings: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        constructor = vars(klass).get("__init__")
+        if constructor is None or klass is object:
+            continue
+        try:
+            hints = typing.get_type_hints(constructor)
+        except Exception:  # noqa: BLE001 - an annotation that does not resolve only costs the suggestion
+            hints = {}
+        parameters = inspect.signature(constructor).parameters.values()
+        for parameter in parameters:
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY) and parameter.name != "self":
+                settings.setdefault(parameter.name, hints.get(parameter.name))
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            break
+    return settings
+
+
+def dataclass_in(annotation: Any) -> type | None:
+    """The dataclass an annotation names, alone or in a union (`EncoderConfig | dict`), else None."""
+    members = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or (
+        typing.get_origin(annotation) is typing.Union) else (annotation,)
+    return next((m for m in members if isinstance(m, type) and dataclasses.is_dataclass(m)), None)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's fields → their annotations."""
+    hints = typing.get_type_hints(cls)
+    return {field.name: hints.get(field.name) for field in dataclasses.fields(cls)}
+
+
+def unknown_nested_setting(cls: type, path: list[str]) -> str:
+    """Where the dotted `path` below `cls`'s settings stops matching, and the nearest names there."""
+    settings, owner = init_settings(cls), cls.__name__
+    for depth, name in enumerate(path):
+        if name not in settings:
+            where = owner if depth == 0 else f"{owner} ({'.'.join(path[:depth])})"
+            return f"{where} has no setting {name!r}{close_names(name, list(settings))}"
+        inner = dataclass_in(settings[name])
+        if inner is None:
+            return f"{owner}'s {'.'.join(path[:depth + 1])} has no setting {'.'.join(path[depth + 1:])!r}"
+        settings, owner = field_types(inner), inner.__name__
+    return f"{owner} does not accept {'.'.join(path)!r}"
+
+
+#: jsonargparse's spelling of a type → what a user is told is expected.
+EXPECTED = {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false",
+            "<class 'str'>": "a string", "<class 'NoneType'>": "null"}
+
+
+def expected_text(type_text: str) -> str:
+    """What a type, as jsonargparse writes it, means to a user: `an integer`, `one of 'a', 'b'`."""
+    literal = re.fullmatch(r"typing\.Literal\[(.*)\]", type_text)
+    if literal:
+        return f"one of {literal.group(1)}"
+    return EXPECTED.get(type_text, type_text)
+
+
+def class_problem(key: str, class_path: str, problem: str) -> str | None:
+    """A plain message for jsonargparse's `Problem with given class_path …` of setting `key`."""
+    try:
+        cls = import_object(class_path)
+    except Exception:  # noqa: BLE001 - a class that does not import is reported by jsonargparse itself
+        return None
+    name = cls.__name__
+    listed = f"`--{key}.help {name}` lists them"
+    unknown = re.fullmatch(r"Option '([^']+)' is not accepted", problem)
+    if unknown:
+        option = unknown.group(1)
+        return f"{key}.init_args.{option}: {unknown_nested_setting(cls, [option])}; {listed}"
+    unrecognized = re.fullmatch(r"Unrecognized arguments: --([^=\s]+)(?:=.*)?", problem)
+    if unrecognized:
+        path = unrecognized.group(1)
+        return f"{key}.init_args.{path}: {unknown_nested_setting(cls, path.split('.'))}; {listed}"
+    mistyped = re.fullmatch(r"Parser key \"([^\"]+)\":\s+Expected a (.+?)\. Got value: (.*)", problem, re.DOTALL)
+    if mistyped:
+        setting, type_text, value = mistyped.groups()
+        return f"{key}.init_args.{setting}={value.strip()!r}: {name} expects {expected_text(type_text.strip())}"
+    return None
+
+
+def top_level_problem(message: str) -> str | None:
+    """A plain message for a Trainer (or other top-level) setting of the wrong type."""
+    match = re.match(r"Parser key \"([^\"]+)\":\n", message)
+    if not match or "Does not validate against any of the Union subtypes" not in message:
+        return None
+    given = re.search(r"\n\s*Given value: (.*)$", message)
+    errors = re.findall(r"^\s+- Expected a (.+)$", message, re.MULTILINE)
+    if not given or not errors:
+        return None
+    expected = " or ".join(expected_text(text.strip()) for text in errors)
+    return f"{match.group(1)}={given.group(1).strip()!r}: expected {expected}"
+
+
+def option_strings(parser: ArgumentParser) -> Iterator[str]:
+    """Every `--option` a parser accepts by that spelling."""
+    for action in parser._actions:
+        yield from (option for option in action.option_strings if option.startswith("--"))
+
+
+def unknown_options(parser: ArgumentParser, unrecognized: Sequence[str]) -> str | None:
+    """A plain message for the `--options` among the `unrecognized` arguments, with the nearest known ones.
+
+    When `parser` has subcommands and the arguments start with one, the subcommand's parser
+    is the one that knows the options.
+    """
+    subcommands = getattr(parser, "_subcommands_action", None)
+    if subcommands is not None and unrecognized and unrecognized[0] in subcommands.choices:
+        parser = subcommands.choices[unrecognized[0]]
+    unknown = [arg.split("=", 1)[0] for arg in unrecognized if arg.startswith("--")]
+    if not unknown:
+        return None
+    known = sorted(set(option_strings(parser)))
+    named = "; ".join(f"{option}{close_names(option, known)}" for option in unknown)
+    return f"unknown option(s) {named}; `{parser.prog.replace(' [options]', '')} --help` lists every option"
+
+
+def plain_parse_error(message: str, parser: ArgumentParser) -> str | None:
+    """The plain message for a jsonargparse error (None: not one that is recognised)."""
+    found = re.search(
+        r"^Parser key \"([^\"]+)\":.*?Problem with given class_path '([^']+)':\n(.*?)\n\s*Given value type:",
+        message, re.DOTALL,
+    )
+    if found:
+        return class_problem(found.group(1), found.group(2), " ".join(found.group(3).split()))
+    no_class = re.search(r"^Parser key \"(model|data)\":.*Expected a dot import path string: (\S+)", message, re.DOTALL)
+    if no_class:
+        key, value = no_class.groups()
+        return (f"{key}={value!r} names no class: give a class name as configs/ do (e.g. SpatialGroundingModule, "
+                f"SyntheticKitchenDataModule) or its dotted import path")
+    if message.startswith("Unrecognized arguments: "):
+        return unknown_options(parser, message.removeprefix("Unrecognized arguments: ").split())
+    return top_level_problem(message)
+
+
+class PlainErrorParser(ArgumentParser):
+    """A jsonargparse parser whose final parse error is one plain line where it can be (module docstring)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """Raise `SettingError` for an error `plain_parse_error` recognises; else jsonargparse's own handling.
+
+        Only the error that would end the program is translated: a parser that does not exit on
+        errors is one jsonargparse tries options with, and its errors are caught inside it.
+        """
+        if self.exit_on_error and not debug_mode_active():
+            plain = plain_parse_error(message, self)
+            if plain is not None:
+                raise SettingError(plain) from ex
+        super().error(message, ex)
+
+
+class DetachArgumentParser(PlainErrorParser, LightningArgumentParser):
+    """LightningCLI's parser with plain parse errors (the `detach` CLI's)."""

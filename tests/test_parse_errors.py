@@ -1,0 +1,114 @@
+"""A misspelt or mistyped setting is answered in one line that names it, instead of jsonargparse's union dump."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from detach_pl import cli
+from detach_pl.cli import main
+from detach_pl.data.csv_video import CsvVideoDataModule
+from detach_pl.parse_errors import (
+    DetachArgumentParser,
+    SettingError,
+    close_names,
+    init_settings,
+    plain_parse_error,
+)
+from helpers import DEMO
+
+STAGE1 = ["fit", "--config", str(DEMO / "stage1.yaml")]
+
+CASES = [
+    (["--model.init_args.temprature", "0.1"],
+     "model.init_args.temprature: SpatialGroundingModule has no setting 'temprature' (did you mean "
+     "'prototype_temperature'?); `--model.help SpatialGroundingModule` lists them"),
+    (["--model.init_args.video_gate", "high"],
+     "model.init_args.video_gate='high': SpatialGroundingModule expects a number"),
+    (["--data.init_args.batch_size", "abc"],
+     "data.init_args.batch_size='abc': SyntheticKitchenDataModule expects an integer"),
+    (["--data.init_args.probe_unit", "sequnce"],
+     "data.init_args.probe_unit='sequnce': SyntheticKitchenDataModule expects one of 'window', 'sequence'"),
+    (["--data.init_args.windows.image_sze", "4"],
+     "data.init_args.windows.image_sze: WindowSettings (windows) has no setting 'image_sze' (did you mean "
+     "'image_size'?); `--data.help SyntheticKitchenDataModule` lists them"),
+    (["--data.init_args.world.sensor_nose", "1"],
+     "data.init_args.world.sensor_nose: SyntheticKitchenConfig (world) has no setting 'sensor_nose' (did you mean "
+     "'sensor_noise'?); `--data.help SyntheticKitchenDataModule` lists them"),
+    (["--trainer.max_epochs", "many"], "trainer.max_epochs='many': expected null or an integer"),
+    (["--model", "NoSuchModule"],
+     "model='NoSuchModule' names no class: give a class name as configs/ do (e.g. SpatialGroundingModule, "
+     "SyntheticKitchenDataModule) or its dotted import path"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "message"), CASES, ids=[arguments[0] for arguments, _ in CASES])
+def test_a_bad_setting_is_one_plain_line(in_scratch: Path, arguments: list[str], message: str) -> None:
+    with pytest.raises(SettingError) as error:
+        main([*STAGE1, *arguments])
+    assert str(error.value) == message
+    assert not (in_scratch / "runs").exists() and not (in_scratch / "data").exists()
+
+
+def test_an_unknown_option_is_named_with_the_nearest_ones(in_scratch: Path) -> None:
+    with pytest.raises(SettingError) as error:
+        main([*STAGE1, "--trainer.max_epochx", "3", "--run_dri", "x", "--bogus=1"])
+    assert re.fullmatch(
+        r"unknown option\(s\) --trainer.max_epochx \(did you mean '--trainer.max_epochs' or "
+        r"'--trainer.min_epochs'\?\); --run_dri \(did you mean '--run_dir'\?\); --bogus; "
+        r"`\S+ fit --help` lists every option",
+        str(error.value),
+    ), str(error.value)
+
+
+def test_a_misspelt_key_in_a_config_file_is_named(in_scratch: Path) -> None:
+    (in_scratch / "mine.yaml").write_text("model:\n  init_args:\n    refine_start_epch: 3\n")
+    with pytest.raises(SettingError, match=r"^model.init_args.refine_start_epch: SpatialGroundingModule has no "
+                                           r"setting 'refine_start_epch' \(did you mean 'refine_start_epoch'\?\)"):
+        main([*STAGE1, "--config", "mine.yaml"])
+
+
+def test_detach_prepare_names_a_misspelt_data_setting(in_scratch: Path) -> None:
+    with pytest.raises(SettingError, match=r"^data.init_args.batch_sze: SyntheticKitchenDataModule has no setting "
+                                           r"'batch_sze' \(did you mean 'batch_size'\?\)"):
+        main(["prepare", "--config", str(DEMO / "data.yaml"), "--data.init_args.batch_sze", "3"])
+    assert not (in_scratch / "data").exists()
+
+
+def test_the_console_script_prints_the_line_without_usage_or_traceback(in_scratch, monkeypatch, capsys) -> None:
+    monkeypatch.setattr("sys.argv", ["detach", *STAGE1, "--data.init_args.batch_size", "abc"])
+    monkeypatch.delenv(cli.TRACEBACK_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.console_main()
+    assert exit_info.value.code == 2
+    printed = capsys.readouterr()
+    expected = "data.init_args.batch_size='abc': SyntheticKitchenDataModule expects an integer"
+    assert printed.err == f"detach: error: {expected}\n"
+    assert printed.out == ""
+
+
+def test_an_error_it_does_not_recognise_keeps_jsonargparses_handling() -> None:
+    parser = DetachArgumentParser(prog="detach fit", exit_on_error=False)
+    parser.add_argument("--epochs", type=int)
+    assert plain_parse_error("Something else went wrong", parser) is None
+    with pytest.raises(argparse.ArgumentError):  # a parser that does not exit: jsonargparse tries options with it
+        parser.parse_args(["--epochs", "many"])
+    with pytest.raises(argparse.ArgumentError, match="Unrecognized arguments"):
+        parser.parse_args(["--epoch", "3", "stray"])
+    exiting = DetachArgumentParser(prog="detach fit")
+    exiting.add_argument("--epochs", type=int)
+    with pytest.raises(SettingError, match=r"^unknown option\(s\) --epoks \(did you mean '--epochs'\?\)"):
+        exiting.parse_args(["--epoks", "3"])
+    with pytest.raises(SystemExit):  # a stray word names no option: jsonargparse's own message and usage
+        exiting.parse_args(["stray"])
+
+
+def test_settings_follow_kwargs_into_the_parent_constructors() -> None:
+    settings = init_settings(CsvVideoDataModule)
+    assert {"root", "num_places", "run_classes", "batch_size", "windows", "cache_dir"} <= set(settings)
+    assert "kwargs" not in settings and "self" not in settings
+    assert close_names("num_place", list(settings)) == " (did you mean 'num_places'?)"
+    assert close_names("zzz", list(settings)) == ""
