@@ -90,7 +90,7 @@ def test_the_console_script_prints_the_line_without_usage_or_traceback(in_scratc
     assert printed.out == ""
 
 
-def test_an_error_it_does_not_recognise_keeps_jsonargparses_handling() -> None:
+def test_an_error_it_does_not_recognise_keeps_jsonargparses_handling(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = DetachArgumentParser(prog="detach fit", exit_on_error=False)
     parser.add_argument("--epochs", type=int)
     assert plain_parse_error("Something else went wrong", parser) is None
@@ -104,6 +104,9 @@ def test_an_error_it_does_not_recognise_keeps_jsonargparses_handling() -> None:
         exiting.parse_args(["--epoks", "3"])
     with pytest.raises(SystemExit):  # a stray word names no option: jsonargparse's own message and usage
         exiting.parse_args(["stray"])
+    monkeypatch.setenv("JSONARGPARSE_DEBUG", "true")  # jsonargparse's debug mode: its own errors, raised
+    with pytest.raises(argparse.ArgumentError, match="Unrecognized arguments: --epoks"):
+        exiting.parse_args(["--epoks", "3"])
 
 
 def test_settings_follow_kwargs_into_the_parent_constructors() -> None:
