@@ -12,7 +12,7 @@ from detach_pl import cli
 from detach_pl.cli import main
 from detach_pl.data.csv_video import CsvVideoDataModule
 from detach_pl.parse_errors import (
-    DetachArgumentParser,
+    PlainErrorParser,
     SettingError,
     close_names,
     init_settings,
@@ -91,14 +91,14 @@ def test_the_console_script_prints_the_line_without_usage_or_traceback(in_scratc
 
 
 def test_an_error_it_does_not_recognise_keeps_jsonargparses_handling(monkeypatch: pytest.MonkeyPatch) -> None:
-    parser = DetachArgumentParser(prog="detach fit", exit_on_error=False)
+    parser = PlainErrorParser(prog="detach fit", exit_on_error=False)
     parser.add_argument("--epochs", type=int)
     assert plain_parse_error("Something else went wrong", parser) is None
     with pytest.raises(argparse.ArgumentError):  # a parser that does not exit: jsonargparse tries options with it
         parser.parse_args(["--epochs", "many"])
     with pytest.raises(argparse.ArgumentError, match="Unrecognized arguments"):
         parser.parse_args(["--epoch", "3", "stray"])
-    exiting = DetachArgumentParser(prog="detach fit")
+    exiting = PlainErrorParser(prog="detach fit")
     exiting.add_argument("--epochs", type=int)
     with pytest.raises(SettingError, match=r"^unknown option\(s\) --epoks \(did you mean '--epochs'\?\)"):
         exiting.parse_args(["--epoks", "3"])
@@ -115,3 +115,17 @@ def test_settings_follow_kwargs_into_the_parent_constructors() -> None:
     assert "kwargs" not in settings and "self" not in settings
     assert close_names("num_place", list(settings)) == " (did you mean 'num_places'?)"
     assert close_names("zzz", list(settings)) == ""
+
+
+def test_a_missing_or_misspelt_subcommand_names_every_subcommand(in_scratch: Path, capsys) -> None:
+    every = r"give one of fit, validate, test, predict, prepare, export \(`\S+ <subcommand> --help` shows its "
+    every += r"options\)$"
+    with pytest.raises(SettingError, match=r"^no subcommand: " + every):
+        main([])
+    with pytest.raises(SettingError, match=r"^'fitt' is not a subcommand \(did you mean 'fit'\?\): " + every):
+        main(["fitt", "--config", str(DEMO / "stage1.yaml")])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    assert "DETACH: align a fixed camera with ambient sensors" in helped
+    assert "`detach prepare --config <data or stage config>`" in helped and "`detach export --ckpt_path" in helped

@@ -55,7 +55,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.modules.base import DetachModule, check_stage_checkpoint_file
-from detach_pl.parse_errors import DetachArgumentParser, SettingError
+from detach_pl.parse_errors import PlainErrorParser, SettingError
 
 #: `--ckpt_path` values Lightning resolves itself (not file names).
 CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -233,6 +233,12 @@ def _tensorboard_entries(logger: Any) -> list[Namespace]:
         and str(entry.get("class_path", "")).rsplit(".", 1)[-1] == "TensorBoardLogger"
         and isinstance(entry.get("init_args"), Namespace)
     ]
+
+
+class DetachArgumentParser(PlainErrorParser, LightningArgumentParser):
+    """LightningCLI's parser with plain parse errors (`detach_pl.parse_errors`)."""
+
+    other_subcommands = ("prepare", "export")
 
 
 class DetachCLI(LightningCLI):
@@ -455,7 +461,20 @@ def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
             run=run,
             auto_configure_optimizers=False,
             parser_class=DetachArgumentParser,
+            parser_kwargs={"description": DESCRIPTION, "epilog": EPILOG},
         )
+
+
+#: What `detach --help` says the program is, and the subcommands LightningCLI does not list.
+DESCRIPTION = (
+    "DETACH: align a fixed camera with ambient sensors (stage 1, stage 2), then recognise actions "
+    "from the sensors alone (the linear probe). Configs per dataset and stage are under configs/."
+)
+EPILOG = (
+    "Also: `detach prepare --config <data or stage config>` builds a dataset's window cache and "
+    "prints what reading it found; `detach export --ckpt_path <probe> --output model.onnx` exports "
+    "the sensor-only model (docs/deploy.md). Each takes --help."
+)
 
 
 #: Errors that answer a user's input (a setting, a file, a checkpoint, a diverged fit): printed as one message.

@@ -3,7 +3,7 @@
 jsonargparse reports a misspelt or mistyped setting of a model or DataModule inside the union of
 the types the parser tried (`Does not validate against any of the Union subtypes …`), after the
 whole usage of the subcommand (about 80 lines), and a misspelt Trainer option as
-`Unrecognized arguments: fit`, without the option. `DetachArgumentParser` turns the errors it
+`Unrecognized arguments: fit`, without the option. `PlainErrorParser` turns the errors it
 recognises into a `SettingError` that names the setting as a config spells it, what was given
 and what was expected, with the nearest settings that exist:
 
@@ -29,7 +29,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from jsonargparse import ArgumentParser
-from lightning.pytorch.cli import LightningArgumentParser
 
 
 class SettingError(ValueError):
@@ -172,8 +171,25 @@ def unknown_options(parser: ArgumentParser, unrecognized: Sequence[str]) -> str 
     return f"unknown option(s) {named}; `{parser.prog.replace(' [options]', '')} --help` lists every option"
 
 
+def subcommand_problem(message: str, parser: ArgumentParser) -> str | None:
+    """A plain message for a missing or unknown subcommand, naming every subcommand there is."""
+    subcommands = getattr(parser, "_subcommands_action", None)
+    if subcommands is None:
+        return None
+    names = [*subcommands.choices, *getattr(parser, "other_subcommands", ())]
+    listed = f"give one of {', '.join(names)} (`{parser.prog} <subcommand> --help` shows its options)"
+    if re.fullmatch(r'expected "subcommand" to be one of \{.*\}, but it was not provided\.', message):
+        return f"no subcommand: {listed}"
+    invalid = re.fullmatch(r"argument subcommand: invalid choice: '([^']*)' \(choose from .*\)", message)
+    if invalid:
+        return f"{invalid.group(1)!r} is not a subcommand{close_names(invalid.group(1), names)}: {listed}"
+    return None
+
+
 def plain_parse_error(message: str, parser: ArgumentParser) -> str | None:
     """The plain message for a jsonargparse error (None: not one that is recognised)."""
+    if message.startswith(("expected \"subcommand\"", "argument subcommand:")):
+        return subcommand_problem(message, parser)
     found = re.search(
         r"^Parser key \"([^\"]+)\":.*?Problem with given class_path '([^']+)':\n(.*?)\n\s*Given value type:",
         message, re.DOTALL,
@@ -197,6 +213,9 @@ DEBUG_VARIABLE = "JSONARGPARSE_DEBUG"
 class PlainErrorParser(ArgumentParser):
     """A jsonargparse parser whose final parse error is one plain line where it can be (module docstring)."""
 
+    #: Subcommands that the program dispatches before this parser sees them (named in its errors).
+    other_subcommands: tuple[str, ...] = ()
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         """Raise `SettingError` for an error `plain_parse_error` recognises; else jsonargparse's own handling.
 
@@ -208,7 +227,3 @@ class PlainErrorParser(ArgumentParser):
             if plain is not None:
                 raise SettingError(plain) from ex
         super().error(message, ex)
-
-
-class DetachArgumentParser(PlainErrorParser, LightningArgumentParser):
-    """LightningCLI's parser with plain parse errors (the `detach` CLI's)."""
