@@ -18,6 +18,7 @@ from detach_pl.parse_errors import (
     init_settings,
     plain_parse_error,
 )
+from detach_pl.pipeline.stages import StageFailed, run_stage
 from helpers import DEMO
 
 STAGE1 = ["fit", "--config", str(DEMO / "stage1.yaml")]
@@ -129,3 +130,9 @@ def test_a_missing_or_misspelt_subcommand_names_every_subcommand(in_scratch: Pat
     helped = " ".join(capsys.readouterr().out.split())
     assert "DETACH: align a fixed camera with ambient sensors" in helped
     assert "`detach prepare --config <data or stage config>`" in helped and "`detach export --ckpt_path" in helped
+
+
+def test_a_stage_of_the_pipeline_with_a_bad_setting_fails_naming_the_stage_and_the_setting(in_scratch: Path) -> None:
+    with pytest.raises(StageFailed, match=r"^stage 1: the `detach` command line was refused \(model.init_args."
+                                          r"refine_start_epch: SpatialGroundingModule has no setting"):
+        run_stage([*STAGE1, "--model.init_args.refine_start_epch", "3"], "stage 1")

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from detach_pl.cli import main as cli_main
+from detach_pl.parse_errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def run_stage(args: Sequence[str], what: str) -> LightningCLI:
     """`run_detach(args)`, with a refused command line raised as StageFailed naming `what`."""
     try:
         cli = run_detach(args)
+    except SettingError as error:
+        raise StageFailed(f"{what}: the `detach` command line was refused ({error}): {list(args)}") from error
     except SystemExit as error:
         if error.code in (0, None):
             raise
@@ -100,6 +103,8 @@ def resolve_config(subcommand: str, config: str, overrides: Sequence[str]) -> di
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             run_detach([subcommand, "--config", config, *overrides, "--print_config"])
+        except SettingError as error:
+            raise ValueError(f"configuration {config} with {list(overrides)} is invalid: {error}") from None
         except SystemExit as exit_:
             if exit_.code not in (0, None):
                 message = err.getvalue()
