@@ -153,6 +153,8 @@ def test_whole_runs_take_their_configured_class_for_the_sequence_probe(recording
     assert {"Breakfast", "Cleaning"} < set(names) and names == sorted(names)
     module.setup()
     cache = module.open_cache()
+    assert "run classes (data.init_args.run_classes, the sequence probe):\n  run00: Breakfast\n  run01: Cleaning\n" \
+        "  run02: Breakfast" in module.summary()
     for split, runs in (("train", ["run00", "run01"]), ("test", ["run02"])):
         dataset = module.datasets[split]
         assert isinstance(dataset, SequenceDataset) and len(dataset) == len(runs)
@@ -173,6 +175,7 @@ def test_whole_runs_take_their_configured_class_for_the_sequence_probe(recording
     left_out = own(recordings, tmp_path, probe_unit="sequence", train_runs=["run00", "run02"], val_runs=["run01"],
                    test_runs=["run01"], **few)
     left_out.setup()
+    assert left_out.summary().endswith("  run01: Cleaning\n  run02: (none: left out)")
     assert [cache.run_names[int(item["sequence"])] for item in left_out.datasets["train"]] == ["run00"]
     with pytest.raises(ValueError, match=r"data.test_runs \['run02'\]: no run with a sequence label"):
         own(recordings, tmp_path, probe_unit="sequence", **splits, **few).setup()

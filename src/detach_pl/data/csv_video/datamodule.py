@@ -272,11 +272,13 @@ class CsvVideoDataModule(WindowDataModule):
         return {"read": {run.name: findings.get(run.name, []) for run in reports}}
 
     def report_lines(self) -> list[str]:
-        """Per run what reading it found, for `detach prepare`."""
+        """Per run what reading it found and, as configured now, its class for the sequence probe."""
         read = self.report.get("read", {})
-        if not read:
-            return []
-        return ["what reading found:", *(f"  {name}: {'; '.join(notes)}" for name, notes in read.items())]
+        lines = ["what reading found:", *(f"  {name}: {'; '.join(notes)}" for name, notes in read.items())]
+        if self.run_classes:
+            lines.append("run classes (data.init_args.run_classes, the sequence probe):")
+            lines += [f"  {run.name}: {self.run_classes.get(run.name, '(none: left out)')}" for run in self.runs]
+        return lines if read or self.run_classes else []
 
     def sequence_labels(self, cache: WindowCache) -> dict[int, int]:
         """Class id of each run that `run_classes` names, by its index in the cache (the sequence probe)."""
