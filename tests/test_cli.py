@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 
 import pytest
@@ -84,3 +86,56 @@ def test_logged_run_has_plain_hparams_no_hp_metric_and_a_learning_rate(in_scratc
     scalars = events.Tags()["scalars"]
     assert "hp_metric" not in scalars
     assert any(tag.startswith("lr-") for tag in scalars)
+
+
+def own_defaults(class_path: str) -> dict[str, object]:
+    """The plain defaults a class's constructor (and, through **kwargs, its parents') states."""
+    module, _, name = class_path.rpartition(".")
+    defaults: dict[str, object] = {}
+    for klass in getattr(importlib.import_module(module), name).__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        for parameter in parameters:
+            plain = parameter.default is None or isinstance(parameter.default, (bool, int, float, str))
+            if parameter.default is not parameter.empty and plain:
+                defaults.setdefault(parameter.name, parameter.default)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            break
+    return defaults
+
+
+@pytest.mark.parametrize(("subcommand", "class_path", "required"), [
+    ("predict", "detach_pl.deploy.data.CsvRecordings", {"root": "new"}),
+    ("predict", "detach_pl.deploy.data.HwuRecordings", {"root": "new"}),
+    ("predict", "detach_pl.deploy.data.OpportunityRecordings", {"root": "new"}),
+    ("predict", "detach_pl.deploy.data.SyntheticRecordings", {}),
+    ("fit", "detach_pl.data.csv_video.CsvVideoDataModule", {"root": "own", "num_places": 3}),
+    ("fit", "detach_pl.data.hwu_usp.HwuUspDataModule", {"root": "hwu"}),
+    ("fit", "detach_pl.data.opportunity.OpportunityDataModule", {"root": "opp"}),
+], ids=lambda value: value.rpartition(".")[2] if isinstance(value, str) else None)
+def test_a_data_class_a_config_names_gets_its_own_defaults(in_scratch, capsys, subcommand: str, class_path: str,
+                                                           required: dict[str, object]) -> None:
+    """Not the built-in synthetic kitchen's, which jsonargparse would hand on were it the parser's default."""
+    model = "LinearProbeModule" if subcommand == "predict" else "SpatialGroundingModule"
+    encoder = {"encoder": str(DEMO / "encoder.yaml")}
+    config = {"model": {"class_path": f"detach_pl.modules.{model}", "init_args": encoder},
+              "data": {"class_path": class_path, "init_args": required}}
+    (in_scratch / "mine.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, "--config", "mine.yaml", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["data"]
+    assert printed["class_path"] == class_path
+    expected = {**own_defaults(class_path), **required}
+    assert {name: printed["init_args"][name] for name in expected} == expected
+
+
+def test_without_a_data_class_the_synthetic_kitchen_is_used(in_scratch, capsys) -> None:
+    arguments = ["--model", "detach_pl.modules.SpatialGroundingModule", "--model.init_args.encoder",
+                 str(DEMO / "encoder.yaml"), "--data.init_args.batch_size", "8", "--print_config"]
+    with pytest.raises(SystemExit):
+        main(["fit", *arguments])
+    printed = yaml.safe_load(capsys.readouterr().out)["data"]
+    assert printed["class_path"] == "detach_pl.data.synthetic.SyntheticKitchenDataModule"
+    assert printed["init_args"]["batch_size"] == 8

@@ -40,13 +40,15 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -54,6 +56,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.data.prepare import DEFAULT_DATA
 from detach_pl.modules.base import DetachModule, check_stage_checkpoint_file
 from detach_pl.parse_errors import PlainErrorParser, SettingError
 
@@ -117,6 +120,53 @@ def apply_run_dir(config: Namespace) -> None:
             )
         )
     trainer.callbacks = callbacks
+
+
+def config_names_data(value: str) -> bool:
+    """Whether a `--config` value (a YAML file) has a top-level `data` entry (False when unreadable).
+
+    An unreadable file is left to the parser, which names it.
+    """
+    path = Path(value)
+    try:
+        entries = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(entries, dict) and entries.get("data") is not None
+
+
+def names_data(args: Sequence[str]) -> bool:
+    """Whether a command line names its DataModule: `--data <class or file>` or a config with `data:`."""
+    for position, arg in enumerate(args):
+        if arg == "--data" or arg.startswith("--data="):
+            return True
+        value = arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        if arg in ("--config", "-c") and position + 1 < len(args):
+            value = args[position + 1]
+        if value is not None and config_names_data(value):
+            return True
+    return False
+
+
+def with_default_data(args: list[str], subcommands: list[str] | None) -> list[str]:
+    """`args` with `--data DEFAULT_DATA` (after the subcommand) when they name no DataModule.
+
+    Given on the command line rather than as the parser's default: jsonargparse hands the init
+    args of a default class on to the class a config names instead (a predict config's
+    CsvRecordings would get the synthetic kitchen's `batch_size` 64 instead of its own 256).
+
+    Args:
+        args: The command line after the program name.
+        subcommands: The parser's subcommands (None: it has none, e.g. `main(..., run=False)`).
+    """
+    if names_data(args):
+        return args
+    if subcommands is None:
+        return ["--data", DEFAULT_DATA, *args]
+    position = next((index for index, arg in enumerate(args) if arg in subcommands), None)
+    if position is None:
+        return args  # no subcommand: the parser says so
+    return [*args[: position + 1], "--data", DEFAULT_DATA, *args[position + 1 :]]
 
 
 def console_loggers() -> list[logging.Logger]:
@@ -252,7 +302,6 @@ class DetachCLI(LightningCLI):
             compute_fn=linked_data_info,
             apply_on="instantiate",
         )
-        parser.set_defaults({"data": {"class_path": "detach_pl.data.synthetic.SyntheticKitchenDataModule"}})
         parser.add_argument(
             "--run_dir",
             type=str | None,
@@ -261,8 +310,15 @@ class DetachCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, then refuse settings that would fail late or do nothing (before anything loads)."""
-        super().parse_arguments(parser, args)
+        """Parse (the synthetic kitchen where no data is named), then refuse settings that would fail late."""
+        if args is None or isinstance(args, (list, tuple)):
+            given = list(sys.argv[1:] if args is None else args)
+            has_subcommands = getattr(parser, "_subcommands_action", None) is not None
+            completed = with_default_data(given, list(self.subcommands()) if has_subcommands else None)
+            args = args if completed == given else completed
+        with warnings.catch_warnings():  # the command line completed above is the process's own
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         apply_run_dir(self.config[subcommand] if subcommand else self.config)
         if not subcommand:

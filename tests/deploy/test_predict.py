@@ -105,9 +105,8 @@ def test_windows_csv_text_equals_a_csv_writer_row_per_window() -> None:
     ("demo", None), ("opp", None), ("hwu", None), ("csv_video", None), ("opp", "detach_pl.deploy.data.CsvRecordings"),
 ])
 def test_predict_configs_keep_their_own_batch_size(config: str, data_class: str | None, capsys) -> None:
-    """The resolved data settings are the config's, not those the parser's default data class (the
-    synthetic kitchen's WindowDataModule: batch 64) would hand over, also when `--data` names
-    another reader as bench_predict does."""
+    """The resolved data settings are the config's, also when `--data` names another reader as
+    bench_predict does (jsonargparse hands the config's values on to it)."""
     path = REPO / "configs" / config / "predict.yaml"
     switch = [] if data_class is None else ["--data", data_class]
     with pytest.raises(SystemExit):

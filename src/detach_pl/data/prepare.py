@@ -27,7 +27,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.parse_errors import PlainErrorParser
 
-#: The DataModule prepared when no configuration names one (as for `detach fit`).
+#: The DataModule of a command whose configs name none (`detach prepare`, `detach fit`, …): the
+#: built-in synthetic kitchen.
 DEFAULT_DATA = "detach_pl.data.synthetic.SyntheticKitchenDataModule"
 #: Options of `detach prepare` itself; every other top-level option is accepted and ignored.
 OWN_OPTIONS = ("config", "data", "help", "print_config")
@@ -94,6 +95,8 @@ def split_arguments(args: Sequence[str]) -> tuple[list[str], set[str]]:
             f"detach prepare --config {value}: neither a data config (a top-level class_path, like "
             f"configs/opp/data.yaml) nor a stage config with a data: entry (its keys: {keys})"
         )
+    if not with_data and not any(arg == "--data" or arg.startswith("--data=") for arg in kept):
+        kept = ["--data", DEFAULT_DATA, *kept]  # as detach fit: on the command line, not as a parser default
     return kept, ignored
 
 
@@ -102,7 +105,6 @@ def build_parser(ignored: set[str]) -> ArgumentParser:
     parser = PlainErrorParser(prog="detach prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="a data or stage config (YAML)")
     parser.add_subclass_arguments(WindowDataModule, "data", required=True, fail_untyped=False)
-    parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
     for key in sorted(ignored):
         parser.add_argument(f"--{key}", type=Any, default=None, help="ignored by detach prepare")
     return parser
