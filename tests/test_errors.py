@@ -74,6 +74,31 @@ def test_fit_with_zero_epochs_is_refused(in_scratch) -> None:
     assert not (in_scratch / "runs").exists()
 
 
+def test_test_or_validate_without_a_checkpoint_is_refused_naming_the_one_to_give(in_scratch) -> None:
+    """Lightning would evaluate the model as built: an untrained probe head, near chance, reported as a result."""
+    untrained = "; without it the model would be evaluated as built, untrained$"
+    with pytest.raises(ValueError, match=r"^detach test evaluates trained weights: give --ckpt_path \(`detach fit` "
+                                         r"with this config writes runs/demo/probe/checkpoints/last.ckpt; then "
+                                         r"--ckpt_path last\)" + untrained):
+        main(["test", "--config", str(DEMO / "probe.yaml"), *TINY_DATA])
+    assert not (in_scratch / "data").exists()
+    last = in_scratch / "runs/demo/stage1/checkpoints/last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^detach validate evaluates trained weights: give --ckpt_path \(e.g. "
+                                         r"--ckpt_path runs/demo/stage1/checkpoints/last.ckpt \(this config's last "
+                                         r"checkpoint; `--ckpt_path last` finds it too\)\)" + untrained):
+        main(["validate", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA])
+
+
+def test_evaluating_the_last_checkpoint_when_there_is_none_is_refused(in_scratch) -> None:
+    """Lightning would only warn and evaluate untrained weights."""
+    with pytest.raises(FileNotFoundError, match=r"^--ckpt_path last: no last checkpoint \(last\*\.ckpt\) in "
+                                                r"\S*runs/demo/stage1/checkpoints; nothing to validate: run `detach "
+                                                r"fit` first, or give the path of a checkpoint$"):
+        main(["validate", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, "--ckpt_path", "last"])
+
+
 def test_unwritable_cache_folder_names_the_setting(in_scratch) -> None:
     (in_scratch / "a_file").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match=r"^data.init_args.cache_dir='a_file/cache' is not a folder"):

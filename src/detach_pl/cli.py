@@ -329,12 +329,15 @@ class DetachCLI(LightningCLI):
             check_checkpoint_file(ckpt_path)
         if subcommand == "predict":
             link_recordings_checkpoint(config)
+        if subcommand in EVALUATIONS and not ckpt_path:
+            raise ValueError(untrained_evaluation_message(subcommand, config.get("run_dir")))
         if subcommand == "fit":
             for setting in ("max_epochs", "max_steps"):
                 if config.trainer.get(setting) == 0:
                     raise ValueError(
                         f"--trainer.{setting} 0: `detach fit` would train nothing and write no "
-                        "checkpoint for the next stage; give at least 1 (or use `detach validate`)"
+                        "checkpoint for the next stage; give at least 1 (or evaluate a checkpoint: "
+                        "`detach validate --ckpt_path …`)"
                     )
 
     def _add_instantiators(self) -> None:
@@ -381,9 +384,21 @@ class DetachCLI(LightningCLI):
             trainer.callbacks.append(LearningRateMonitor())
 
     def before_fit(self) -> None:
-        """Refuse `--ckpt_path last` when there is no last checkpoint (see `check_resumable`)."""
+        """Refuse `--ckpt_path last` when there is no last checkpoint to resume (`check_last_checkpoint`)."""
+        self.check_last("nothing to resume: start without --ckpt_path, or give the path of a checkpoint")
+
+    def before_test(self) -> None:
+        """Refuse `--ckpt_path last` when there is no last checkpoint to test (`check_last_checkpoint`)."""
+        self.check_last("nothing to test: run `detach fit` with this config first, or give the path of a checkpoint")
+
+    def before_validate(self) -> None:
+        """Refuse `--ckpt_path last` when there is no last checkpoint to validate (`check_last_checkpoint`)."""
+        self.check_last("nothing to validate: run `detach fit` first, or give the path of a checkpoint")
+
+    def check_last(self, otherwise: str) -> None:
+        """`check_last_checkpoint` when the subcommand's `--ckpt_path` is `last`."""
         if self.subcommand and self.config_init[self.subcommand].get("ckpt_path") == "last":
-            check_resumable(self.trainer)
+            check_last_checkpoint(self.trainer, otherwise)
 
 
 def class_of(entry: Any) -> type | None:
@@ -460,11 +475,37 @@ def link_recordings_checkpoint(config: Namespace) -> None:
         config.data.init_args = init_args
 
 
-def check_resumable(trainer: pl.Trainer) -> None:
+#: Subcommands that evaluate weights they are given (refused without `--ckpt_path`).
+EVALUATIONS = ("test", "validate")
+
+
+def untrained_evaluation_message(subcommand: str, run_dir: str | None) -> str:
+    """Why `detach test` / `validate` without `--ckpt_path` is refused, with the checkpoint to give.
+
+    Without one, Lightning evaluates the model as the config builds it: a probe with an untrained
+    head scores near chance, and its `test_metrics.json` would be the newest of the run.
+    """
+    last = Path(run_dir) / "checkpoints" / "last.ckpt" if run_dir else None
+    if last is not None and last.is_file():
+        hint = f"e.g. --ckpt_path {last} (this config's last checkpoint; `--ckpt_path last` finds it too)"
+    elif last is not None:
+        hint = f"`detach fit` with this config writes {last}; then --ckpt_path last"
+    else:
+        hint = "the path of a checkpoint that `detach fit` wrote"
+    return (f"detach {subcommand} evaluates trained weights: give --ckpt_path ({hint}); without it the model "
+            "would be evaluated as built, untrained")
+
+
+def check_last_checkpoint(trainer: pl.Trainer, otherwise: str) -> None:
     """Raise when `ckpt_path="last"` would find no checkpoint, naming the folders searched.
 
-    Lightning only warns and trains from epoch 0, which after a killed run silently throws the
-    finished epochs away and overwrites their checkpoint.
+    Lightning only warns and goes on without one: a resumed fit then trains from epoch 0, which
+    after a killed run silently throws the finished epochs away and overwrites their checkpoint,
+    and a test evaluates untrained weights.
+
+    Args:
+        trainer: The trainer whose checkpoint callbacks say where `last` is looked for.
+        otherwise: What the user can do instead, closing the message.
     """
     folders, found = [], False
     for callback in trainer.checkpoint_callbacks:
@@ -478,11 +519,8 @@ def check_resumable(trainer: pl.Trainer) -> None:
     if found:
         return
     if not folders:
-        raise FileNotFoundError("--ckpt_path last: no ModelCheckpoint callback is configured: nothing to resume")
-    raise FileNotFoundError(
-        f"--ckpt_path last: no last checkpoint (last*.ckpt) in {', '.join(folders)}; "
-        "nothing to resume: start without --ckpt_path, or give the path of a checkpoint"
-    )
+        raise FileNotFoundError(f"--ckpt_path last: no ModelCheckpoint callback is configured: {otherwise}")
+    raise FileNotFoundError(f"--ckpt_path last: no last checkpoint (last*.ckpt) in {', '.join(folders)}; {otherwise}")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
