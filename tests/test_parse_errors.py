@@ -39,6 +39,11 @@ CASES = [
     (["--data.init_args.world.sensor_nose", "1"],
      "data.init_args.world.sensor_nose: SyntheticKitchenConfig (world) has no setting 'sensor_nose' (did you mean "
      "'sensor_noise'?); `--data.help SyntheticKitchenDataModule` lists them"),
+    (["--model.init_args.encoder.sensor.hidden", "3"],
+     "model.init_args.encoder.sensor.hidden: EncoderConfig (encoder) has no setting 'sensor' (the settings starting "
+     "with sensor_: sensor_spatial_style, sensor_spatial_channels, sensor_spatial_pool, sensor_spatial_groups, "
+     "sensor_temporal_style, sensor_temporal_channels, sensor_temporal_dilations, sensor_temporal_groups); "
+     "`--model.help SpatialGroundingModule` lists them"),
     (["--trainer.max_epochs", "many"], "trainer.max_epochs='many': expected null or an integer"),
     (["--model", "NoSuchModule"],
      "model='NoSuchModule' names no class: give a class name as configs/ do (e.g. SpatialGroundingModule, "
@@ -116,6 +121,8 @@ def test_settings_follow_kwargs_into_the_parent_constructors() -> None:
     assert "kwargs" not in settings and "self" not in settings
     assert close_names("num_place", list(settings)) == " (did you mean 'num_places'?)"
     assert close_names("zzz", list(settings)) == ""
+    assert close_names("video", ["embed_dim", "video_backbone", "video_cnn_channels"]) == (
+        " (the settings starting with video_: video_backbone, video_cnn_channels)")
 
 
 def test_a_missing_or_misspelt_subcommand_names_every_subcommand(in_scratch: Path, capsys) -> None:

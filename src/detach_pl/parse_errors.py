@@ -40,12 +40,17 @@ SUGGEST_CUTOFF, SUGGEST_SPREAD = 0.6, 0.1
 
 
 def close_names(name: str, names: Sequence[str]) -> str:
-    """`` (did you mean 'a' or 'b'?)`` for the names nearest to `name` (at most two, both about as near), or nothing."""
+    """`` (did you mean 'a' or 'b'?)`` for the names nearest to `name` (at most two, both about as near).
+
+    Without a near name, the names that start with `name_` (`sensor` → `sensor_spatial_style`, …),
+    else nothing.
+    """
     scores = sorted(((difflib.SequenceMatcher(None, name, option).ratio(), option) for option in names), reverse=True)
     best = scores[0][0] if scores else 0.0
     near = [option for score, option in scores[:2] if score >= max(SUGGEST_CUTOFF, best - SUGGEST_SPREAD)]
     if not near:
-        return ""
+        prefixed = [option for option in names if option.startswith(f"{name}_")]
+        return f" (the settings starting with {name}_: {', '.join(prefixed)})" if prefixed else ""
     return f" (did you mean {' or '.join(repr(option) for option in near)}?)"
 
 
