@@ -523,6 +523,18 @@ def check_last_checkpoint(trainer: pl.Trainer, otherwise: str) -> None:
     raise FileNotFoundError(f"--ckpt_path last: no last checkpoint (last*.ckpt) in {', '.join(folders)}; {otherwise}")
 
 
+#: What `detach --help` says the program is, and the subcommands LightningCLI does not list.
+DESCRIPTION = (
+    "DETACH: align a fixed camera with ambient sensors (stage 1, stage 2), then recognise actions "
+    "from the sensors alone (the linear probe). Configs per dataset and stage are under configs/."
+)
+EPILOG = (
+    "Also: `detach prepare --config <data or stage config>` builds a dataset's window cache and "
+    "prints what reading it found; `detach export --ckpt_path <probe> --output model.onnx` exports "
+    "the sensor-only model (docs/deploy.md). Each takes --help."
+)
+
+
 def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
     """Entry point of `detach`; `args` lets tests call it in-process.
 
@@ -557,18 +569,6 @@ def main(args: list[str] | None = None, run: bool = True) -> DetachCLI | None:
             parser_class=DetachArgumentParser,
             parser_kwargs={"description": DESCRIPTION, "epilog": EPILOG},
         )
-
-
-#: What `detach --help` says the program is, and the subcommands LightningCLI does not list.
-DESCRIPTION = (
-    "DETACH: align a fixed camera with ambient sensors (stage 1, stage 2), then recognise actions "
-    "from the sensors alone (the linear probe). Configs per dataset and stage are under configs/."
-)
-EPILOG = (
-    "Also: `detach prepare --config <data or stage config>` builds a dataset's window cache and "
-    "prints what reading it found; `detach export --ckpt_path <probe> --output model.onnx` exports "
-    "the sensor-only model (docs/deploy.md). Each takes --help."
-)
 
 
 #: Errors that answer a user's input (a setting, a file, a checkpoint, a diverged fit): printed as one message.
