@@ -129,7 +129,22 @@ def test_every_unreadable_run_is_named_before_any_frame_is_decoded(recordings: P
 def test_a_label_outside_the_configured_classes_names_file_and_line(recordings: Path, tmp_path: Path) -> None:
     module = own(recordings, tmp_path, classes=["Open Door 1"])
     with pytest.raises(ValueError, match=r"run00.csv:\d+: label '.*' is not one of the model's classes"):
-        module.prepare_data()
+        _ = module.data_info
+    assert not list(tmp_path.rglob("*.h5"))
+
+
+def test_other_classes_reuse_the_cache_with_each_label_mapped_to_its_class(recordings: Path, tmp_path: Path) -> None:
+    found = own(recordings, tmp_path)
+    found.prepare_data()
+    assert found.open_cache().meta["class_names"] == found.label_vocabulary == found.class_names
+    classes = ["Idle", *reversed(found.label_vocabulary)]
+    other = own(recordings, tmp_path, classes=classes, probe_unit="sequence", run_classes={"run01": "Idle"})
+    assert other.class_names == classes and other.cache_path == found.cache_path
+    labels, mapped = found.open_cache().label, other.open_cache().label
+    assert (labels >= 0).sum() > 10
+    named = np.array([found.class_names[k] if k >= 0 else "" for k in labels])
+    np.testing.assert_array_equal(named, [classes[k] if k >= 0 else "" for k in mapped])
+    assert not list(tmp_path.glob("csv_video-*.h5"))[1:]  # one cache for both
 
 
 def test_an_edited_recording_builds_a_new_cache(recordings: Path, tmp_path: Path) -> None:
@@ -164,12 +179,12 @@ def test_whole_runs_take_their_configured_class_for_the_sequence_probe(recording
             assert cache.run_names[int(item["sequence"])] == run
             # Every window of the run, labelled or not: the run is one item.
             assert item["sensor"].shape[0] == cache.windows_of_runs([run]).size
-    # The run classes are read when the splits are made: other classes of the same names, same cache.
-    swapped = {"run00": "Cleaning", "run01": "Breakfast", "run02": "Cleaning"}
+    # The run classes are read when the splits are made: other run classes, even a new name, same cache.
+    swapped = {"run00": "Cleaning", "run01": "Breakfast", "run02": "Lunch"}
     again = own(recordings, tmp_path, probe_unit="sequence", run_classes=swapped, purpose="probe", **splits)
     assert again.cache_path == module.cache_path
     again.setup()
-    assert names[int(again.datasets["test"][0]["label"])] == "Cleaning"
+    assert again.class_names[int(again.datasets["test"][0]["label"])] == "Lunch"
     # Runs not named are left out of the sequence probe; a split left with none is refused.
     few = dict(run_classes={"run00": "Breakfast", "run01": "Cleaning"}, classes=names, purpose="probe")
     left_out = own(recordings, tmp_path, probe_unit="sequence", train_runs=["run00", "run02"], val_runs=["run01"],
@@ -188,7 +203,8 @@ def test_run_classes_that_cannot_be_used_are_named(recordings: Path, tmp_path: P
     with pytest.raises(ValueError, match=r"^data.init_args.run_classes names \['run7'\], which are not runs under .*"
                                          r"\(found: \['run00', 'run01', 'run02'\]\)"):
         _ = own(recordings, tmp_path, probe_unit="sequence", run_classes={"run7": "Breakfast"}).data_info
+    classes = [*own(recordings, tmp_path).label_vocabulary, "Breakfast"]
     with pytest.raises(ValueError, match=r"^data.init_args.run_classes: \{'run01': 'Lunch'\} are not among the "
-                                         r"classes \['Breakfast'\]"):
-        _ = own(recordings, tmp_path, classes=["Breakfast"], run_classes={"run00": "Breakfast", "run01": "Lunch"},
+                                         r"classes \[.*'Breakfast'\]$"):
+        _ = own(recordings, tmp_path, classes=classes, run_classes={"run00": "Breakfast", "run01": "Lunch"},
                 probe_unit="sequence").data_info

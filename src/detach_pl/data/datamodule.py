@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -76,6 +76,17 @@ class AlignmentTrainingSet:
 
     sensor: torch.Tensor
     place: torch.Tensor
+
+
+def labels_as_classes(labels: np.ndarray, names: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """Labels stored as indices into `names` (−1: none) as indices into `classes` (−1: not among them).
+
+    How a cache that stores labels by the names found in a release serves the configured classes
+    without being rebuilt when they change (`WindowDataModule.window_labels`).
+    """
+    to_class = np.array([list(classes).index(name) if name in classes else -1 for name in names] + [-1],
+                        dtype=np.int64)
+    return to_class[np.where(labels >= 0, labels, len(names))]
 
 
 class WindowDataModule(pl.LightningDataModule):

@@ -14,11 +14,12 @@ so a model trained here deploys on the sensors alone.
   found, sorted. Rows without a label are null (−1). Places are not annotated (−1): stage 1's
   cluster diagnostics against places are then not logged.
 - **Run classes.** For `probe_unit: sequence` (one prediction per recording, its windows
-  mean-pooled, as HWU-USP's trials), `run_classes` gives each run's class by name. They are read
-  when the splits are made, not stored in the cache.
+  mean-pooled, as HWU-USP's trials), `run_classes` gives each run's class by name.
 - **Cache.** Every CSV is read and every video probed before any frame is decoded, so a bad cell in
   the last run fails at once. The cache key holds each file's size and modification time, so an
-  edited recording builds a new cache.
+  edited recording builds a new cache. The cache stores labels by the names found in the label
+  columns (its `class_names`) and maps them to the classes when it is opened, so changing
+  `classes` or `run_classes` rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache
 from detach_pl.data.checks import check_each, timestamp_problem
 from detach_pl.data.csv_video.runs import CsvVideoRun, find_runs
-from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.data.datamodule import WindowDataModule, labels_as_classes
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.info import DataInfo
 from detach_pl.data.readings import RunReading
@@ -167,22 +168,35 @@ class CsvVideoDataModule(WindowDataModule):
         return channels
 
     @cached_property
+    def run_labels(self) -> dict[str, set[str]]:
+        """The class names each run's label column holds (none without a label column)."""
+        column = self.csv_format["label_column"]
+        if column is None:
+            return {run.name: set() for run in self.runs}
+        return {run.name: label_names(run.csv, column, self.csv_format["delimiter"]) for run in self.runs}
+
+    @cached_property
+    def label_vocabulary(self) -> list[str]:
+        """Every class name the label columns hold, sorted: what the cache's labels index."""
+        return sorted(set().union(*self.run_labels.values()))
+
+    @cached_property
     def class_names(self) -> list[str]:
         """The configured classes, or every label found in the runs' label columns and `run_classes`, sorted.
 
         Raises:
-            ValueError: No label is found and no classes are configured, or a run class is not
-                one of the configured classes.
+            ValueError: No label is found and no classes are configured, a label is not one of
+                the configured classes (its file and line named), or a run class is not.
         """
         if self.configured_classes is not None:
+            for run in self.runs:
+                if not self.run_labels[run.name] <= set(self.configured_classes):
+                    read_sensor_csv(run.csv, self.configured_classes, **self.csv_format)  # names the line
             self.run_class_ids(self.configured_classes)
             return self.configured_classes
-        column = self.csv_format["label_column"]
-        found = set(self.run_classes.values())
-        if column is not None:
-            for run in self.runs:
-                found |= label_names(run.csv, column, self.csv_format["delimiter"])
+        found = set(self.label_vocabulary) | set(self.run_classes.values())
         if not found:
+            column = self.csv_format["label_column"]
             raise ValueError(
                 f"{self.root}: no run's CSV has a class name in a {column!r} column; the probe needs labelled "
                 "windows: add the label column (data.init_args.label_column names it), set data.init_args.classes, "
@@ -212,9 +226,9 @@ class CsvVideoDataModule(WindowDataModule):
         """Read one run's CSV and probe its video, without decoding a frame.
 
         Raises:
-            ValueError: A bad cell or label, timestamps that do not increase, an unreadable video.
+            ValueError: A bad cell, timestamps that do not increase, an unreadable video.
         """
-        table = read_sensor_csv(run.csv, self.class_names, **self.csv_format)
+        table = read_sensor_csv(run.csv, self.label_vocabulary, **self.csv_format)
         problem = timestamp_problem(table.time_ms)
         if problem is not None:
             raise ValueError(f"{run.csv}: data row {problem[0] + 1}: the timestamp {problem[1]}")
@@ -250,13 +264,15 @@ class CsvVideoDataModule(WindowDataModule):
     # ---- WindowDataModule hooks ------------------------------------------------------------
 
     def source_settings(self) -> dict[str, Any]:
-        """The folder, each run's files (with size and modification time) and every reading option."""
+        """The folder, each run's files (with size and modification time) and every reading option.
+
+        Not the classes: the cache stores labels by the names in the files (`cache_meta`).
+        """
         files = {run.name: [file_identity(run.csv), file_identity(run.video)] for run in self.runs}
         return {
             "root": str(self.root.resolve()),
             "files": files,
             "channels": self.channel_names,
-            "classes": self.class_names,
             **self.csv_format,
             "video_offsets_ms": {run.name: self.offset_ms(run) for run in self.runs},
         }
@@ -279,6 +295,14 @@ class CsvVideoDataModule(WindowDataModule):
             lines.append("run classes (data.init_args.run_classes, the sequence probe):")
             lines += [f"  {run.name}: {self.run_classes.get(run.name, '(none: left out)')}" for run in self.runs]
         return lines if read or self.run_classes else []
+
+    def cache_meta(self) -> dict[str, Any]:
+        """The shared metadata, with `class_names` the names the cached labels index (`label_vocabulary`)."""
+        return {**super().cache_meta(), "class_names": self.label_vocabulary}
+
+    def window_labels(self, cache: WindowCache) -> np.ndarray:
+        """The cached labels (indices into the cache's `class_names`) as ids of the classes in force."""
+        return labels_as_classes(cache.label, cache.meta["class_names"], self.class_names)
 
     def sequence_labels(self, cache: WindowCache) -> dict[int, int]:
         """Class id of each run that `run_classes` names, by its index in the cache (the sequence probe)."""

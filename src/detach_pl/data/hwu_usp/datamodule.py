@@ -31,7 +31,7 @@ import numpy as np
 
 from detach_pl.data.cache import RunRecording, RunReport, WindowCache
 from detach_pl.data.checks import check_each
-from detach_pl.data.datamodule import WindowDataModule
+from detach_pl.data.datamodule import WindowDataModule, labels_as_classes
 from detach_pl.data.decoding import VideoInfo, iter_timed_frames, probe_video
 from detach_pl.data.hwu_usp.ambient import AmbientTable, GapFill, TimestampUnit, place_per_row, read_ambient_csv
 from detach_pl.data.hwu_usp.discovery import (
@@ -373,27 +373,15 @@ class HwuUspDataModule(WindowDataModule):
             splits[split] = names
         return splits
 
-    def _class_of_activity(self, vocabulary: Sequence[str]) -> np.ndarray:
-        """Map vocabulary index → configured class id (−1 outside the subset)."""
-        return np.array(
-            [self.classes.index(name) if name in self.classes else -1 for name in vocabulary],
-            dtype=np.int64,
-        )
-
     def sequence_labels(self, cache: WindowCache) -> dict[int, int]:
         """Class id of each trial within the configured subset; trials outside it are omitted."""
-        to_class = self._class_of_activity(cache.meta["activities"])
-        labels = {}
-        for index, name in enumerate(cache.run_names):
-            label = int(to_class[int(cache.run_attrs[name]["sequence_label"])])
-            if label >= 0:
-                labels[index] = label
-        return labels
+        stored = np.array([int(cache.run_attrs[name]["sequence_label"]) for name in cache.run_names], dtype=np.int64)
+        labels = labels_as_classes(stored, cache.meta["activities"], self.classes)
+        return {index: int(label) for index, label in enumerate(labels) if label >= 0}
 
     def window_labels(self, cache: WindowCache) -> np.ndarray:
         """Window labels mapped from the activity vocabulary of the cache to the configured classes."""
-        to_class = self._class_of_activity(cache.meta["activities"])
-        return np.where(cache.label >= 0, to_class[np.maximum(cache.label, 0)], -1)
+        return labels_as_classes(cache.label, cache.meta["activities"], self.classes)
 
 
 def _video_of(trial: Trial) -> Path:
