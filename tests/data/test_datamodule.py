@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from detach_pl.data.cache import WindowCache
+from detach_pl.data.datamodule import labels_as_classes
 from detach_pl.data.synthetic import SyntheticKitchenConfig, SyntheticKitchenDataModule, generate_run
 from detach_pl.data.windows import WindowSettings
 from detach_pl.testing.opportunity import StandinRelease
@@ -217,3 +218,13 @@ def test_prepare_data_writes_the_report_beside_the_cache_and_a_second_module_rea
     assert second.reports == first.reports and second.report == first.report
     summary = second.summary()
     assert f"cache: {first.cache_path}" in summary and "run01: 48 windows, sensor 50.0 s" in summary
+
+
+def test_labels_stored_by_name_map_to_the_classes_in_force() -> None:
+    names = ["close", "open", "walk"]
+    stored = np.array([-1, 0, 1, 2, 2, -1, 0])
+    mapped = labels_as_classes(stored, names, ["open", "close", "idle"])  # "walk" is not a class here
+    expected = [{"close": 1, "open": 0}.get(names[k], -1) if k >= 0 else -1 for k in stored]
+    np.testing.assert_array_equal(mapped, expected)
+    assert mapped.dtype == np.int64
+    np.testing.assert_array_equal(labels_as_classes(np.array([-1, -1]), [], ["idle"]), [-1, -1])
