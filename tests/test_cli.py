@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from detach_pl.cli import main
+from detach_pl.cli import DEFAULT_DATA, main, with_default_data
 from helpers import DEMO, TINY_DATA
 
 
@@ -139,3 +139,20 @@ def test_without_a_data_class_the_synthetic_kitchen_is_used(in_scratch, capsys) 
     printed = yaml.safe_load(capsys.readouterr().out)["data"]
     assert printed["class_path"] == "detach_pl.data.synthetic.SyntheticKitchenDataModule"
     assert printed["init_args"]["batch_size"] == 8
+
+
+def test_the_default_data_goes_after_the_subcommand_only_when_nothing_names_data(tmp_path) -> None:
+    with_data = tmp_path / "with.yaml"
+    with_data.write_text("data: data.yaml\n")
+    without = tmp_path / "without.yaml"
+    without.write_text("trainer: {max_epochs: 1}\n")
+    subcommands = ["fit", "test"]
+    for named in (["fit", "--config", str(with_data)], ["fit", f"--config={with_data}"], ["fit", "-c", str(with_data)],
+                  ["fit", "--data", "x.yaml"], ["fit", "--data=x.yaml"]):
+        assert with_default_data(named, subcommands) == named
+    assert with_default_data(["fit", "--config", str(without), "--data.init_args.batch_size", "8"], subcommands) == [
+        "fit", "--data", DEFAULT_DATA, "--config", str(without), "--data.init_args.batch_size", "8"]
+    assert with_default_data(["--config", str(without)], None) == ["--data", DEFAULT_DATA, "--config", str(without)]
+    assert with_default_data(["--help"], subcommands) == ["--help"]  # no subcommand: the parser answers
+    assert with_default_data(["fit", "--config", str(tmp_path / "missing.yaml")], subcommands)[1:3] == [
+        "--data", DEFAULT_DATA]  # an unreadable config is left to the parser, which names it
