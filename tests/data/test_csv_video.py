@@ -128,7 +128,8 @@ def test_every_unreadable_run_is_named_before_any_frame_is_decoded(recordings: P
 
 def test_a_label_outside_the_configured_classes_names_file_and_line(recordings: Path, tmp_path: Path) -> None:
     module = own(recordings, tmp_path, classes=["Open Door 1"])
-    with pytest.raises(ValueError, match=r"run00.csv:\d+: label '.*' is not one of the model's classes"):
+    outside = r"run00.csv:\d+: label '.*' is not one of data.init_args.classes \['Open Door 1'\]"
+    with pytest.raises(ValueError, match=outside):
         _ = module.data_info
     assert not list(tmp_path.rglob("*.h5"))
 

@@ -123,11 +123,13 @@ def read_sensor_csv(
     time_unit: Literal["s", "ms"] = "s",
     label_column: str | None = "label",
     delimiter: str = ",",
+    classes_name: str = "the model's classes",
 ) -> SensorRecording:
     """Read a generic ambient-sensor CSV (docs/deploy.md).
 
     A header row, one timestamp column, one column per channel, optionally a label column holding
-    class names.
+    class names. `classes_name` says in messages what `class_names` are ("the model's classes"
+    when predicting, the setting when training).
 
     Raises:
         ValueError: No header or timestamp column, a non-numeric cell, an unknown class name in
@@ -177,7 +179,7 @@ def read_sensor_csv(
                 labels.append(known[name])
             else:
                 raise ValueError(
-                    f"{path}:{line}: label {name!r} is not one of the model's classes {list(class_names)} "
+                    f"{path}:{line}: label {name!r} is not one of {classes_name} {list(class_names)} "
                     f"(leave the cell empty or write null for no label)"
                 )
     times, values = table[:, 0], table[:, 1:]

@@ -191,7 +191,9 @@ class CsvVideoDataModule(WindowDataModule):
         if self.configured_classes is not None:
             for run in self.runs:
                 if not self.run_labels[run.name] <= set(self.configured_classes):
-                    read_sensor_csv(run.csv, self.configured_classes, **self.csv_format)  # names the line
+                    read_sensor_csv(  # names the file and line
+                        run.csv, self.configured_classes, **self.csv_format, classes_name="data.init_args.classes"
+                    )
             self.run_class_ids(self.configured_classes)
             return self.configured_classes
         found = set(self.label_vocabulary) | set(self.run_classes.values())
