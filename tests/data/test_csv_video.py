@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -209,3 +210,10 @@ def test_run_classes_that_cannot_be_used_are_named(recordings: Path, tmp_path: P
                                          r"classes \[.*'Breakfast'\]$"):
         _ = own(recordings, tmp_path, classes=classes, run_classes={"run00": "Breakfast", "run01": "Lunch"},
                 probe_unit="sequence").data_info
+
+
+def test_a_window_probe_ignores_run_classes_with_a_warning(recordings: Path, tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        module = own(recordings, tmp_path, run_classes={"run00": "Breakfast"})
+    assert "data.init_args.run_classes are read for probe_unit: sequence only (here 'window'): ignored" in caplog.text
+    assert module.class_names == module.label_vocabulary and "Breakfast" not in module.class_names

@@ -78,7 +78,8 @@ class CsvVideoDataModule(WindowDataModule):
         video_offset_ms: Where time 0 of each video lies on its CSV's clock.
         video_offsets_ms: Per-run exceptions to `video_offset_ms`, by run name.
         run_classes: The class of each whole run, by run name, for `probe_unit: sequence`
-            (required there; runs not named are left out of the sequence probe).
+            (required there; runs not named are left out of the sequence probe; ignored, with a
+            warning, for the window probe).
         **kwargs: Shared settings of `WindowDataModule` (cache_dir, windows, batch_size, splits, …).
     """
 
@@ -125,7 +126,12 @@ class CsvVideoDataModule(WindowDataModule):
         }
         self.video_offset_ms = video_offset_ms
         self.video_offsets_ms = dict(video_offsets_ms or {})
-        self.run_classes = dict(run_classes or {})
+        if run_classes and self.probe_unit != "sequence":
+            log.warning("data.init_args.run_classes are read for probe_unit: sequence only (here %r): ignored",
+                        self.probe_unit)
+        #: Run → class of the whole run; read only for the sequence probe, so a window probe has no
+        #: class that no window carries.
+        self.run_classes = dict(run_classes or {}) if self.probe_unit == "sequence" else {}
 
     # ---- the recordings -------------------------------------------------------------------
 
