@@ -12,6 +12,7 @@ import yaml
 from tqdm.contrib.logging import _TqdmLoggingHandler
 
 from detach_pl import cli
+from detach_pl.checkpoints import check_checkpoint_file
 from detach_pl.cli import main
 from detach_pl.testing.opportunity import FIXTURES
 from helpers import DEMO, REPO, TINY_DATA
@@ -64,7 +65,7 @@ def test_damaged_checkpoint_member_is_named(in_scratch) -> None:
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"damaged\.ckpt \(\d+ bytes\) is damaged"):
-        cli.check_checkpoint_file(path)
+        check_checkpoint_file(path)
 
 
 def test_fit_with_zero_epochs_is_refused(in_scratch) -> None:

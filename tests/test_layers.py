@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "detach_pl"
 # Lowest first: a module may import its own layer and the layers listed before it, never a later one.
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {
-        "__init__", "io", "settings", "parse_errors", "seeding", "distributed", "transforms", "metrics", "plots",
-        "diagnostics",
+        "__init__", "io", "checkpoints", "settings", "parse_errors", "seeding", "distributed", "transforms", "metrics",
+        "plots", "diagnostics",
     }),
     ("core: readers, networks, losses", {"data", "nn", "losses", "clustering"}),
     ("LightningModules", {"modules"}),

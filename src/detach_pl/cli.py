@@ -41,19 +41,18 @@ import os
 import sys
 import traceback
 import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from detach_pl.checkpoints import check_checkpoint_file
 from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.prepare import DEFAULT_DATA
@@ -182,44 +181,6 @@ def linked_data_info(data: WindowDataModule) -> dict[str, Any]:
     plain data that `yaml.safe_load` and `torch.load(weights_only=True)` read.
     """
     return dataclasses.asdict(data.data_info)
-
-
-def check_checkpoint_file(path: str | Path, setting: str = "--ckpt_path") -> None:
-    """Make sure `path` is a complete PyTorch checkpoint before Lightning opens it.
-
-    Lightning's own failure on a truncated file is a `PytorchStreamReader` traceback that never
-    names the file. A checkpoint is a zip archive: its member checksums are verified (no
-    unpickling); a file that is not a zip (truncated, or an old-format save) is loaded once.
-
-    Raises:
-        FileNotFoundError: There is no such file.
-        ValueError: The file is truncated, damaged or not a PyTorch checkpoint.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{setting} {file}: no such checkpoint file")
-    size = file.stat().st_size
-    what = f"{setting} {file} ({size} bytes)"
-    if zipfile.is_zipfile(file):
-        try:
-            with zipfile.ZipFile(file) as archive:
-                damaged = archive.testzip()
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-            raise ValueError(f"{what} is damaged: {error}") from error
-        if damaged is not None:
-            raise ValueError(f"{what} is damaged: {damaged} fails its checksum")
-        if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
-            raise ValueError(f"{what} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
-        return
-    try:
-        torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure here means "not a usable checkpoint"
-        raise ValueError(
-            f"{what} is not a readable checkpoint: the file is truncated (e.g. copied or written "
-            f"while a run was killed) or not a checkpoint at all ({type(error).__name__}: "
-            f"{(str(error).splitlines() or [''])[0][:160]})"
-        ) from error
 
 
 class _RecordErrors:

@@ -97,3 +97,11 @@ def test_the_cli_says_how_close_the_export_is(probe_ckpt, tmp_path, capsys) -> N
     printed = capsys.readouterr().out
     assert re.search(r"on torch\.jit\.load, 1 and 5 windows give the checkpoint's probabilities within \d\.\de-\d\d",
                      printed), printed
+
+
+def test_export_of_a_file_that_is_no_checkpoint_names_it_and_writes_nothing(tmp_path) -> None:
+    notes = tmp_path / "README.md"
+    notes.write_text("# not weights\n")
+    with pytest.raises(ValueError, match=r"^--ckpt_path .*README\.md \(14 bytes\) is not a readable checkpoint"):
+        main(["export", "--ckpt_path", str(notes), "--output", str(tmp_path / "model.onnx")])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md"]

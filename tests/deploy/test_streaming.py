@@ -84,3 +84,19 @@ def test_streaming_refuses_backwards_time_bad_shapes_and_another_rate(probe_ckpt
     slow = StreamingRecognizer.from_checkpoint(probe_ckpt)
     with pytest.raises(ValueError, match=r"arrive at 15\.\d+ Hz, the model was trained at 30\.\d+ Hz"):
         slow.push(run.time_ms * 2.0, run.sensor)
+
+
+def test_an_export_without_its_model_or_with_a_foreign_json_is_named(exported, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"^model .*gone\.onnx: no such exported model"):
+        StreamingRecognizer.from_export(tmp_path / "gone.onnx")
+    with pytest.raises(FileNotFoundError, match=r"^description .*gone\.json: no such model\.json"):
+        StreamingRecognizer.from_export(exported, tmp_path / "gone.json")
+    cut = tmp_path / "cut.json"
+    cut.write_text(exported.with_suffix(".json").read_text()[:40])
+    with pytest.raises(ValueError, match=r"^description .*cut\.json is not a model\.json written by detach export: "
+                                         r".*line \d+ column \d+"):
+        StreamingRecognizer.from_export(exported, cut)
+    other = tmp_path / "other.json"
+    other.write_text('{"format": "onnx"}')
+    with pytest.raises(ValueError, match=r"other\.json: no 'preprocessing_contract' entry"):
+        StreamingRecognizer.from_export(exported, other)

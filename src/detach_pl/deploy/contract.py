@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from detach_pl.checkpoints import read_checkpoint
 from detach_pl.data.contract import CONTRACT_KEY, CONTRACT_VERSION, PreprocessingContract
 
 #: Model classes that `detach predict`, `detach export` and streaming accept: sensor encoders
@@ -57,13 +58,11 @@ def load_probe(path: str | Path, setting: str = "--ckpt_path") -> LoadedProbe:
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: The file is not a probe checkpoint (a stage-1/2 or baseline checkpoint is
+        ValueError: The file is unreadable or not a probe checkpoint (a stage-1/2 or baseline checkpoint is
             named as such), or it was saved before checkpoints carried the contract.
     """
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{setting} {file}: no such checkpoint file")
-    checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(file, setting)
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     kind = checkpoint_kind(hparams)
     if kind not in PROBE_CLASSES:
@@ -85,15 +84,30 @@ def load_probe(path: str | Path, setting: str = "--ckpt_path") -> LoadedProbe:
     )
 
 
+def read_export_description(path: str | Path, setting: str = "model.json") -> dict[str, Any]:
+    """The `model.json` that `detach export` writes beside a model, checked to hold a contract.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is not JSON (the line and column are named) or has no contract.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{setting} {file}: no such model.json")
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{setting} {file} is not a model.json written by detach export: {error}") from error
+    if not isinstance(values, dict) or not isinstance(values.get(CONTRACT_KEY), dict):
+        raise ValueError(f"{setting} {file}: no '{CONTRACT_KEY}' entry (not a model.json written by detach export)")
+    return values
+
+
 def read_contract(path: str | Path, setting: str = "contract") -> PreprocessingContract:
     """The contract of a probe checkpoint (`.ckpt`) or of an exported `model.json`."""
     file = Path(path)
     if file.suffix == ".json":
-        if not file.is_file():
-            raise FileNotFoundError(f"{setting} {file}: no such model.json")
-        values = json.loads(file.read_text())
-        if CONTRACT_KEY not in values:
-            raise ValueError(f"{setting} {file}: no '{CONTRACT_KEY}' entry (not a detach export JSON)")
+        values = read_export_description(file, setting)
         return PreprocessingContract.from_dict(values[CONTRACT_KEY], f"{setting} {file}")
     return load_probe(file, setting).contract
 
@@ -108,4 +122,5 @@ __all__ = [
     "find_contract",
     "load_probe",
     "read_contract",
+    "read_export_description",
 ]

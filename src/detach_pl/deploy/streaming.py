@@ -13,7 +13,6 @@ Only rows that a future window still needs are kept.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from detach_pl.data.windows import window_starts
-from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract, load_probe
+from detach_pl.deploy.contract import CONTRACT_KEY, PreprocessingContract, load_probe, read_export_description
 from detach_pl.deploy.preprocess import match_channels, preprocess_spans, report_dead_channels, sensor_rate
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -134,10 +133,17 @@ class StreamingRecognizer:
     @classmethod
     def from_export(cls, model: str | Path, description: str | Path | None = None,
                     channel_names: Sequence[str] | None = None, threads: int = 1) -> StreamingRecognizer:
-        """A recogniser running an exported model (ONNX on onnxruntime, or TorchScript)."""
+        """A recogniser running an exported model (ONNX on onnxruntime, or TorchScript).
+
+        Raises:
+            FileNotFoundError: The model file or its `model.json` is missing.
+            ValueError: The `model.json` is not one that `detach export` wrote.
+        """
         model = Path(model)
+        if not model.is_file():
+            raise FileNotFoundError(f"model {model}: no such exported model (`detach export` writes it)")
         description = Path(description) if description is not None else model.with_suffix(".json")
-        values = json.loads(description.read_text())
+        values = read_export_description(description, "description")
         contract = PreprocessingContract.from_dict(values[CONTRACT_KEY], str(description))
         if values.get("format") == "torchscript":
             predict = eager_predictor(torch.jit.load(str(model)).eval())

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from detach_pl.checkpoints import read_checkpoint
 from detach_pl.data.info import DataInfo
 from detach_pl.distributed import gather_rng_states, restore_rng_state
 from detach_pl.modules.nonfinite import NonFiniteLossCheck
@@ -203,12 +204,9 @@ def check_stage_checkpoint_file(path: str | None, setting: str) -> Path:
 def load_stage_checkpoint(path: str | None, setting: str) -> dict[str, Any]:
     """Read a previous stage's checkpoint, failing early with the setting and path named."""
     file = check_stage_checkpoint_file(path, setting)
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"{setting}: {file} is not a readable checkpoint ({error})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{setting}: {file} is not a Lightning checkpoint (no state_dict)")
+    checkpoint = read_checkpoint(file, setting, weights_only=False)
+    if "state_dict" not in checkpoint:
+        raise ValueError(f"{setting} {file} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
+from detach_pl.checkpoints import read_checkpoint
 from detach_pl.nn.config import EncoderConfig
 from detach_pl.nn.layers import CosineLinear
 
@@ -41,11 +42,9 @@ def _load_backbone_weights(
             f"EncoderConfig.backbone_weights: no such file {str(file)!r} (weights are only read "
             "from local files, never downloaded)"
         )
-    loaded = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+    loaded = read_checkpoint(file, "EncoderConfig.backbone_weights")
+    if isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{str(file)!r} does not hold a state dict (got {type(loaded).__name__})")
     state = {k: v for k, v in loaded.items() if not k.startswith(ignored_prefixes)}
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
