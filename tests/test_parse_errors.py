@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from detach_pl import cli
 from detach_pl.cli import main
@@ -17,6 +18,7 @@ from detach_pl.parse_errors import (
     close_names,
     init_settings,
     plain_parse_error,
+    yaml_problem,
 )
 from detach_pl.pipeline.stages import StageFailed, run_stage
 from helpers import DEMO
@@ -75,6 +77,67 @@ def test_a_misspelt_key_in_a_config_file_is_named(in_scratch: Path) -> None:
     with pytest.raises(SettingError, match=r"^model.init_args.refine_start_epch: SpatialGroundingModule has no "
                                            r"setting 'refine_start_epch' \(did you mean 'refine_start_epoch'\?\)"):
         main([*STAGE1, "--config", "mine.yaml"])
+
+
+def test_yaml_problem_names_the_line_and_column_where_a_reference_parser_fails() -> None:
+    """Against PyYAML itself: the mark it reports, 1-based, and its own words for the problem."""
+    for text in ("a: [1, 2\n", "a:\n\tb: 1\n", "a: 1\n b: 2\n", "{a: 1\n"):
+        with pytest.raises(yaml.MarkedYAMLError) as reference:
+            yaml.safe_load(text)
+        mark = reference.value.problem_mark
+        problem = yaml_problem(text)
+        assert problem is not None and problem.startswith(f"line {mark.line + 1}, column {mark.column + 1}: ")
+        assert str(reference.value.problem) in problem
+    assert yaml_problem("a: [1, 2]\nb: {c: 3}\n") is None
+
+
+def test_a_config_file_that_is_missing_a_folder_or_not_yaml_is_named(in_scratch: Path) -> None:
+    (in_scratch / "cut.yaml").write_text("model:\n  class_path: SpatialGroundingModule\n  init_args: [1, 2\n")
+    (in_scratch / "tabs.yaml").write_text("trainer:\n\tmax_epochs: 2\n")
+    (in_scratch / "binary.yaml").write_bytes(b"\xff\xfe\x00weights")
+    (in_scratch / "folder").mkdir()
+    cases = [
+        ("cut.yaml", r"--config cut\.yaml is not valid YAML: line 4, column 1: expected ',' or '\]', but got "
+                     r"'<stream end>' \(parsing a flow sequence started at line 3, column 14\)"),
+        ("tabs.yaml", r"--config tabs\.yaml is not valid YAML: line 2, column 1: found character '\\t' that cannot "
+                      r"start any token"),
+        ("binary.yaml", r"--config binary\.yaml is not a config file \(not UTF-8 text: invalid start byte\)"),
+        ("folder", r"--config \S*folder is a folder, not a config file"),
+        ("missing.yaml", r"--config \S*missing\.yaml: no such config file"),
+    ]
+    for name, message in cases:
+        with pytest.raises(SettingError, match=f"^{message}$"):
+            main([*STAGE1, "--config", name])
+    with pytest.raises(SettingError, match=r"^--config tabs\.yaml is not valid YAML: line 2, column 1"):
+        main(["fit", "--config=tabs.yaml"])
+    assert not (in_scratch / "runs").exists()
+
+
+def test_a_config_file_named_inside_a_config_or_as_a_setting_is_named(in_scratch: Path) -> None:
+    (in_scratch / "cut_data.yaml").write_text("class_path: SyntheticKitchenDataModule\ninit_args: {batch_size: 4\n")
+    (in_scratch / "uses_cut.yaml").write_text("data: cut_data.yaml\n")
+    (in_scratch / "uses_missing.yaml").write_text("data: no_data.yaml\n")
+    relative = r" \(a file named in a config is relative to that config's folder, one on the command line to the "
+    relative += r"working directory\)$"
+    with pytest.raises(SettingError, match=r"^data cut_data\.yaml is not valid YAML: line 3, column 1: expected ','"):
+        main([*STAGE1, "--config", "uses_cut.yaml"])
+    with pytest.raises(SettingError, match=r"^data no_data\.yaml: no such config file" + relative):
+        main([*STAGE1, "--config", "uses_missing.yaml"])
+    with pytest.raises(SettingError, match=r"^data other\.yaml: no such config file" + relative):
+        main([*STAGE1, "--data", "other.yaml"])
+    with pytest.raises(SettingError, match=r"^model\.init_args\.encoder cut_data\.yaml is not valid YAML: line 3"):
+        main([*STAGE1, "--model.init_args.encoder", "cut_data.yaml"])
+    with pytest.raises(SettingError, match=r"^model\.init_args\.encoder \S*/no_encoder\.yaml: no such config file$"):
+        main([*STAGE1, "--model.init_args.encoder", str(in_scratch / "no_encoder.yaml")])
+
+
+def test_a_command_without_a_model_says_what_to_give(in_scratch: Path) -> None:
+    expected = (r"^\S+ fit has no model: give a stage config \(e\.g\. --config configs/demo/stage1\.yaml\) or "
+                r"--model <class> \(e\.g\. SpatialGroundingModule\)$")
+    with pytest.raises(SettingError, match=expected):
+        main(["fit"])
+    with pytest.raises(SettingError, match=expected):
+        main(["fit", "--config", "{trainer: {max_epochs: 1}}"])  # inline YAML is still accepted as a config
 
 
 def test_detach_prepare_names_a_misspelt_data_setting(in_scratch: Path) -> None:

@@ -57,7 +57,7 @@ from detach_pl.data.checks import ensure_writable_folder
 from detach_pl.data.datamodule import WindowDataModule
 from detach_pl.data.prepare import DEFAULT_DATA
 from detach_pl.modules.base import DetachModule, check_stage_checkpoint_file
-from detach_pl.parse_errors import PlainErrorParser, SettingError
+from detach_pl.parse_errors import PlainErrorParser, SettingError, config_values
 
 #: `--ckpt_path` values Lightning resolves itself (not file names).
 CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -136,15 +136,9 @@ def config_names_data(value: str) -> bool:
 
 def names_data(args: Sequence[str]) -> bool:
     """Whether a command line names its DataModule: `--data <class or file>` or a config with `data:`."""
-    for position, arg in enumerate(args):
-        if arg == "--data" or arg.startswith("--data="):
-            return True
-        value = arg.split("=", 1)[1] if arg.startswith("--config=") else None
-        if arg in ("--config", "-c") and position + 1 < len(args):
-            value = args[position + 1]
-        if value is not None and config_names_data(value):
-            return True
-    return False
+    if any(arg == "--data" or arg.startswith("--data=") for arg in args):
+        return True
+    return any(config_names_data(value) for value in config_values(args))
 
 
 def with_default_data(args: list[str], subcommands: list[str] | None) -> list[str]:

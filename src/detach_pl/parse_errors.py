@@ -10,6 +10,11 @@ and what was expected, with the nearest settings that exist:
     model.init_args.refine_start_epch: SpatialGroundingModule has no setting 'refine_start_epch'
     (did you mean 'refine_start_epoch'?); `--model.help SpatialGroundingModule` lists them
 
+Config files are named the same way: a `--config` file that is not valid YAML is named with its
+line and column before jsonargparse reads it (which reports `in "<unicode string>"`), and a
+missing config file, given on the command line or inside a config (`data: data.yaml`), is named
+with the setting that names it.
+
 The messages are recognised by their text, as the pinned jsonargparse writes them
 (tests/test_parse_errors.py); an error it does not recognise keeps jsonargparse's own message and
 usage.
@@ -23,12 +28,15 @@ import importlib
 import inspect
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from jsonargparse import ArgumentParser
+import yaml
+from jsonargparse import ArgumentParser, Namespace
 
 
 class SettingError(ValueError):
@@ -52,6 +60,68 @@ def close_names(name: str, names: Sequence[str]) -> str:
         prefixed = [option for option in names if option.startswith(f"{name}_")]
         return f" (the settings starting with {name}_: {', '.join(prefixed)})" if prefixed else ""
     return f" (did you mean {' or '.join(repr(option) for option in near)}?)"
+
+
+def yaml_problem(text: str) -> str | None:
+    """`line L, column C: <what is wrong>` where `text` is not valid YAML (None: it is)."""
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        def at(mark: yaml.Mark) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
+        problem = error.problem or error.context or "not valid YAML"
+        where = f"{at(error.problem_mark)}: " if error.problem_mark is not None else ""
+        opened = error.context_mark is not None and error.context is not None and error.problem is not None
+        started = f" ({error.context.removeprefix('while ')} started at {at(error.context_mark)})" if opened else ""
+        return f"{where}{problem}{started}"
+    except yaml.YAMLError as error:
+        return str(error)
+    return None
+
+
+def read_config_file(setting: str, path: str | Path) -> Any:
+    """The content of a YAML (or JSON) config file that `setting` names.
+
+    Raises:
+        SettingError: No such file, a folder, not UTF-8 text, or not valid YAML (line and column named).
+    """
+    file = Path(path)
+    if not file.exists():
+        raise SettingError(f"{setting} {path}: no such config file")
+    if not file.is_file():
+        raise SettingError(f"{setting} {path} is a folder, not a config file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SettingError(f"{setting} {path} is not a config file (not UTF-8 text: {error.reason})") from error
+    problem = yaml_problem(text)
+    if problem is not None:
+        raise SettingError(f"{setting} {path} is not valid YAML: {problem}")
+    return yaml.safe_load(text)
+
+
+def config_values(args: Sequence[str]) -> Iterator[str]:
+    """The values of every `--config` / `-c` / `--config=…` in a command line."""
+    for position, arg in enumerate(args):
+        if arg.startswith("--config="):
+            yield arg.split("=", 1)[1]
+        elif arg in ("--config", "-c") and position + 1 < len(args):
+            yield args[position + 1]
+
+
+def named_file_problem(setting: str, value: str) -> str | None:
+    """A plain message for a config file that a setting names and jsonargparse could not load."""
+    try:
+        read_config_file(setting, value)
+    except SettingError as error:
+        if Path(value).exists() or Path(value).is_absolute():
+            return str(error)
+        return (
+            f"{setting} {value}: no such config file (a file named in a config is relative to that config's "
+            "folder, one on the command line to the working directory)"
+        )
+    return None
 
 
 def init_settings(cls: type) -> dict[str, Any]:
@@ -133,6 +203,9 @@ def class_problem(key: str, class_path: str, problem: str) -> str | None:
     if unrecognized:
         path = unrecognized.group(1)
         return f"{key}.init_args.{path}: {unknown_nested_setting(cls, path.split('.'))}; {listed}"
+    unloadable = re.match(r"Parser key \"([^\"]+)\": Unable to load config '([^']+)'", problem)
+    if unloadable:
+        return named_file_problem(f"{key}.init_args.{unloadable.group(1)}", unloadable.group(2))
     mistyped = re.fullmatch(r"Parser key \"([^\"]+)\":\s+Expected a (.+?)\. Got value: (.*)", problem, re.DOTALL)
     if mistyped:
         setting, type_text, value = mistyped.groups()
@@ -195,6 +268,9 @@ def plain_parse_error(message: str, parser: ArgumentParser) -> str | None:
     """The plain message for a jsonargparse error (None: not one that is recognised)."""
     if message.startswith(("expected \"subcommand\"", "argument subcommand:")):
         return subcommand_problem(message, parser)
+    no_path = re.match(r"Parser key \"(model|data)\":\s+- Expected a path but (\S+) either not accessible", message)
+    if no_path and no_path.group(2).endswith(CONFIG_SUFFIXES):
+        return named_file_problem(no_path.group(1), no_path.group(2))
     found = re.search(
         r"^Parser key \"([^\"]+)\":.*?Problem with given class_path '([^']+)':\n(.*?)\n\s*Given value type:",
         message, re.DOTALL,
@@ -206,10 +282,21 @@ def plain_parse_error(message: str, parser: ArgumentParser) -> str | None:
         key, value = no_class.groups()
         return (f"{key}={value!r} names no class: give a class name as configs/ do (e.g. SpatialGroundingModule, "
                 f"SyntheticKitchenDataModule) or its dotted import path")
+    missing_config = re.fullmatch(r"Parser key \"config\": (?:File does not exist|Path is not a file): '(.*)'", message)
+    if missing_config:
+        return named_file_problem("--config", missing_config.group(1))
+    required = re.fullmatch(r"Option '(?:(\w+)\.)?model' is required but not provided or its value is None\.", message)
+    if required:
+        command = f"{parser.prog.split()[0]} {required.group(1)}" if required.group(1) else parser.prog
+        return (f"{command} has no model: give a stage config (e.g. --config configs/demo/stage1.yaml) or "
+                "--model <class> (e.g. SpatialGroundingModule)")
     if message.startswith("Unrecognized arguments: "):
         return unknown_options(parser, message.removeprefix("Unrecognized arguments: ").split())
     return top_level_problem(message)
 
+
+#: What a config file's name ends with (a value so named is a file, not a class name).
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 #: jsonargparse's debug switch: with it set, its errors are raised as they are.
 DEBUG_VARIABLE = "JSONARGPARSE_DEBUG"
@@ -220,6 +307,22 @@ class PlainErrorParser(ArgumentParser):
 
     #: Subcommands that the program dispatches before this parser sees them (named in its errors).
     other_subcommands: tuple[str, ...] = ()
+
+    def parse_args(  # type: ignore[override]  # as jsonargparse itself overrides it
+        self, args: Sequence[str] | None = None, *more: Any, **kwargs: Any
+    ) -> Namespace:
+        """Parse, after checking that every `--config` file given is valid YAML.
+
+        jsonargparse reports a YAML mistake without the file (`in "<unicode string>", line 3`).
+        A `--config` value that is no file is left to jsonargparse (inline YAML is allowed there).
+
+        Raises:
+            SettingError: A `--config` file that is not valid YAML, with the file, line and column.
+        """
+        for value in config_values(list(args) if args is not None else sys.argv[1:]):
+            if Path(value).is_file():
+                read_config_file("--config", value)
+        return super().parse_args(args, *more, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         """Raise `SettingError` for an error `plain_parse_error` recognises; else jsonargparse's own handling.

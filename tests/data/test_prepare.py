@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from detach_pl.cli import main
+from detach_pl.parse_errors import SettingError
 from helpers import DEMO
 
 #: The demo data config shrunk to three 50-s runs at 16 pixels (no training options: data only).
@@ -53,8 +54,11 @@ def test_prepare_with_a_stage_config_prepares_the_cache_fit_uses(tmp_path: Path,
 def test_prepare_names_a_bad_config_and_a_bad_setting(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"encoder.yaml: neither a data config .*\(its keys: \[.*'embed_dim'"):
         main(["prepare", "--config", str(DEMO / "encoder.yaml")])
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(SettingError, match=r"^detach prepare --config \S*missing\.yaml: no such config file$"):
         main(["prepare", "--config", str(tmp_path / "missing.yaml")])
+    (tmp_path / "cut.yaml").write_text("class_path: SyntheticKitchenDataModule\ninit_args: {batch_size: 4\n")
+    with pytest.raises(SettingError, match=r"^detach prepare --config \S*cut\.yaml is not valid YAML: line 3"):
+        main(["prepare", "--config", str(tmp_path / "cut.yaml")])
     with pytest.raises(ValueError, match=r"^data.init_args.world.run_seconds=5.0 must be a number in \["):
         main(["prepare", "--config", str(DEMO / "data.yaml"), "--data.init_args.world.run_seconds", "5"])
 

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from detach_pl.data.datamodule import WindowDataModule
-from detach_pl.parse_errors import PlainErrorParser
+from detach_pl.parse_errors import PlainErrorParser, read_config_file
 
 #: The DataModule of a command whose configs name none (`detach prepare`, `detach fit`, …): the
 #: built-in synthetic kitchen.
@@ -38,13 +36,10 @@ def config_entries(path: str) -> dict[str, Any]:
     """The top-level entries of a YAML config file.
 
     Raises:
-        FileNotFoundError: There is no such file.
+        SettingError: There is no such file, or it is not valid YAML.
         ValueError: The file is not a YAML mapping.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"detach prepare --config {path}: no such file")
-    entries = yaml.safe_load(file.read_text())
+    entries = read_config_file("detach prepare --config", path)
     if not isinstance(entries, dict):
         raise ValueError(f"detach prepare --config {path}: expected a YAML mapping, got {type(entries).__name__}")
     return entries
