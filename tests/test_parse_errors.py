@@ -132,12 +132,28 @@ def test_a_config_file_named_inside_a_config_or_as_a_setting_is_named(in_scratch
 
 
 def test_a_command_without_a_model_says_what_to_give(in_scratch: Path) -> None:
-    expected = (r"^\S+ fit has no model: give a stage config \(e\.g\. --config configs/demo/stage1\.yaml\) or "
-                r"--model <class> \(e\.g\. SpatialGroundingModule\)$")
-    with pytest.raises(SettingError, match=expected):
+    def expected(command: str, example: str) -> str:
+        return (rf"^\S+ {command} has no model: give a config that names one \(e\.g\. --config {re.escape(example)}\) "
+                r"or --model <class> \(e\.g\. SpatialGroundingModule\)$")
+
+    with pytest.raises(SettingError, match=expected("fit", "configs/demo/stage1.yaml")):
         main(["fit"])
-    with pytest.raises(SettingError, match=expected):
+    with pytest.raises(SettingError, match=expected("fit", "configs/demo/stage1.yaml")):
         main(["fit", "--config", "{trainer: {max_epochs: 1}}"])  # inline YAML is still accepted as a config
+    with pytest.raises(SettingError, match=expected("predict", "configs/demo/predict.yaml")):
+        main(["predict"])
+
+
+def test_detach_export_names_a_missing_misspelt_or_unknown_option(in_scratch: Path) -> None:
+    with pytest.raises(SettingError, match=r"^detach export needs --ckpt_path: probe checkpoint \(runs/<dataset>/"):
+        main(["export"])
+    with pytest.raises(SettingError, match=r"^unknown option\(s\) --ckpt_pth \(did you mean '--ckpt_path'\?\); "
+                                           r"`detach export --help` lists every option$"):
+        main(["export", "--ckpt_pth", "probe.ckpt"])
+    with pytest.raises(SettingError, match=r"^--format='onx': expected one of 'onnx', 'torchscript' \(did you mean "
+                                           r"'onnx'\?\)$"):
+        main(["export", "--ckpt_path", "probe.ckpt", "--format", "onx"])
+    assert not (in_scratch / "model.onnx").exists() and not (in_scratch / "model.json").exists()
 
 
 def test_detach_prepare_names_a_misspelt_data_setting(in_scratch: Path) -> None:

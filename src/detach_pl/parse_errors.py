@@ -264,6 +264,27 @@ def subcommand_problem(message: str, parser: ArgumentParser) -> str | None:
     return None
 
 
+#: A config that names a model, for each subcommand (said when the model is missing).
+EXAMPLE_CONFIGS = {"fit": "configs/demo/stage1.yaml", "validate": "configs/demo/probe.yaml",
+                   "test": "configs/demo/probe.yaml", "predict": "configs/demo/predict.yaml"}
+
+
+def missing_option(parser: ArgumentParser, key: str) -> str:
+    """A plain message for a required option `key` (`fit.model`, `ckpt_path`) that was not given."""
+    subcommands = getattr(parser, "_subcommands_action", None)
+    first, _, rest = key.partition(".")
+    subcommand = None
+    if subcommands is not None and rest and first in subcommands.choices:
+        subcommand, parser, key = first, subcommands.choices[first], rest
+    command = parser.prog.replace(" [options]", "")
+    if key == "model":
+        example = EXAMPLE_CONFIGS.get(subcommand or "", EXAMPLE_CONFIGS["fit"])
+        return (f"{command} has no model: give a config that names one (e.g. --config {example}) or "
+                "--model <class> (e.g. SpatialGroundingModule)")
+    helps = [action.help for action in parser._actions if action.dest == key and action.help]
+    return f"{command} needs --{key}" + (f": {helps[0]}" if helps else "")
+
+
 def plain_parse_error(message: str, parser: ArgumentParser) -> str | None:
     """The plain message for a jsonargparse error (None: not one that is recognised)."""
     if message.startswith(("expected \"subcommand\"", "argument subcommand:")):
@@ -285,11 +306,14 @@ def plain_parse_error(message: str, parser: ArgumentParser) -> str | None:
     missing_config = re.fullmatch(r"Parser key \"config\": (?:File does not exist|Path is not a file): '(.*)'", message)
     if missing_config:
         return named_file_problem("--config", missing_config.group(1))
-    required = re.fullmatch(r"Option '(?:(\w+)\.)?model' is required but not provided or its value is None\.", message)
+    required = re.fullmatch(r"Option '([\w.]+)' is required but not provided or its value is None\.", message)
     if required:
-        command = f"{parser.prog.split()[0]} {required.group(1)}" if required.group(1) else parser.prog
-        return (f"{command} has no model: give a stage config (e.g. --config configs/demo/stage1.yaml) or "
-                "--model <class> (e.g. SpatialGroundingModule)")
+        return missing_option(parser, required.group(1))
+    choice = re.fullmatch(r"argument (--[\w.]+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        option, value, listed = choice.groups()
+        choices = re.findall(r"'([^']*)'", listed)
+        return f"{option}={value!r}: expected one of {listed}{close_names(value, choices)}"
     if message.startswith("Unrecognized arguments: "):
         return unknown_options(parser, message.removeprefix("Unrecognized arguments: ").split())
     return top_level_problem(message)

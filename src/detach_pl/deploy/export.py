@@ -10,7 +10,6 @@ raw rows can be turned into the graph's input on a machine with nothing else
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -28,6 +27,7 @@ from detach_pl.deploy.streaming import eager_predictor, onnx_predictor
 from detach_pl.io import write_atomically
 from detach_pl.modules.probe import LinearProbeModule
 from detach_pl.nn import joint_embedding
+from detach_pl.parse_errors import PlainErrorParser
 
 ExportFormat = Literal["onnx", "torchscript"]
 #: ONNX opset of the exported graph (torch's exporter, `dynamo=True`: the TorchScript-based one
@@ -182,7 +182,7 @@ def export_model(
 
 def export_main(argv: Sequence[str] | None = None) -> None:
     """`detach export --ckpt_path <probe> --output model.onnx [--format torchscript]`."""
-    parser = argparse.ArgumentParser(
+    parser = PlainErrorParser(
         prog="detach export",
         description="Export a probe checkpoint to one ONNX or TorchScript graph (preprocessed sensor "
         "windows → class probabilities) and a model.json with its preprocessing contract.",
