@@ -95,8 +95,9 @@ def test_test_or_validate_without_a_checkpoint_is_refused_naming_the_one_to_give
 def test_evaluating_the_last_checkpoint_when_there_is_none_is_refused(in_scratch) -> None:
     """Lightning would only warn and evaluate untrained weights."""
     with pytest.raises(FileNotFoundError, match=r"^--ckpt_path last: no last checkpoint \(last\*\.ckpt\) in "
-                                                r"\S*runs/demo/stage1/checkpoints; nothing to validate: run `detach "
-                                                r"fit` first, or give the path of a checkpoint$"):
+                                                r"\S*runs/demo/stage1/checkpoints, and no SLURM requeue checkpoint "
+                                                r"\(hpc_ckpt_\*\.ckpt\) in \S*runs/demo/stage1; nothing to validate: "
+                                                r"run `detach fit` first, or give the path of a checkpoint$"):
         main(["validate", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, "--ckpt_path", "last"])
 
 

@@ -339,21 +339,21 @@ class DetachCLI(LightningCLI):
             trainer.callbacks.append(LearningRateMonitor())
 
     def before_fit(self) -> None:
-        """Refuse `--ckpt_path last` when there is no last checkpoint to resume (`check_last_checkpoint`)."""
+        """Refuse `--ckpt_path last` when there is no last checkpoint to resume (`last_checkpoint`)."""
         self.check_last("nothing to resume: start without --ckpt_path, or give the path of a checkpoint")
 
     def before_test(self) -> None:
-        """Refuse `--ckpt_path last` when there is no last checkpoint to test (`check_last_checkpoint`)."""
+        """Refuse `--ckpt_path last` when there is no last checkpoint to test (`last_checkpoint`)."""
         self.check_last("nothing to test: run `detach fit` with this config first, or give the path of a checkpoint")
 
     def before_validate(self) -> None:
-        """Refuse `--ckpt_path last` when there is no last checkpoint to validate (`check_last_checkpoint`)."""
+        """Refuse `--ckpt_path last` when there is no last checkpoint to validate (`last_checkpoint`)."""
         self.check_last("nothing to validate: run `detach fit` first, or give the path of a checkpoint")
 
     def check_last(self, otherwise: str) -> None:
-        """`check_last_checkpoint` when the subcommand's `--ckpt_path` is `last`."""
+        """Where the subcommand's `--ckpt_path` is `last`, replace it by the file `last_checkpoint` chooses."""
         if self.subcommand and self.config_init[self.subcommand].get("ckpt_path") == "last":
-            check_last_checkpoint(self.trainer, otherwise)
+            self.config_init[self.subcommand]["ckpt_path"] = str(last_checkpoint(self.trainer, otherwise))
 
 
 def class_of(entry: Any) -> type | None:
@@ -451,31 +451,53 @@ def untrained_evaluation_message(subcommand: str, run_dir: str | None) -> str:
             "would be evaluated as built, untrained")
 
 
-def check_last_checkpoint(trainer: pl.Trainer, otherwise: str) -> None:
-    """Raise when `ckpt_path="last"` would find no checkpoint, naming the folders searched.
+#: The checkpoint Lightning saves in `default_root_dir` when a SLURM job is signalled before its
+#: time limit and requeued (`hpc_ckpt_<N>.ckpt`; configs/cluster/slurm_detach.sbatch asks for it).
+REQUEUE_CHECKPOINTS = "hpc_ckpt_*.ckpt"
 
-    Lightning only warns and goes on without one: a resumed fit then trains from epoch 0, which
-    after a killed run silently throws the finished epochs away and overwrites their checkpoint,
-    and a test evaluates untrained weights.
+
+def last_checkpoint(trainer: pl.Trainer, otherwise: str) -> Path:
+    """The checkpoint `--ckpt_path last` resumes: the newest one a stopped run left.
+
+    Lightning's `last` looks at each ModelCheckpoint's `last*.ckpt` and the OnExceptionCheckpoint's
+    file; a SLURM job requeued near its time limit saves its progress in a requeue checkpoint in
+    `default_root_dir` instead, which Lightning's `last` ignores. All of them are candidates here,
+    and the newest (by modification time) is the one resumed, so a requeued job continues from
+    where it was signalled, not from the end of an earlier epoch.
+
+    Lightning only warns when there is none and goes on without one: a resumed fit then trains
+    from epoch 0, which after a killed run silently throws the finished epochs away and
+    overwrites their checkpoint, and a test evaluates untrained weights. Here that is refused.
 
     Args:
         trainer: The trainer whose checkpoint callbacks say where `last` is looked for.
         otherwise: What the user can do instead, closing the message.
+
+    Raises:
+        FileNotFoundError: No candidate exists; the folders searched are named.
     """
-    folders, found = [], False
+    folders: list[str] = []
+    found: set[Path] = set()
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint):
             folders.append(str(callback.dirpath or f"{trainer.default_root_dir} (default checkpoint folder)"))
-            found = found or bool(callback._find_last_checkpoints(trainer))
+            found |= {Path(path) for path in callback._find_last_checkpoints(trainer)}
     for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's callback connector, undeclared
         if isinstance(callback, OnExceptionCheckpoint):
             folders.append(str(callback.dirpath))
-            found = found or Path(callback.ckpt_path).is_file()
-    if found:
-        return
+            found |= {Path(callback.ckpt_path)}
+    root = Path(trainer.default_root_dir)
+    found |= set(root.glob(REQUEUE_CHECKPOINTS))
+    existing = [path for path in found if path.is_file()]
+    if existing:
+        return max(existing, key=lambda path: path.stat().st_mtime)
     if not folders:
         raise FileNotFoundError(f"--ckpt_path last: no ModelCheckpoint callback is configured: {otherwise}")
-    raise FileNotFoundError(f"--ckpt_path last: no last checkpoint (last*.ckpt) in {', '.join(folders)}; {otherwise}")
+    searched = ", ".join(folders)
+    raise FileNotFoundError(
+        f"--ckpt_path last: no last checkpoint (last*.ckpt) in {searched}, and no SLURM requeue checkpoint "
+        f"({REQUEUE_CHECKPOINTS}) in {root}; {otherwise}"
+    )
 
 
 #: What `detach --help` says the program is, and the subcommands LightningCLI does not list.

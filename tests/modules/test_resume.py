@@ -146,7 +146,8 @@ def test_sigkilled_stage1_resumes_bit_identical_with_two_workers(tmp_path: Path)
 
 
 def test_resume_without_a_checkpoint_names_the_folder(in_scratch: Path) -> None:
-    message = r"no last checkpoint \(last\*\.ckpt\) in \S*runs/demo/stage1/checkpoints;"
+    message = r"no last checkpoint \(last\*\.ckpt\) in \S*runs/demo/stage1/checkpoints, and no SLURM requeue "
+    message += r"checkpoint \(hpc_ckpt_\*\.ckpt\) in \S*runs/demo/stage1; nothing to resume"
     with pytest.raises(FileNotFoundError, match=message):
         main(["fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA, "--ckpt_path", "last"])
     assert not (in_scratch / "runs/demo/stage1/checkpoints").exists()
@@ -179,3 +180,35 @@ def test_resume_from_every_phase_boundary_with_two_workers_is_bit_identical(tmp_
             for line in tensor_differences(resumed[key], expected[key], key)
         ]
         assert not differences, f"resumed after epoch {epoch}:\n" + "\n".join(differences[:20])
+
+
+QUICK_FIT = [
+    "fit", "--config", str(DEMO / "stage1.yaml"), *TINY_DATA,
+    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+    "--trainer.logger", "false",
+]
+
+
+def test_resuming_last_takes_the_newest_of_the_last_and_the_slurm_requeue_checkpoint(in_scratch: Path) -> None:
+    """A SLURM job signalled before its time limit saves `hpc_ckpt_<N>.ckpt` in the run folder and is
+    requeued; Lightning's own `last` ignores that file, so the requeued job would go back to the end of an
+    earlier epoch. Here the newest candidate is resumed, and a requeue checkpoint alone is enough."""
+    main(QUICK_FIT)
+    last = in_scratch / CHECKPOINT
+    requeue = in_scratch / "runs/demo/stage1/hpc_ckpt_1.ckpt"
+    requeue.write_bytes(last.read_bytes())
+    now = time.time()
+
+    def resumed_from(newer: Path) -> Path:
+        for path in (last, requeue):
+            if path.is_file():
+                stamp = now + (60 if path == newer else 0)
+                os.utime(path, (stamp, stamp))
+        cli = main([*QUICK_FIT, "--ckpt_path", "last"])  # epoch 0 is done: nothing left to train
+        assert cli is not None and cli.trainer.current_epoch == 1
+        return Path(str(cli.trainer.ckpt_path)).resolve()
+
+    assert resumed_from(requeue) == requeue
+    assert resumed_from(last) == last
+    last.unlink()
+    assert resumed_from(requeue) == requeue
