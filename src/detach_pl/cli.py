@@ -339,15 +339,15 @@ class DetachCLI(LightningCLI):
             trainer.callbacks.append(LearningRateMonitor())
 
     def before_fit(self) -> None:
-        """Refuse `--ckpt_path last` when there is no last checkpoint to resume (`last_checkpoint`)."""
+        """`--ckpt_path last` → the newest checkpoint; none to resume is refused (`last_checkpoint`)."""
         self.check_last("nothing to resume: start without --ckpt_path, or give the path of a checkpoint")
 
     def before_test(self) -> None:
-        """Refuse `--ckpt_path last` when there is no last checkpoint to test (`last_checkpoint`)."""
+        """`--ckpt_path last` → the newest checkpoint; none to test is refused (`last_checkpoint`)."""
         self.check_last("nothing to test: run `detach fit` with this config first, or give the path of a checkpoint")
 
     def before_validate(self) -> None:
-        """Refuse `--ckpt_path last` when there is no last checkpoint to validate (`last_checkpoint`)."""
+        """`--ckpt_path last` → the newest checkpoint; none to validate is refused (`last_checkpoint`)."""
         self.check_last("nothing to validate: run `detach fit` first, or give the path of a checkpoint")
 
     def check_last(self, otherwise: str) -> None:

@@ -62,22 +62,22 @@ def close_names(name: str, names: Sequence[str]) -> str:
     return f" (did you mean {' or '.join(repr(option) for option in near)}?)"
 
 
-def yaml_problem(text: str) -> str | None:
-    """`line L, column C: <what is wrong>` where `text` is not valid YAML (None: it is)."""
-    try:
-        yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        def at(mark: yaml.Mark) -> str:
-            return f"line {mark.line + 1}, column {mark.column + 1}"
+def yaml_error_text(error: yaml.YAMLError) -> str:
+    """`line L, column C: <what is wrong>` for a YAML parse error (1-based, as editors count).
 
-        problem = error.problem or error.context or "not valid YAML"
-        where = f"{at(error.problem_mark)}: " if error.problem_mark is not None else ""
-        opened = error.context_mark is not None and error.context is not None and error.problem is not None
-        started = f" ({error.context.removeprefix('while ')} started at {at(error.context_mark)})" if opened else ""
-        return f"{where}{problem}{started}"
-    except yaml.YAMLError as error:
+    Where the error has a context (a bracket opened earlier), where that started is added.
+    """
+    if not isinstance(error, yaml.MarkedYAMLError):
         return str(error)
-    return None
+
+    def at(mark: yaml.Mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    problem = error.problem or error.context or "not valid YAML"
+    where = f"{at(error.problem_mark)}: " if error.problem_mark is not None else ""
+    opened = error.context_mark is not None and error.context is not None and error.problem is not None
+    started = f" ({error.context.removeprefix('while ')} started at {at(error.context_mark)})" if opened else ""
+    return f"{where}{problem}{started}"
 
 
 def read_config_file(setting: str, path: str | Path) -> Any:
@@ -95,10 +95,10 @@ def read_config_file(setting: str, path: str | Path) -> Any:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise SettingError(f"{setting} {path} is not a config file (not UTF-8 text: {error.reason})") from error
-    problem = yaml_problem(text)
-    if problem is not None:
-        raise SettingError(f"{setting} {path} is not valid YAML: {problem}")
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SettingError(f"{setting} {path} is not valid YAML: {yaml_error_text(error)}") from error
 
 
 def config_values(args: Sequence[str]) -> Iterator[str]:
